@@ -1,0 +1,43 @@
+# fvc-dagster: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+FVC_DATA_DIR ?= $(CURDIR)/data
+export FVC_DATA_DIR
+export DAGSTER_HOME := $(FVC_DATA_DIR)/dagster_home
+
+.PHONY: demo test dev bench lint format clean
+
+$(BIN)/fvc: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install --quiet -e '.[dev]'
+	touch $(BIN)/fvc
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: $(BIN)/fvc $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/fvc demo
+
+dev: $(BIN)/fvc $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: $(BIN)/fvc lint
+	$(BIN)/python -m pytest -q --timeout=900
+
+lint: $(BIN)/fvc
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/fvc
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(BIN)/fvc
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

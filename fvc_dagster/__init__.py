@@ -1,0 +1,1 @@
+"""fvc-dagster: a Dagster asset platform for fake-video detection."""

@@ -1,0 +1,66 @@
+"""The one Definitions of fvc-dagster, with resources bound from the environment at load time."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+from fvc_dagster.defs.features.assets import handcrafted_features
+from fvc_dagster.defs.ingest.assets import source_videos
+from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
+from fvc_dagster.defs.jobs import training_job, video_pipeline_job
+from fvc_dagster.defs.resources import ClipSampling, FvcStorage, MlflowTracking, VideoInbox
+from fvc_dagster.defs.training import checks as training_checks
+from fvc_dagster.defs.training.assets import (
+    baseline_assets,
+    cv_folds,
+    fold_metrics,
+    model_comparison,
+)
+
+WAREHOUSE_SCHEMA = "fvc"
+
+
+def build_defs(
+    data_dir: str | os.PathLike = "data", password_env: str | None = None
+) -> dg.Definitions:
+    """Definitions over one data root; the archive password comes from `password_env` if named."""
+    root = Path(data_dir).resolve()
+    storage = FvcStorage(data_dir=str(root))
+    warehouse = str(root / "warehouse.duckdb")
+    return dg.Definitions(
+        assets=[
+            source_videos,
+            handcrafted_features,
+            cv_folds,
+            *baseline_assets,
+            fold_metrics,
+            model_comparison,
+        ],
+        asset_checks=dg.load_asset_checks_from_modules([training_checks]),
+        sensors=[archive_sensor, split_failed_video_batches],
+        jobs=[video_pipeline_job, training_job],
+        executor=dg.in_process_executor,
+        resources={
+            "io_manager": DuckDBPandasIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),
+            "warehouse": DuckDBResource(database=warehouse),
+            "inbox": VideoInbox(
+                storage=storage, password=dg.EnvVar(password_env) if password_env else None
+            ),
+            "storage": storage,
+            "sampling": ClipSampling(),
+            "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
+        },
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Resolved when the code location loads: `FVC_DATA_DIR` (default `./data`) and, when set,
+    `FVC_ZIP_PASSWORD` through an `EnvVar` (never stored in run config or metadata)."""
+    return build_defs(
+        os.environ.get("FVC_DATA_DIR", "data"),
+        "FVC_ZIP_PASSWORD" if os.environ.get("FVC_ZIP_PASSWORD") else None,
+    )

@@ -1,0 +1,57 @@
+"""Per-video work inside a multi-partition run: one bad video must not hide the others."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import dagster as dg
+
+from fvc_dagster.lib.archives import ArchiveError
+from fvc_dagster.lib.video import VideoError
+
+T = TypeVar("T")
+FAILED_VIDEOS_KEY = "failed_videos"
+
+
+def for_each_video(
+    context: dg.AssetExecutionContext, video_ids: Iterable[str], work: Callable[[str], T]
+) -> tuple[list[T], dict[str, float]]:
+    """Run `work` per video, logging each; return results and seconds per video.
+
+    Every video is attempted. If any fails on bad input, the step fails with a `Failure` whose
+    metadata lists the failed videos, so `split_failed_video_batches` can re-run the good ones
+    together and each bad one on its own partition.
+    """
+    results: list[T] = []
+    seconds: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    for video_id in video_ids:
+        start = time.perf_counter()
+        try:
+            results.append(work(video_id))
+        except (VideoError, ArchiveError) as exc:
+            failures[video_id] = str(exc)
+            context.log.error(f"{video_id}: {exc}")
+            continue
+        seconds[video_id] = time.perf_counter() - start
+        context.log.info(f"{video_id}: done in {seconds[video_id]:.2f} s")
+    if failures:
+        listing = "\n".join(f"- `{v}`: {msg}" for v, msg in sorted(failures.items()))
+        attempted = len(seconds) + len(failures)
+        raise dg.Failure(
+            description=f"{len(failures)} of {attempted} videos failed:\n{listing}",
+            metadata={FAILED_VIDEOS_KEY: dg.MetadataValue.json(sorted(failures))},
+        )
+    return results, seconds
+
+
+def timing_metadata(seconds: dict[str, float]) -> dict[str, dg.MetadataValue]:
+    """Row count and per-video cost for a batch's materialization metadata."""
+    values = list(seconds.values()) or [0.0]
+    return {
+        "videos": dg.MetadataValue.int(len(seconds)),
+        "seconds_per_video": dg.MetadataValue.float(round(sum(values) / len(values), 4)),
+        "slowest_video_seconds": dg.MetadataValue.float(round(max(values), 4)),
+    }

@@ -1,0 +1,50 @@
+"""`source_videos`: each video extracted from its archive, checksummed and probed."""
+
+import dagster as dg
+import pandas as pd
+
+from fvc_dagster.defs.batching import for_each_video, timing_metadata
+from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
+from fvc_dagster.defs.resources import VideoInbox
+from fvc_dagster.lib.ingest import SOURCE_VIDEO_COLUMNS, ingest_video
+
+
+@dg.asset(
+    partitions_def=videos_partitions,
+    backfill_policy=video_backfill_policy,
+    pool="duckdb",
+    group_name="ingest",
+    kinds={"duckdb", "video"},
+    metadata={"partition_expr": "video_id"},
+)
+def source_videos(context: dg.AssetExecutionContext, inbox: VideoInbox) -> pd.DataFrame:
+    """One row per video: its archive and member, sha256, label and cascade, and PyAV probe."""
+    index = inbox.index()
+    storage = inbox.storage
+    rows, seconds = for_each_video(
+        context,
+        context.partition_keys,
+        lambda video_id: ingest_video(
+            index,
+            video_id,
+            storage.inbox,
+            storage.video_store,
+            storage.quarantine,
+            inbox.password,
+            inbox.limits,
+            inbox.label_map,
+        ),
+    )
+    table = pd.DataFrame(rows, columns=list(SOURCE_VIDEO_COLUMNS))
+    context.add_output_metadata(
+        {
+            **timing_metadata(seconds),
+            "labels": dg.MetadataValue.json(table["label"].fillna("none").value_counts().to_dict()),
+            "preview": dg.MetadataValue.md(
+                table[["video_id", "label", "width", "height", "fps", "frame_count", "codec"]]
+                .head(20)
+                .to_markdown(index=False)
+            ),
+        }
+    )
+    return table

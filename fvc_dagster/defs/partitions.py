@@ -1,0 +1,12 @@
+"""Partitions: one per video (dynamic, registered by the archive sensor) and one per CV fold."""
+
+import dagster as dg
+
+N_FOLDS = 5
+
+videos_partitions = dg.DynamicPartitionsDefinition(name="videos")
+folds_partitions = dg.StaticPartitionsDefinition([str(fold) for fold in range(N_FOLDS)])
+
+# Per-video assets run many videos per run; a backfill of hundreds of videos is a few runs.
+VIDEO_BATCH_SIZE = 32
+video_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=VIDEO_BATCH_SIZE)

@@ -1,0 +1,85 @@
+"""Resources: where data lives, how archives are read, and where training is tracked."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from fvc_dagster.lib.archives import DEFAULT_LABEL_MAP, ArchiveLimits, InboxIndex, index_inbox
+
+
+class FvcStorage(dg.ConfigurableResource):
+    """The data root (`FVC_DATA_DIR`, default `./data`) and the folders under it."""
+
+    data_dir: str = Field(default="data", description="Root of every file the platform writes.")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def video_store(self) -> Path:
+        return self.root / "videos"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def clip_store(self) -> Path:
+        return self.root / "clips"
+
+
+class VideoInbox(dg.ConfigurableResource):
+    """Reads the archives of the inbox: password, zip-bomb limits and label mapping."""
+
+    storage: FvcStorage
+    password: str | None = Field(
+        default=None, description="Password of encrypted archives (set from FVC_ZIP_PASSWORD)."
+    )
+    max_member_mb: int = 8192
+    max_compression_ratio: float = 100.0
+    label_map: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_LABEL_MAP),
+        description="Metadata label -> training label (real/fake); unmapped labels do not train.",
+    )
+
+    @property
+    def limits(self) -> ArchiveLimits:
+        return ArchiveLimits(
+            max_member_bytes=self.max_member_mb * 1024**2,
+            max_compression_ratio=self.max_compression_ratio,
+        )
+
+    def index(self) -> InboxIndex:
+        return index_inbox(self.storage.inbox, self.password, self.limits)
+
+
+class ClipSampling(dg.ConfigurableResource):
+    """How clips are cut from a video: K uniformly sampled frames."""
+
+    frames_per_clip: int = Field(default=16, ge=1)
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow tracking through its own API; every run it opens ends FINISHED or FAILED."""
+
+    tracking_uri: str
+    experiment: str = "fvc-baselines"
+
+    @contextlib.contextmanager
+    def start_run(self, run_name: str, tags: dict[str, str]) -> Iterator:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+        with mlflow.start_run(run_name=run_name, tags=tags) as run:
+            yield run

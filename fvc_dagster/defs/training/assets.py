@@ -1,0 +1,149 @@
+"""Folds, one baseline model asset per classifier (partitioned by fold), metrics, comparison."""
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from fvc_dagster.defs.partitions import N_FOLDS, folds_partitions
+from fvc_dagster.defs.resources import MlflowTracking
+from fvc_dagster.lib.features import HANDCRAFTED_FEATURES
+from fvc_dagster.lib.metrics import compare_models, comparison_markdown
+from fvc_dagster.lib.models import BASELINES
+from fvc_dagster.lib.splits import assign_folds
+from fvc_dagster.lib.tracking import log_fold_run
+from fvc_dagster.lib.training import fold_data, train_fold
+
+FOLD_SEED = 0
+# Runs when upstream data changes, without waiting for videos that failed ingestion.
+UPDATE_ON_NEW_DATA = dg.AutomationCondition.eager().without(
+    ~dg.AutomationCondition.any_deps_missing()
+)
+
+
+def _existing_table(warehouse: DuckDBResource, table: str) -> pd.DataFrame | None:
+    with warehouse.get_connection() as con:
+        exists = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'fvc' and table_name = ?",
+            [table],
+        ).fetchone()[0]
+        return con.execute(f"select * from fvc.{table}").df() if exists else None
+
+
+@dg.asset(
+    pool="duckdb",
+    group_name="training",
+    kinds={"duckdb"},
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def cv_folds(
+    context: dg.AssetExecutionContext, source_videos: pd.DataFrame, warehouse: DuckDBResource
+) -> pd.DataFrame:
+    """One row per labelled video: its fold, stratified by label and grouped by cascade."""
+    previous = _existing_table(warehouse, "cv_folds")
+    folds = assign_folds(source_videos, N_FOLDS, FOLD_SEED, previous)
+    counts = folds.pivot_table(index="fold", columns="label", values="video_id", aggfunc="count")
+    context.add_output_metadata(
+        {
+            "videos": dg.MetadataValue.int(len(folds)),
+            "cascades": dg.MetadataValue.int(folds["dup_group"].nunique()),
+            "kept_from_previous": dg.MetadataValue.int(0 if previous is None else len(previous)),
+            "class_counts": dg.MetadataValue.md(counts.fillna(0).astype(int).to_markdown()),
+        }
+    )
+    return folds
+
+
+def build_baseline_asset(model: str) -> dg.AssetsDefinition:
+    """A fold-partitioned asset that trains `model` on a fold and records its evaluation row."""
+
+    @dg.asset(
+        name=f"baseline_{model}",
+        partitions_def=folds_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        group_name="training",
+        kinds={"duckdb", "mlflow", "xgboost" if model == "xgboost" else "scikitlearn"},
+        metadata={"partition_expr": "fold"},
+        ins={
+            "handcrafted_features": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+            "cv_folds": dg.AssetIn(),
+        },
+        automation_condition=UPDATE_ON_NEW_DATA,
+    )
+    def _baseline(
+        context: dg.AssetExecutionContext,
+        handcrafted_features: pd.DataFrame,
+        cv_folds: pd.DataFrame,
+        mlflow: MlflowTracking,
+    ) -> pd.DataFrame:
+        rows = []
+        for fold_key in context.partition_keys:
+            data = fold_data(handcrafted_features, cv_folds, int(fold_key), HANDCRAFTED_FEATURES)
+            with mlflow.start_run(
+                run_name=f"{model}-fold{fold_key}",
+                tags={"dagster_run_id": context.run_id, "model": model, "fold": fold_key},
+            ) as run:
+                result = train_fold(model, data)
+                log_fold_run(result, model, fold_key, data)
+            context.log.info(f"{model} fold {fold_key}: roc_auc={result.scores['roc_auc']:.3f}")
+            rows.append(
+                {
+                    "model": model,
+                    "fold": fold_key,
+                    **result.scores,
+                    "n_train": result.n_train,
+                    "n_validation": result.n_validation,
+                    "mlflow_run_id": run.info.run_id,
+                }
+            )
+        table = pd.DataFrame(rows)
+        context.add_output_metadata(
+            {
+                "scores": dg.MetadataValue.md(
+                    table.drop(columns="mlflow_run_id").to_markdown(index=False)
+                )
+            }
+        )
+        return table
+
+    _baseline.__doc__ = f"One row per fold: {model} trained on the other folds, scored on this one."
+    return _baseline
+
+
+baseline_assets = [build_baseline_asset(model) for model in BASELINES]
+
+
+@dg.asset(
+    pool="duckdb",
+    group_name="training",
+    kinds={"duckdb"},
+    ins={f"baseline_{m}": dg.AssetIn() for m in BASELINES},
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def fold_metrics(context: dg.AssetExecutionContext, **baselines: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and fold: accuracy, precision, recall, F1, ROC-AUC, PR-AUC, confusion."""
+    table = pd.concat(baselines.values(), ignore_index=True).assign(
+        fold=lambda t: t["fold"].astype(int)
+    )
+    context.add_output_metadata({"rows": dg.MetadataValue.int(len(table))})
+    return table.sort_values(["model", "fold"]).reset_index(drop=True)
+
+
+@dg.asset(
+    pool="duckdb",
+    group_name="training",
+    kinds={"duckdb"},
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def model_comparison(context: dg.AssetExecutionContext, fold_metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: mean and std of every metric over the folds, best ROC-AUC first."""
+    table = compare_models(fold_metrics)
+    context.add_output_metadata(
+        {
+            "comparison": dg.MetadataValue.md(comparison_markdown(table)),
+            "best_model": dg.MetadataValue.text(str(table.iloc[0]["model"])),
+            "best_roc_auc_mean": dg.MetadataValue.float(float(table.iloc[0]["roc_auc_mean"])),
+        }
+    )
+    return table

@@ -1,0 +1,367 @@
+"""Reading video archives safely: listings, FVC metadata, and atomic member extraction.
+
+Nothing here inflates a member before its declared sizes pass the limits, and nothing is written
+anywhere but the destination the caller names, whatever the member's name says.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import parse_qs, urlparse
+
+import pyzipper
+
+VIDEO_EXTENSIONS = frozenset(
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".flv",
+        ".3gp",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".wmv",
+    }
+)
+METADATA_EXTENSION = ".csv"
+DEFAULT_LABEL_MAP: Mapping[str, str] = {"real": "real", "fake": "fake"}
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+_DIGITS = re.compile(r"(\d{6,})")
+
+
+class ArchiveError(Exception):
+    """A problem with one archive or one of its members; the message names both."""
+
+    def __init__(self, archive: str, reason: str, member: str | None = None):
+        where = f"archive {archive!r}" + (f", member {member!r}" if member else "")
+        super().__init__(f"{where}: {reason}")
+        self.archive = archive
+        self.member = member
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Zip-bomb guards, checked on the declared sizes before anything is inflated."""
+
+    max_member_bytes: int = 8 * 1024**3
+    max_archive_bytes: int = 256 * 1024**3
+    max_compression_ratio: float = 100.0
+    ratio_floor_bytes: int = 1024**2  # small members may compress well without being bombs
+    max_members: int = 100_000
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """A video member of an archive, matched to metadata by its id (the file stem)."""
+
+    video_id: str
+    archive: str
+    member: str
+    size: int
+    crc: int
+    encrypted: bool
+
+
+@dataclass
+class ArchiveListing:
+    """What one archive holds, read from its central directory and metadata CSVs only."""
+
+    archive: str
+    videos: list[VideoEntry] = field(default_factory=list)
+    metadata: list[dict[str, str | None]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    refused: list[ArchiveError] = field(default_factory=list)
+
+
+def safe_video_key(stem: str) -> str:
+    """A partition-safe id for a file stem: the stem itself when safe, else a slug plus a hash."""
+    if _SAFE_KEY.match(stem):
+        return stem
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:96] or "video"
+    return f"{slug}-{hashlib.sha1(stem.encode()).hexdigest()[:8]}"
+
+
+def parse_video_url(url: str) -> tuple[str, str]:
+    """The (video_id, platform) of a YouTube, Facebook or Twitter video URL."""
+    parsed = urlparse(url.strip())
+    host = (parsed.hostname or "").lower().removeprefix("www.").removeprefix("m.")
+    if host in {"youtube.com", "youtu.be"} or host.endswith(".youtube.com"):
+        candidates = parse_qs(parsed.query).get("v", []) + [
+            p for p in parsed.path.split("/") if p and p not in {"watch", "embed", "shorts", "v"}
+        ]
+        for candidate in candidates:
+            if _YOUTUBE_ID.match(candidate):
+                return candidate, "youtube"
+        raise ValueError(f"no YouTube video id in {url!r}")
+    platform = next(
+        (
+            name
+            for name in ("facebook", "twitter")
+            if name in host or (name, host) == ("twitter", "x.com")
+        ),
+        host or "unknown",
+    )
+    digits = _DIGITS.findall(parsed.path + "?" + parsed.query)
+    if not digits:
+        raise ValueError(f"no numeric video id in {url!r}")
+    return digits[-1], platform
+
+
+def parse_metadata_csv(text: str, source: str) -> list[dict[str, str | None]]:
+    """Rows of `video_id, raw_label, platform, dup_group` from an FVC or a plain metadata CSV.
+
+    FVC layout: `cascade_id,video_url,label` (the cascade is the duplicate group). Plain layout:
+    `video_id,label[,dup_group][,platform]`.
+    """
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    columns = {c.strip().lower() for c in reader.fieldnames or []}
+    rows: list[dict[str, str | None]] = []
+    if {"video_url", "label"} <= columns:
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            try:
+                video_id, platform = parse_video_url(row["video_url"])
+            except ValueError as exc:
+                raise ValueError(f"{source} line {line}: {exc}") from None
+            cascade = row.get("cascade_id") or video_id
+            rows.append(_metadata_row(video_id, row["label"], platform, cascade))
+    elif {"video_id", "label"} <= columns:
+        for row in reader:
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            video_id = row["video_id"]
+            rows.append(
+                _metadata_row(
+                    video_id,
+                    row["label"],
+                    row.get("platform") or None,
+                    row.get("dup_group") or video_id,
+                )
+            )
+    else:
+        raise ValueError(
+            f"{source}: unknown metadata columns {sorted(columns)}; expected "
+            "cascade_id,video_url,label or video_id,label,dup_group,platform"
+        )
+    return rows
+
+
+def _metadata_row(video_id: str, label: str, platform: str | None, group: str):
+    return {
+        "video_id": safe_video_key(video_id),
+        "raw_label": label.lower() or None,
+        "platform": platform,
+        "dup_group": group,
+    }
+
+
+def _unsafe_member_reason(info: pyzipper.ZipInfo) -> str | None:
+    name = info.filename
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "absolute member name refused"
+    if ".." in parts:
+        return "path traversal ('..') in member name refused"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link member refused"
+    return None
+
+
+def _bomb_reason(info: pyzipper.ZipInfo, limits: ArchiveLimits) -> str | None:
+    if info.file_size > limits.max_member_bytes:
+        return f"declared size {info.file_size} B exceeds the {limits.max_member_bytes} B limit"
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > limits.ratio_floor_bytes and ratio > limits.max_compression_ratio:
+        limit = limits.max_compression_ratio
+        return f"compression ratio {ratio:.0f}:1 exceeds {limit:.0f}:1 (zip bomb?)"
+    return None
+
+
+def _open(path: Path) -> pyzipper.AESZipFile:
+    try:
+        return pyzipper.AESZipFile(path)
+    except (pyzipper.BadZipFile, OSError) as exc:
+        raise ArchiveError(path.name, f"not a readable zip archive ({exc})") from None
+
+
+def _read_member(
+    zf: pyzipper.AESZipFile, archive: str, info: pyzipper.ZipInfo, password: str | None
+) -> pyzipper.zipfile.ZipExtFile:
+    encrypted = bool(info.flag_bits & 0x1)
+    if encrypted and not password:
+        raise ArchiveError(
+            archive, "member is encrypted and FVC_ZIP_PASSWORD is not set", info.filename
+        )
+    try:
+        return zf.open(info, pwd=password.encode() if encrypted and password else None)
+    except RuntimeError as exc:  # pyzipper reports a bad password as RuntimeError
+        raise ArchiveError(archive, f"wrong password ({exc})", info.filename) from None
+
+
+def list_archive(
+    path: Path, password: str | None = None, limits: ArchiveLimits = ArchiveLimits()
+) -> ArchiveListing:
+    """Read an archive's listing and metadata CSVs without inflating any video.
+
+    Raises ArchiveError when the whole archive must be refused (unreadable, bomb, bad password);
+    unsafe members are refused one by one and reported in `refused`.
+    """
+    listing = ArchiveListing(archive=path.name)
+    with _open(path) as zf:
+        infos = zf.infolist()
+        if len(infos) > limits.max_members:
+            raise ArchiveError(
+                path.name, f"{len(infos)} members exceed the {limits.max_members} limit"
+            )
+        total = sum(i.file_size for i in infos)
+        if total > limits.max_archive_bytes:
+            raise ArchiveError(
+                path.name, f"declared total {total} B exceeds {limits.max_archive_bytes} B"
+            )
+        password_checked = False
+        for info in infos:
+            if info.is_dir():
+                continue
+            name = info.filename
+            pure = PurePosixPath(name.replace("\\", "/"))
+            if pure.name.startswith("._") or "__MACOSX" in pure.parts:
+                listing.skipped.append(name)
+                continue
+            if reason := _unsafe_member_reason(info) or _bomb_reason(info, limits):
+                listing.refused.append(ArchiveError(path.name, reason, name))
+                continue
+            suffix = pure.suffix.lower()
+            encrypted = bool(info.flag_bits & 0x1)
+            if encrypted and not password_checked:
+                with _read_member(zf, path.name, info, password) as stream:
+                    stream.read(1)  # verifies the password from the member header only
+                password_checked = True
+            if suffix in VIDEO_EXTENSIONS:
+                listing.videos.append(
+                    VideoEntry(
+                        safe_video_key(pure.stem),
+                        path.name,
+                        name,
+                        info.file_size,
+                        info.CRC,
+                        encrypted,
+                    )
+                )
+            elif suffix == METADATA_EXTENSION:
+                with _read_member(zf, path.name, info, password) as stream:
+                    text = stream.read().decode("utf-8", errors="replace")
+                try:
+                    listing.metadata.extend(parse_metadata_csv(text, f"{path.name}:{name}"))
+                except ValueError as exc:
+                    listing.refused.append(ArchiveError(path.name, str(exc), name))
+            else:
+                listing.skipped.append(name)
+    return listing
+
+
+def extract_member(
+    archive_path: Path,
+    member: str,
+    destination: Path,
+    password: str | None = None,
+    limits: ArchiveLimits = ArchiveLimits(),
+    chunk_bytes: int = 1 << 20,
+) -> str:
+    """Extract one member to `destination` atomically and return its sha256.
+
+    The member's own name never decides where bytes go; its declared size is enforced while
+    streaming, and the CRC is verified before the file is renamed into place.
+    """
+    archive = archive_path.name
+    with _open(archive_path) as zf:
+        try:
+            info = zf.getinfo(member)
+        except KeyError:
+            raise ArchiveError(archive, "member not found", member) from None
+        if reason := _unsafe_member_reason(info) or _bomb_reason(info, limits):
+            raise ArchiveError(archive, reason, member)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        written = 0
+        fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, _read_member(zf, archive, info, password) as stream:
+                while chunk := stream.read(chunk_bytes):
+                    written += len(chunk)
+                    if written > info.file_size:
+                        raise ArchiveError(archive, "inflates past its declared size", member)
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp_name, destination)
+        except pyzipper.BadZipFile as exc:
+            raise ArchiveError(archive, f"corrupt member data ({exc})", member) from None
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+    return digest.hexdigest()
+
+
+@dataclass
+class InboxIndex:
+    """Every video of every readable archive in an inbox, with its metadata and the problems met."""
+
+    videos: dict[str, VideoEntry]
+    metadata: dict[str, dict[str, str | None]]
+    archive_errors: list[ArchiveError]
+    refused: list[ArchiveError]
+    skipped: list[tuple[str, str]]
+
+    def label_of(
+        self, video_id: str, label_map: Mapping[str, str] = DEFAULT_LABEL_MAP
+    ) -> str | None:
+        raw = (self.metadata.get(video_id) or {}).get("raw_label")
+        return label_map.get(raw) if raw else None
+
+
+def archive_paths(inbox: Path) -> list[Path]:
+    """The archives of an inbox, in name order (the first archive holding a video id wins)."""
+    return sorted(p for p in inbox.glob("*.zip") if p.is_file()) if inbox.is_dir() else []
+
+
+def index_listings(listings: Iterable[ArchiveListing]) -> InboxIndex:
+    """Merge archive listings: first occurrence of a video id wins; metadata rows merge by id."""
+    index = InboxIndex({}, {}, [], [], [])
+    for listing in listings:
+        for entry in listing.videos:
+            index.videos.setdefault(entry.video_id, entry)
+        for row in listing.metadata:
+            index.metadata.setdefault(row["video_id"], row)
+        index.refused.extend(listing.refused)
+        index.skipped.extend((listing.archive, member) for member in listing.skipped)
+    return index
+
+
+def index_inbox(
+    inbox: Path, password: str | None = None, limits: ArchiveLimits = ArchiveLimits()
+) -> InboxIndex:
+    """List every archive in the inbox; an archive that fails is recorded, the rest still count."""
+    listings, errors = [], []
+    for path in archive_paths(inbox):
+        try:
+            listings.append(list_archive(path, password, limits))
+        except ArchiveError as exc:
+            errors.append(exc)
+    index = index_listings(listings)
+    index.archive_errors = errors
+    return index

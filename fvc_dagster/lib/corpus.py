@@ -1,0 +1,680 @@
+"""Deterministic synthetic corpus in the Fake Video Corpus (FVC) layout.
+
+The real FVC ships as password-protected archives ``FVC1.zip`` .. ``FVCn.zip`` holding the
+videos plus a ``Metadata.zip`` with ``FVC.csv`` (one original per cascade) and ``FVC_dup.csv``
+(the near-duplicates of each cascade).  This module writes a small stand-in with the same
+layout so that the whole pipeline can run end to end without the real data:
+
+* videos are procedurally generated moving scenes (gradient + low-frequency noise background,
+  textured, camera pan, moving anti-aliased shapes, optics blur and sensor noise), encoded with
+  libx264 (yuv420p) at varied sizes, frame rates, CRFs and GOP sizes;
+* a cascade groups 1-4 videos: the original and re-encodes of the same content at other sizes
+  and/or CRFs, i.e. genuine near-duplicates;
+* fake cascades carry a real splice: an elliptical region taken from another cascade's content,
+  resampled (down- then up-scaled, i.e. smoothed) and JPEG-compressed at low quality on the
+  8x8 grid of the frame, blended in with feathered edges, then the frame is x264-encoded
+  (double compression inside the region, single compression elsewhere).  Real videos are
+  compressed once.
+
+Everything is derived from ``numpy.random.default_rng`` seeded by the spec, archives use fixed
+zip timestamps, x264 runs single-threaded and the muxer is bit-exact, so the same spec gives
+byte-identical archives (with a password too: the AES salts are derived from the seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pyzipper
+from Cryptodome.Cipher import AES
+from Cryptodome.Hash import HMAC
+from Cryptodome.Hash.SHA1 import SHA1Hash
+from Cryptodome.Protocol.KDF import PBKDF2
+from Cryptodome.Util import Counter
+
+__all__ = [
+    "CSV_HEADER",
+    "CorpusSpec",
+    "GeneratedVideo",
+    "METADATA_ARCHIVE",
+    "archive_names",
+    "generate_corpus",
+]
+
+CSV_HEADER = ("cascade_id", "video_url", "label")
+METADATA_ARCHIVE = "Metadata.zip"
+ORIGINALS_CSV = "FVC.csv"
+DUPLICATES_CSV = "FVC_dup.csv"
+ZIP_DATE_TIME = (2020, 1, 1, 0, 0, 0)
+
+# Native resolutions (width, height) and their relative frequency.
+_RESOLUTIONS: tuple[tuple[int, int], ...] = (
+    (176, 144),
+    (320, 240),
+    (426, 240),
+    (480, 360),
+    (640, 360),
+    (240, 426),
+)
+_RESOLUTION_P = (0.12, 0.2, 0.2, 0.16, 0.2, 0.12)
+_FPS = (15, 24, 25, 30)
+_GOPS = (12, 30, 250)
+_DUP_SCALES = (0.5, 2 / 3, 0.75, 1.0, 1.25)
+_YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_YT_LAST = "AEIMQUYcgkosw048"  # real YouTube ids only end in these (64-bit id, 66 bits coded)
+_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "zen", "dar", "mon", "pix", "news")
+_EXTRA_LABELS = ("uncertain", "parody")
+
+# Splice (fake) parameters, drawn uniformly per fake cascade.
+_SPLICE_SIZE = (0.4, 0.6)  # region width/height as a fraction of the frame
+_SPLICE_QUALITY = (30, 50)  # JPEG quality of the spliced region (inclusive)
+_SPLICE_RESAMPLE = (0.6, 0.85)  # down-then-up-scale factor applied before the JPEG step
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    n_videos: int = 60  # total videos including near-duplicates
+    n_archives: int = 3  # FVC1.zip .. FVC{n}.zip
+    seed: int = 0
+    password: str | None = None  # when set, every archive is AES-encrypted with pyzipper
+    min_frames: int = 24
+    max_frames: int = 48
+
+
+@dataclass(frozen=True)
+class GeneratedVideo:
+    video_id: str
+    archive: str
+    member: str
+    label: str
+    cascade_id: str
+    platform: str
+    width: int
+    height: int
+    fps: int
+    frames: int
+
+
+def archive_names(spec: CorpusSpec) -> list[str]:
+    """Names of the video archives a spec produces (``FVC1.zip`` ..)."""
+    return [f"FVC{i}.zip" for i in range(1, spec.n_archives + 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# Plan: cascades, labels, ids, archives, encodings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Member:
+    video_id: str
+    url: str
+    platform: str
+    archive: str
+    member: str
+    width: int
+    height: int
+    crf: int
+    gop: int
+
+
+@dataclass
+class _Cascade:
+    index: int
+    cascade_id: str
+    label: str
+    spliced: bool
+    fps: int
+    frames: int
+    width: int  # native size (the original's)
+    height: int
+    donor: int = -1  # cascade index whose content is spliced in (spliced cascades only)
+    splice: dict = field(default_factory=dict)
+    members: list[_Member] = field(default_factory=list)
+
+
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2.0)) * 2)
+
+
+def _validate(spec: CorpusSpec) -> None:
+    if spec.n_videos < 1:
+        raise ValueError("n_videos must be >= 1")
+    if spec.n_archives < 1:
+        raise ValueError("n_archives must be >= 1")
+    if spec.min_frames < 1 or spec.max_frames < spec.min_frames:
+        raise ValueError("need 1 <= min_frames <= max_frames")
+    if spec.password is not None and not spec.password:
+        raise ValueError("password must be non-empty when given")
+
+
+def _cascade_sizes(rng: np.random.Generator, total: int) -> list[int]:
+    sizes: list[int] = []
+    while sum(sizes) < total:
+        s = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.3, 0.25, 0.15]))
+        sizes.append(min(s, total - sum(sizes)))
+    if len(sizes) == 1 and sizes[0] >= 2:  # make room for both classes
+        sizes = [sizes[0] - 1, 1]
+    return sizes
+
+
+class _IdFactory:
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.seen: set[str] = set()
+
+    def _name(self) -> str:
+        n = int(self.rng.integers(2, 4))
+        parts = [_SYLLABLES[int(i)] for i in self.rng.integers(0, len(_SYLLABLES), n)]
+        name = "".join(parts)
+        if self.rng.random() < 0.5:
+            name += str(int(self.rng.integers(1, 100)))
+        return name
+
+    def _digits(self, first: str, n: int) -> str:
+        return first + "".join(str(int(d)) for d in self.rng.integers(0, 10, n - 1))
+
+    def new(self) -> tuple[str, str, str]:
+        """Return (video_id, url, platform)."""
+        while True:
+            r = self.rng.random()
+            if r < 0.6:
+                platform = "youtube"
+                body = "".join(_YT_ALPHABET[int(i)] for i in self.rng.integers(0, 64, 10))
+                vid = body + _YT_LAST[int(self.rng.integers(0, len(_YT_LAST)))]
+                if self.rng.random() < 0.25:
+                    url = f"https://youtu.be/{vid}"
+                else:
+                    url = f"https://www.youtube.com/watch?v={vid}"
+            elif r < 0.8:
+                platform = "facebook"
+                vid = self._digits("1", int(self.rng.integers(15, 17)))
+                url = f"https://www.facebook.com/{self._name()}/videos/{vid}/"
+            else:
+                platform = "twitter"
+                vid = self._digits(str(int(self.rng.integers(7, 10))), 18)
+                url = f"https://twitter.com/{self._name()}/status/{vid}"
+            if vid not in self.seen:
+                self.seen.add(vid)
+                return vid, url, platform
+
+
+def _plan(spec: CorpusSpec) -> list[_Cascade]:
+    rng = np.random.default_rng(spec.seed)
+    n_extra = len(_EXTRA_LABELS) if spec.n_videos >= 8 else 0
+    sizes = _cascade_sizes(rng, spec.n_videos - n_extra)
+
+    # Balance real/fake on video counts (greedy over a shuffled order).
+    counts = {"real": 0, "fake": 0}
+    labelled: list[tuple[int, str]] = []
+    for i in rng.permutation(len(sizes)):
+        s = sizes[int(i)]
+        if counts["real"] == counts["fake"]:
+            label = "real" if rng.random() < 0.5 else "fake"
+        else:
+            label = min(counts, key=counts.__getitem__)
+        counts[label] += s
+        labelled.append((s, label))
+    for extra in _EXTRA_LABELS[:n_extra]:
+        labelled.insert(int(rng.integers(0, len(labelled) + 1)), (1, extra))
+
+    ids = _IdFactory(rng)
+    archives = archive_names(spec)
+    cascades: list[_Cascade] = []
+    for ci, (size, label) in enumerate(labelled):
+        w, h = _RESOLUTIONS[int(rng.choice(len(_RESOLUTIONS), p=_RESOLUTION_P))]
+        casc = _Cascade(
+            index=ci,
+            cascade_id=f"C{ci + 1:04d}",
+            label=label,
+            spliced=label in ("fake", "parody"),
+            fps=int(rng.choice(_FPS)),
+            frames=int(rng.integers(spec.min_frames, spec.max_frames + 1)),
+            width=w,
+            height=h,
+        )
+        home = int(rng.integers(0, len(archives)))
+        orig_crf = int(rng.integers(18, 29))
+        used: set[tuple[int, int, int]] = set()
+        for k in range(size):
+            mw, mh, crf = w, h, orig_crf
+            while k > 0:  # a near-duplicate: another size and/or another CRF
+                scale = float(rng.choice(_DUP_SCALES))
+                mw, mh = _even(w * scale), _even(h * scale)
+                if min(mw, mh) < 96 or max(mw, mh) > 800:
+                    mw, mh = w, h
+                crf = int(rng.integers(18, 33))
+                if (mw, mh, crf) not in used and ((mw, mh) != (w, h) or crf != orig_crf):
+                    break
+            used.add((mw, mh, crf))
+            arch = home
+            if k > 0 and len(archives) > 1 and rng.random() < 0.35:
+                arch = int((home + rng.integers(1, len(archives))) % len(archives))
+            vid, url, platform = ids.new()
+            member = f"videos/{vid}.mp4" if rng.random() < 0.08 else f"{vid}.mp4"
+            casc.members.append(
+                _Member(
+                    video_id=vid,
+                    url=url,
+                    platform=platform,
+                    archive=archives[arch],
+                    member=member,
+                    width=mw,
+                    height=mh,
+                    crf=crf,
+                    gop=int(rng.choice(_GOPS)),
+                )
+            )
+        cascades.append(casc)
+
+    # Every archive gets at least one video when there are enough videos.
+    all_members = [m for c in cascades for m in c.members]
+    for name in archives:
+        if any(m.archive == name for m in all_members):
+            continue
+        load = {a: sum(m.archive == a for m in all_members) for a in archives}
+        donor_arch = max(archives, key=lambda a: load[a])
+        if load[donor_arch] < 2:
+            break
+        movable = [m for m in all_members if m.archive == donor_arch]
+        movable[-1].archive = name
+
+    # Splice parameters (donor content from another cascade).
+    for casc in cascades:
+        if not casc.spliced:
+            continue
+        others = [c.index for c in cascades if c.index != casc.index]
+        casc.donor = int(rng.choice(others)) if others else casc.index
+        casc.splice = {
+            "rw": float(rng.uniform(*_SPLICE_SIZE)),  # region size, fraction of the frame
+            "rh": float(rng.uniform(*_SPLICE_SIZE)),
+            "cx": float(rng.uniform(0.35, 0.65)),  # region centre
+            "cy": float(rng.uniform(0.35, 0.6)),
+            "quality": int(rng.integers(_SPLICE_QUALITY[0], _SPLICE_QUALITY[1] + 1)),
+            "resample": float(rng.uniform(*_SPLICE_RESAMPLE)),  # down/up-scale (smoothing)
+            "feather": float(rng.uniform(0.06, 0.12)),  # feather width, fraction of region
+            "gain": float(rng.uniform(0.94, 1.06)),  # slight photometric mismatch
+        }
+    return cascades
+
+
+# --------------------------------------------------------------------------------------------
+# Content: procedural scenes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scene:
+    c0: np.ndarray
+    c1: np.ndarray
+    angle: float
+    low: np.ndarray  # (gh, gw, 3) low-frequency colour noise grid
+    mid: np.ndarray  # (gh, gw) luminance texture grid
+    fine: np.ndarray  # (gh, gw) fine texture grid
+    amp_low: float
+    amp_mid: float
+    amp_fine: float
+    pan0: np.ndarray  # normalised pan start / end (fraction of the margin)
+    pan1: np.ndarray
+    shake: float
+    shapes: list[dict]
+    flicker: float
+    blur: float
+    noise: float
+
+
+def _scene(seed: int, index: int) -> _Scene:
+    rng = np.random.default_rng([seed, 7919, index])
+    shapes = []
+    for _ in range(int(rng.integers(3, 8))):
+        shapes.append(
+            {
+                "kind": int(rng.integers(0, 3)),  # 0 ellipse, 1 rectangle, 2 triangle
+                "color": rng.uniform(20, 235, 3),
+                "pos": rng.uniform(0.1, 0.9, 2),
+                "vel": rng.normal(0, 0.25, 2),  # fraction of the frame per second
+                "size": rng.uniform(0.05, 0.2, 2),
+                "rot": float(rng.uniform(0, 360)),
+                "spin": float(rng.normal(0, 40)),  # degrees per second
+                "alpha": float(rng.uniform(0.75, 1.0)),
+            }
+        )
+    return _Scene(
+        c0=rng.uniform(20, 235, 3),
+        c1=rng.uniform(20, 235, 3),
+        angle=float(rng.uniform(0, 2 * np.pi)),
+        low=rng.normal(0, 1, (5, 7, 3)).astype(np.float32),
+        mid=rng.normal(0, 1, (24, 32)).astype(np.float32),
+        fine=rng.normal(0, 1, (90, 120)).astype(np.float32),
+        amp_low=float(rng.uniform(15, 40)),
+        amp_mid=float(rng.uniform(4, 12)),
+        amp_fine=float(rng.uniform(2, 8)),
+        pan0=rng.uniform(0, 1, 2),
+        pan1=rng.uniform(0, 1, 2),
+        shake=float(rng.uniform(0, 0.01)),
+        shapes=shapes,
+        flicker=float(rng.uniform(0, 0.04)),
+        blur=float(rng.uniform(0.5, 1.0)),
+        noise=float(rng.uniform(1.5, 4.0)),
+    )
+
+
+def _render(
+    scene: _Scene, width: int, height: int, frames: int, fps: int, noise_rng: np.random.Generator
+) -> np.ndarray:
+    """Render ``frames`` RGB uint8 frames of ``scene`` at ``width`` x ``height``."""
+    margin = 0.25
+    cw, ch = int(round(width * (1 + margin))), int(round(height * (1 + margin)))
+    xs = np.linspace(0.0, 1.0, cw, dtype=np.float32)[None, :]
+    ys = np.linspace(0.0, 1.0, ch, dtype=np.float32)[:, None]
+    t = np.clip((np.cos(scene.angle) * xs + np.sin(scene.angle) * ys + 1.0) / 2.0, 0, 1)
+    t = t[..., None]
+    c0, c1 = scene.c0.astype(np.float32), scene.c1.astype(np.float32)
+    canvas = c0 + (c1 - c0) * t
+    canvas += scene.amp_low * cv2.resize(scene.low, (cw, ch), interpolation=cv2.INTER_CUBIC)
+    tex = scene.amp_mid * cv2.resize(scene.mid, (cw, ch), interpolation=cv2.INTER_CUBIC)
+    tex += scene.amp_fine * cv2.resize(scene.fine, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    canvas += tex[..., None]
+    canvas = cv2.GaussianBlur(canvas, (0, 0), scene.blur)  # optics
+
+    # Sensor noise: one field per video, sampled at a random offset each frame (cheap, and
+    # temporally uncorrelated enough for a camera-noise stand-in).
+    pad = 32
+    noise = noise_rng.standard_normal((height + pad, width + pad, 3), dtype=np.float32)
+    noise *= scene.noise
+    offsets = noise_rng.integers(0, pad + 1, (frames, 2))
+    out = np.empty((frames, height, width, 3), np.uint8)
+    span = np.array([cw - width - 1, ch - height - 1], np.float64)
+    reach = 2.0 + 3.0 * scene.blur
+    for f in range(frames):
+        u = f / max(1, frames - 1)
+        sec = f / fps
+        pan = (scene.pan0 * (1 - u) + scene.pan1 * u) * span
+        pan += scene.shake * np.array([width, height]) * np.sin([sec * 7.3, sec * 5.1])
+        m = np.float32([[1, 0, -pan[0]], [0, 1, -pan[1]]])
+        frame = cv2.warpAffine(
+            canvas, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+        mean = float(frame.mean())
+        for sh in scene.shapes:
+            pos = (sh["pos"] + sh["vel"] * sec) % 1.2 - 0.1
+            cx, cy = pos[0] * width, pos[1] * height
+            sx, sy = sh["size"][0] * width, sh["size"][1] * height
+            ang = sh["rot"] + sh["spin"] * sec
+            # Only touch the shape's bounding box.
+            r = float(np.hypot(sx, sy)) + reach
+            x0, x1 = max(0, int(cx - r)), min(width, int(cx + r) + 1)
+            y0, y1 = max(0, int(cy - r)), min(height, int(cy + r) + 1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            lx, ly = cx - x0, cy - y0
+            cov = np.zeros((y1 - y0, x1 - x0), np.float32)
+            if sh["kind"] == 0:
+                cv2.ellipse(cov, ((lx, ly), (2 * sx, 2 * sy), ang), 1.0, -1, cv2.LINE_AA)
+            else:
+                if sh["kind"] == 1:
+                    pts = cv2.boxPoints(((lx, ly), (2 * sx, 2 * sy), ang))
+                else:
+                    a = np.deg2rad(ang) + np.array([0, 2.094, 4.189])
+                    pts = np.stack([lx + sx * np.cos(a), ly + sy * np.sin(a)], 1)
+                cv2.fillPoly(cov, [np.round(pts * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+            a = cv2.GaussianBlur(cov, (0, 0), scene.blur) * sh["alpha"]
+            roi = frame[y0:y1, x0:x1]
+            # Shapes keep some of the background texture (shading), not flat colour:
+            # roi <- roi * (1 - a) + (colour + 0.35 * (roi - mean)) * a
+            roi *= (1.0 - 0.65 * a)[..., None]
+            roi += (sh["color"].astype(np.float32) - 0.35 * mean) * a[..., None]
+        gain = 1.0 + scene.flicker * np.sin(2 * np.pi * 0.7 * sec)
+        oy, ox = offsets[f]
+        # frame * gain + noise, rounded and saturated to uint8 in one pass.
+        out[f] = cv2.addWeighted(
+            frame, gain, noise[oy : oy + height, ox : ox + width], 1.0, 0.0, dtype=cv2.CV_8U
+        )
+    return out
+
+
+def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    if frames.shape[2] == width and frames.shape[1] == height:
+        return frames
+    interp = cv2.INTER_AREA if width < frames.shape[2] else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
+
+
+def _splice(host: np.ndarray, donor: np.ndarray, p: dict) -> np.ndarray:
+    """Blend an elliptical, resampled, JPEG-compressed region of ``donor`` into ``host``."""
+    _, h, w, _ = host.shape
+    rw = max(16, int(round(p["rw"] * w / 8)) * 8)
+    rh = max(16, int(round(p["rh"] * h / 8)) * 8)
+    x0 = int(np.clip(round((p["cx"] * w - rw / 2) / 8) * 8, 0, (w - rw) // 8 * 8))
+    y0 = int(np.clip(round((p["cy"] * h - rh / 2) / 8) * 8, 0, (h - rh) // 8 * 8))
+    feather = max(2.0, p["feather"] * min(rw, rh))
+    mask = np.zeros((rh, rw), np.float32)
+    pad = int(np.ceil(feather))
+    cv2.ellipse(
+        mask,
+        ((rw / 2, rh / 2), (rw - 2 * pad - 2, rh - 2 * pad - 2), 0),
+        1.0,
+        -1,
+        cv2.LINE_AA,
+    )
+    mask = cv2.GaussianBlur(mask, (0, 0), feather / 2)[..., None]
+    small = (max(8, int(rw * p["resample"])), max(8, int(rh * p["resample"])))
+    out = host.copy()
+    for f in range(host.shape[0]):
+        patch = donor[f, y0 : y0 + rh, x0 : x0 + rw]
+        patch = cv2.resize(patch, small, interpolation=cv2.INTER_AREA)
+        patch = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        patch = np.clip(patch.astype(np.float32) * p["gain"], 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(
+            ".jpg", patch[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(p["quality"])]
+        )
+        if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
+            raise RuntimeError("JPEG encoding failed")
+        patch = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+        region = out[f, y0 : y0 + rh, x0 : x0 + rw].astype(np.float32)
+        blended = patch * mask + region * (1 - mask)
+        out[f, y0 : y0 + rh, x0 : x0 + rw] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _encode(frames: np.ndarray, fps: int, crf: int, gop: int) -> bytes:
+    """Encode RGB frames to an MP4 (H.264, yuv420p) deterministically."""
+    n, h, w, _ = frames.shape
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream(
+            "libx264",
+            rate=fps,
+            options={
+                "crf": str(crf),
+                "preset": "veryfast",
+                "threads": "1",
+                "x264-params": f"keyint={gop}:min-keyint={min(gop, fps)}:threads=1",
+            },
+        )
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.codec_context.gop_size = gop
+        for i in range(n):
+            # BT.601 limited range, like swscale's default for rgb24 -> yuv420p, but faster.
+            yuv = cv2.cvtColor(frames[i], cv2.COLOR_RGB2YUV_I420)
+            frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Archives: deterministic zips (plain or AES) written atomically
+# --------------------------------------------------------------------------------------------
+
+
+class _SeededAESEncrypter(pyzipper.zipfile_aes.AESZipEncrypter):
+    """WinZip-AES encrypter whose salt is derived from a seed instead of the OS RNG.
+
+    pyzipper draws a random salt per member, which would make encrypted archives differ run
+    to run.  The corpus is synthetic test data, so a salt derived from (seed, archive, member)
+    is acceptable and keeps the archives reproducible byte for byte.
+    """
+
+    def __init__(self, pwd: bytes, salt: bytes) -> None:
+        super().__init__(pwd=pwd, nbits=256)
+        self.salt = salt[: self.salt_length]
+        key_length = 32
+        keymaterial = PBKDF2(pwd, self.salt, count=1000, dkLen=2 * key_length + 2)
+        self.encpwdverify = keymaterial[2 * key_length :]
+        self.encrypter = AES.new(
+            keymaterial[:key_length],
+            AES.MODE_CTR,
+            counter=Counter.new(nbits=128, little_endian=True),
+        )
+        self.hmac = HMAC.new(keymaterial[key_length : 2 * key_length], digestmod=SHA1Hash())
+
+
+class _SeededAESZipFile(pyzipper.AESZipFile):
+    def __init__(self, *args, salt_seed: bytes, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._salt_seed = salt_seed
+        self._n_encrypted = 0
+
+    def get_encrypter(self):  # noqa: D401 - pyzipper hook
+        self._n_encrypted += 1
+        salt = hashlib.sha256(self._salt_seed + b"/%d" % self._n_encrypted).digest()
+        return _SeededAESEncrypter(pwd=self.pwd, salt=salt)
+
+
+class _ArchiveWriter:
+    """Writes one zip to ``.<name>.tmp`` and moves it into place on ``commit``."""
+
+    def __init__(self, out_dir: Path, name: str, spec: CorpusSpec) -> None:
+        self.final = out_dir / name
+        self.tmp = out_dir / f".{name}.tmp"
+        self.info_cls = zipfile.ZipInfo
+        if spec.password is None:
+            self.zf = zipfile.ZipFile(self.tmp, "w")
+        else:
+            self.info_cls = pyzipper.zipfile_aes.AESZipInfo
+            salt_seed = f"fvc-corpus/{spec.seed}/{name}".encode()
+            self.zf = _SeededAESZipFile(
+                self.tmp, "w", salt_seed=salt_seed, encryption=pyzipper.WZ_AES
+            )
+            self.zf.setpassword(spec.password.encode())
+
+    def add(self, member: str, data: bytes, compress: bool) -> None:
+        info = self.info_cls(member, date_time=ZIP_DATE_TIME)
+        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        info.create_system = 3
+        info.external_attr = 0o644 << 16
+        self.zf.writestr(info, data)
+
+    def commit(self) -> None:
+        self.zf.close()
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        try:
+            self.zf.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _csv_bytes(rows: list[tuple[str, str, str]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _iter_videos(
+    cascades: list[_Cascade], spec: CorpusSpec
+) -> Iterator[tuple[_Cascade, _Member, bytes]]:
+    for casc in cascades:
+        scene = _scene(spec.seed, casc.index)
+        noise_rng = np.random.default_rng([spec.seed, 104729, casc.index])
+        base = _render(scene, casc.width, casc.height, casc.frames, casc.fps, noise_rng)
+        donor = None
+        if casc.spliced:  # the other cascade's content, as a separate recording
+            donor_rng = np.random.default_rng([spec.seed, 15485863, casc.index])
+            donor_scene = _scene(spec.seed, casc.donor)
+            donor = _render(donor_scene, casc.width, casc.height, casc.frames, casc.fps, donor_rng)
+        for m in casc.members:
+            frames = _resize_frames(base, m.width, m.height)
+            if donor is not None:
+                frames = _splice(frames, _resize_frames(donor, m.width, m.height), casc.splice)
+            yield casc, m, _encode(frames, casc.fps, m.crf, m.gop)
+
+
+def generate_corpus(
+    out_dir: Path, spec: CorpusSpec = CorpusSpec(), progress: bool = False
+) -> list[GeneratedVideo]:
+    """Write a synthetic FVC-layout corpus into ``out_dir`` and describe its videos.
+
+    Creates ``FVC1.zip`` .. ``FVC{n_archives}.zip`` (videos as ``<video_id>.mp4``, a few under
+    ``videos/``) and ``Metadata.zip`` (``FVC.csv`` with each cascade's original and
+    ``FVC_dup.csv`` with its near-duplicates, header ``cascade_id,video_url,label``).  Existing
+    archives of the same name are replaced atomically; output is deterministic in ``spec``.
+    """
+    _validate(spec)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cascades = _plan(spec)
+
+    writers = {name: _ArchiveWriter(out_dir, name, spec) for name in archive_names(spec)}
+    writers[METADATA_ARCHIVE] = _ArchiveWriter(out_dir, METADATA_ARCHIVE, spec)
+    videos: list[GeneratedVideo] = []
+    try:
+        it = _iter_videos(cascades, spec)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=spec.n_videos, desc="synthetic FVC", unit="video")
+        for casc, m, data in it:
+            writers[m.archive].add(m.member, data, compress=False)
+            videos.append(
+                GeneratedVideo(
+                    video_id=m.video_id,
+                    archive=m.archive,
+                    member=m.member,
+                    label=casc.label,
+                    cascade_id=casc.cascade_id,
+                    platform=m.platform,
+                    width=m.width,
+                    height=m.height,
+                    fps=casc.fps,
+                    frames=casc.frames,
+                )
+            )
+        originals = [(c.cascade_id, c.members[0].url, c.label) for c in cascades]
+        dups = [(c.cascade_id, m.url, c.label) for c in cascades for m in c.members[1:]]
+        meta = writers[METADATA_ARCHIVE]
+        meta.add(ORIGINALS_CSV, _csv_bytes(originals), compress=True)
+        meta.add(DUPLICATES_CSV, _csv_bytes(dups), compress=True)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    for w in writers.values():
+        w.commit()
+    return videos

@@ -1,0 +1,60 @@
+"""Binary classification metrics for one fold, and their mean and spread across folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+
+
+def fold_scores(
+    y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
+    """Metrics of fake (1) vs real (0) from scores in [0, 1]; AUCs are NaN for a one-class fold."""
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = (np.asarray(y_score) >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    two_classes = len(np.unique(y_true)) == 2
+    return {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "precision": skm.precision_score(y_true, y_pred, zero_division=0),
+        "recall": skm.recall_score(y_true, y_pred, zero_division=0),
+        "f1": skm.f1_score(y_true, y_pred, zero_division=0),
+        "roc_auc": skm.roc_auc_score(y_true, y_score) if two_classes else float("nan"),
+        "pr_auc": skm.average_precision_score(y_true, y_score) if two_classes else float("nan"),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
+    }
+
+
+def compare_models(fold_metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std of every metric per model, best mean ROC-AUC first."""
+    grouped = fold_metrics.groupby("model")[list(METRICS)]
+    table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
+    table["folds"] = fold_metrics.groupby("model")["fold"].nunique()
+    ordered = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    return (
+        table[["folds", *ordered]]
+        .sort_values("roc_auc_mean", ascending=False)
+        .reset_index()
+        .round(4)
+    )
+
+
+def comparison_markdown(comparison: pd.DataFrame) -> str:
+    """A markdown table of mean ± std per model."""
+    header = "| model | folds | " + " | ".join(METRICS) + " |"
+    rule = "|---" * (len(METRICS) + 2) + "|"
+    rows = [
+        f"| {r.model} | {r.folds} | "
+        + " | ".join(
+            f"{getattr(r, m + '_mean'):.3f} ± {getattr(r, m + '_std'):.3f}" for m in METRICS
+        )
+        + " |"
+        for r in comparison.itertuples()
+    ]
+    return "\n".join([header, rule, *rows])
