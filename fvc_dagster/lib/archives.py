@@ -47,7 +47,7 @@ class ArchiveError(Exception):
     """A problem with one archive or one of its members; the message names both."""
 
     def __init__(self, archive: str, reason: str, member: str | None = None):
-        where = f"archive {archive!r}" + (f", member {member!r}" if member else "")
+        where = f"archive '{archive}'" + (f", member '{member}'" if member else "")
         super().__init__(f"{where}: {reason}")
         self.archive = archive
         self.member = member

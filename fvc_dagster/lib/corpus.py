@@ -75,6 +75,7 @@ _YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 _YT_LAST = "AEIMQUYcgkosw048"  # real YouTube ids only end in these (64-bit id, 66 bits coded)
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "zen", "dar", "mon", "pix", "news")
 _EXTRA_LABELS = ("uncertain", "parody")
+_OCTAVE_CELLS = (6, 12, 24, 48, 96, 192, 384)  # texture grid cells across the canvas width
 
 # Splice (fake) parameters, drawn uniformly per fake cascade.
 _SPLICE_SIZE = (0.4, 0.6)  # region width/height as a fraction of the frame
@@ -320,11 +321,8 @@ class _Scene:
     c1: np.ndarray
     angle: float
     low: np.ndarray  # (gh, gw, 3) low-frequency colour noise grid
-    mid: np.ndarray  # (gh, gw) luminance texture grid
-    fine: np.ndarray  # (gh, gw) fine texture grid
     amp_low: float
-    amp_mid: float
-    amp_fine: float
+    octaves: list[tuple[np.ndarray, float]]  # luminance texture grids (coarse to fine), amps
     pan0: np.ndarray  # normalised pan start / end (fraction of the margin)
     pan1: np.ndarray
     shake: float
@@ -350,16 +348,20 @@ def _scene(seed: int, index: int) -> _Scene:
                 "alpha": float(rng.uniform(0.75, 1.0)),
             }
         )
+    # Roughly scale-invariant (1/f-like) texture: one noise grid per octave, amplitude
+    # decaying slowly towards the fine scales, so scenes have natural-looking detail.
+    amp, decay = float(rng.uniform(10, 22)), float(rng.uniform(0.7, 0.92))
+    octaves = []
+    for k, cells in enumerate(_OCTAVE_CELLS):
+        grid = rng.normal(0, 1, (max(2, int(cells * 0.75)), cells)).astype(np.float32)
+        octaves.append((grid, amp * decay**k))
     return _Scene(
         c0=rng.uniform(20, 235, 3),
         c1=rng.uniform(20, 235, 3),
         angle=float(rng.uniform(0, 2 * np.pi)),
         low=rng.normal(0, 1, (5, 7, 3)).astype(np.float32),
-        mid=rng.normal(0, 1, (24, 32)).astype(np.float32),
-        fine=rng.normal(0, 1, (90, 120)).astype(np.float32),
         amp_low=float(rng.uniform(15, 40)),
-        amp_mid=float(rng.uniform(4, 12)),
-        amp_fine=float(rng.uniform(2, 8)),
+        octaves=octaves,
         pan0=rng.uniform(0, 1, 2),
         pan1=rng.uniform(0, 1, 2),
         shake=float(rng.uniform(0, 0.01)),
@@ -383,8 +385,11 @@ def _render(
     c0, c1 = scene.c0.astype(np.float32), scene.c1.astype(np.float32)
     canvas = c0 + (c1 - c0) * t
     canvas += scene.amp_low * cv2.resize(scene.low, (cw, ch), interpolation=cv2.INTER_CUBIC)
-    tex = scene.amp_mid * cv2.resize(scene.mid, (cw, ch), interpolation=cv2.INTER_CUBIC)
-    tex += scene.amp_fine * cv2.resize(scene.fine, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    tex = np.zeros((ch, cw), np.float32)
+    for grid, amp in scene.octaves:
+        if grid.shape[1] * 2.5 > cw:  # finer than the pixel grid can hold
+            break
+        tex += amp * cv2.resize(grid, (cw, ch), interpolation=cv2.INTER_CUBIC)
     canvas += tex[..., None]
     canvas = cv2.GaussianBlur(canvas, (0, 0), scene.blur)  # optics
 
@@ -474,8 +479,11 @@ def _splice(host: np.ndarray, donor: np.ndarray, p: dict) -> np.ndarray:
     for f in range(host.shape[0]):
         patch = donor[f, y0 : y0 + rh, x0 : x0 + rw]
         patch = cv2.resize(patch, small, interpolation=cv2.INTER_AREA)
-        patch = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_LINEAR)
-        patch = np.clip(patch.astype(np.float32) * p["gain"], 0, 255).astype(np.uint8)
+        patch = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        sharpen = p.get("sharpen", 0.0)
+        if sharpen:  # unsharp mask, as face-swap "merge" steps do
+            patch += sharpen * (patch - cv2.GaussianBlur(patch, (0, 0), p.get("sharpen_sigma", 1.5)))
+        patch = np.clip(patch * p["gain"] + 0.5, 0, 255).astype(np.uint8)
         ok, buf = cv2.imencode(
             ".jpg", patch[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(p["quality"])]
         )

@@ -1,0 +1,96 @@
+"""Tiny videos and archives that the tests write themselves."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import pyzipper
+
+
+def write_video(
+    path: Path,
+    frames: int = 24,
+    size: tuple[int, int] = (64, 48),
+    fps: int = 25,
+    gop: int = 12,
+    codec: str = "libx264",
+    rotation: int = 0,
+    audio: bool = False,
+    seed: int = 0,
+) -> Path:
+    """A small video whose frame n has red channel ~ 8*n (so sampled frame numbers are visible)."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 60, (height, width), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        if rotation:
+            stream.set_display_rotation(rotation)
+        audio_stream = container.add_stream("aac", rate=16000) if audio else None
+        for n in range(frames):
+            image = np.zeros((height, width, 3), np.uint8)
+            image[..., 0] = min(8 * n, 255)
+            image[..., 1] = texture
+            image[: height // 2, : width // 4, 2] = 255  # marks the top-left corner
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if audio_stream is not None:
+            samples = np.zeros((1, 1024), np.float32)
+            for i in range(frames * 16000 // fps // 1024 + 1):
+                frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = 16000, i * 1024
+                for packet in audio_stream.encode(frame):
+                    container.mux(packet)
+            for packet in audio_stream.encode():
+                container.mux(packet)
+    return path
+
+
+def write_zip(
+    path: Path,
+    members: dict[str, bytes],
+    password: str | None = None,
+    symlinks: dict[str, str] | None = None,
+) -> Path:
+    """A zip of the given members (AES-encrypted with `password`), plus symlink members."""
+    if password:
+        archive = pyzipper.AESZipFile(path, "w", encryption=pyzipper.WZ_AES)
+        archive.setpassword(password.encode())
+    else:
+        archive = zipfile.ZipFile(path, "w")
+    with archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return path
+
+
+@pytest.fixture
+def video_bytes(tmp_path: Path):
+    """Bytes of a fresh tiny video (keyword arguments as for write_video)."""
+
+    def make(**kwargs) -> bytes:
+        path = tmp_path / f"_v{len(list(tmp_path.glob('_v*')))}.mp4"
+        return write_video(path, **kwargs).read_bytes()
+
+    return make
+
+
+def fvc_metadata(rows: list[tuple[str, str, str]]) -> bytes:
+    """An FVC.csv (`cascade_id,video_url,label`) for (cascade, youtube id, label) rows."""
+    lines = ["cascade_id,video_url,label"] + [
+        f"{cascade},https://www.youtube.com/watch?v={vid},{label}" for cascade, vid, label in rows
+    ]
+    return ("\n".join(lines) + "\n").encode()

@@ -1,0 +1,31 @@
+"""The Definitions a user loads: every asset, check, sensor and job, resolved from the environment."""
+
+import dagster as dg
+
+from fvc_dagster import definitions
+
+
+def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FVC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FVC_ZIP_PASSWORD", "secret")
+    defs = definitions.defs()
+    assert isinstance(defs, dg.Definitions)
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert {
+        "source_videos",
+        "handcrafted_features",
+        "cv_folds",
+        "fold_metrics",
+        "model_comparison",
+    } <= keys
+    assert {"baseline_logistic_regression", "baseline_svm", "baseline_xgboost"} <= keys
+    assert defs.resolve_sensor_def("archive_sensor") and defs.resolve_sensor_def(
+        "split_failed_video_batches"
+    )
+    assert defs.resolve_job_def("video_pipeline") and defs.resolve_job_def("training")
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert checks >= {"no_cascade_in_two_folds", "every_fold_has_both_classes"}
+    inbox = defs.resources["inbox"]
+    assert inbox.storage.root == tmp_path.resolve()
+    assert isinstance(inbox.password, dg.EnvVar)  # resolved per run, never stored in config
+    defs.resolve_all_job_defs()  # every job resolves against the bound resources

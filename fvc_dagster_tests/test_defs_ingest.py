@@ -1,0 +1,139 @@
+"""The archive sensor and per-video assets through Dagster, with a real instance."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from conftest import fvc_metadata, write_zip
+from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
+from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE
+from fvc_dagster.demo import execute_run_request
+from fvc_dagster.definitions import build_defs
+
+GOOD = [f"goodvid{n:04d}" for n in range(5)]  # 11-character ids, as in the FVC metadata
+
+
+@pytest.fixture
+def platform(tmp_path: Path):
+    """Definitions over a fresh data root, and a real (temporary) Dagster instance."""
+    (tmp_path / "inbox").mkdir()
+    with dg.instance_for_test() as instance:
+        yield build_defs(tmp_path), instance, tmp_path
+
+
+def evaluate_archive_sensor(defs: dg.Definitions, instance, cursor: str | None = None):
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources=dict(defs.resources)
+    ) as context:
+        result = archive_sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def warehouse_rows(root: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_sensor_registers_new_videos_and_requests_batches_not_runs_per_video(platform, video_bytes):
+    defs, instance, root = platform
+    many = [f"v{n:010d}" for n in range(VIDEO_BATCH_SIZE + 3)]
+    write_zip(root / "inbox" / "FVC1.zip", {f"{v}.mp4": b"x" for v in many})
+    result = evaluate_archive_sensor(defs, instance)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == many
+    ranges = [r.partition_key_range for r in result.run_requests]
+    assert [(r.start, r.end) for r in ranges] == [
+        (many[0], many[VIDEO_BATCH_SIZE - 1]),
+        (many[VIDEO_BATCH_SIZE], many[-1]),
+    ]
+    again = evaluate_archive_sensor(defs, instance, result.cursor)
+    assert not again.run_requests and "No new videos" in again.skip_reason.skip_message
+
+
+def test_batch_ingests_probes_and_featurises_every_video(platform, video_bytes):
+    defs, instance, root = platform
+    write_zip(
+        root / "inbox" / "FVC1.zip",
+        {f"{v}.mp4": video_bytes(frames=10, seed=i) for i, v in enumerate(GOOD)},
+    )
+    rows = [("c1", GOOD[0], "fake"), ("c1", GOOD[1], "real"), ("c2", GOOD[2], "uncertain")]
+    write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+    (request,) = evaluate_archive_sensor(defs, instance).run_requests
+    assert execute_run_request(defs, "video_pipeline", request, instance).success
+    table = warehouse_rows(
+        root, "select video_id, label, raw_label, dup_group, width, height, frame_count, codec "
+        "from fvc.source_videos order by video_id"
+    )  # fmt: skip
+    assert table[0] == (GOOD[0], "fake", "fake", "c1", 64, 48, 10, "h264")
+    assert table[2][1:4] == (None, "uncertain", "c2")  # other labels are kept raw, not trained
+    assert table[3][1:4] == (None, None, GOOD[3])  # no metadata row: no label, its own group
+    assert (root / "videos" / f"{GOOD[0]}.mp4").exists()
+    features = warehouse_rows(
+        root, "select count(*), count(distinct video_id) from fvc.handcrafted_features"
+    )
+    assert features == [(5, 5)]
+
+
+def test_bad_videos_fail_their_own_partition_and_the_rest_of_the_batch_succeeds(
+    platform, video_bytes
+):
+    defs, instance, root = platform
+    members = {f"{v}.mp4": video_bytes(frames=8, seed=i) for i, v in enumerate(GOOD)}
+    members["corruptvid1.mp4"] = b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200
+    members["emptyvideo1.mp4"] = b""
+    write_zip(root / "inbox" / "FVC1.zip", members)
+    (batch,) = evaluate_archive_sensor(defs, instance).run_requests
+    first = execute_run_request(defs, "video_pipeline", batch, instance)
+    assert not first.success
+    failure = first.failure_data_for_node("source_videos").user_failure_data
+    assert set(failure.metadata["failed_videos"].value) == {"corruptvid1", "emptyvideo1"}
+    assert "corruptvid1" in failure.description and "FVC1.zip" in failure.description
+
+    failure_event = first.get_run_failure_event()
+    context = dg.build_run_status_sensor_context(
+        sensor_name="split_failed_video_batches",
+        dagster_instance=instance,
+        dagster_run=first.dagster_run,
+        dagster_event=failure_event,
+    ).for_run_failure()
+    requests = split_failed_video_batches(context)
+    isolated = sorted(r.partition_key for r in requests if r.partition_key)
+    assert isolated == ["corruptvid1", "emptyvideo1"]
+    outcomes = {
+        (r.partition_key or r.partition_key_range.start): execute_run_request(defs, "video_pipeline", r, instance).success
+        for r in requests
+    }  # fmt: skip
+    assert outcomes.pop("corruptvid1") is False and outcomes.pop("emptyvideo1") is False
+    assert all(outcomes.values())
+    done = instance.get_materialized_partitions(dg.AssetKey("handcrafted_features"))
+    assert done == set(GOOD)
+    assert (root / "quarantine" / "corruptvid1.mp4").exists()  # kept, not lost
+    assert not (root / "videos" / "corruptvid1.mp4").exists()
+
+
+def test_wrong_password_fails_that_archive_and_the_others_register(
+    platform, video_bytes, monkeypatch
+):
+    _, instance, root = platform
+    monkeypatch.setenv("TEST_ZIP_PASSWORD", "right")
+    defs = build_defs(root, password_env="TEST_ZIP_PASSWORD")
+    write_zip(root / "inbox" / "A.zip", {"aaaaaaaaaaa.mp4": video_bytes()}, password="wrong")
+    write_zip(root / "inbox" / "B.zip", {"bbbbbbbbbbb.mp4": video_bytes()}, password="right")
+    result = evaluate_archive_sensor(defs, instance)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["bbbbbbbbbbb"]
+    assert execute_run_request(defs, "video_pipeline", result.run_requests[0], instance).success
+    assert warehouse_rows(root, "select video_id from fvc.source_videos") == [("bbbbbbbbbbb",)]
+
+
+def test_rematerializing_a_partition_gives_the_same_row(platform, video_bytes):
+    defs, instance, root = platform
+    write_zip(root / "inbox" / "FVC1.zip", {f"{GOOD[0]}.mp4": video_bytes()})
+    (request,) = evaluate_archive_sensor(defs, instance).run_requests
+    query = "select * exclude (path) from fvc.source_videos natural join fvc.handcrafted_features"
+    assert execute_run_request(defs, "video_pipeline", request, instance).success
+    first = warehouse_rows(root, query)
+    assert execute_run_request(defs, "video_pipeline", request, instance).success
+    assert warehouse_rows(root, query) == first and len(first) == 1

@@ -1,0 +1,180 @@
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import fvc_metadata, write_zip
+from fvc_dagster.lib.archives import (
+    ArchiveError,
+    ArchiveLimits,
+    extract_member,
+    index_inbox,
+    list_archive,
+    parse_metadata_csv,
+    parse_video_url,
+    safe_video_key,
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://www.youtube.com/watch?v=dQw4w9WgXcQ", ("dQw4w9WgXcQ", "youtube")),
+        ("https://youtu.be/-abc_DEF123", ("-abc_DEF123", "youtube")),
+        ("https://www.facebook.com/somepage/videos/1234567890123/", ("1234567890123", "facebook")),
+        ("https://twitter.com/user/status/987654321098765432", ("987654321098765432", "twitter")),
+    ],
+)
+def test_video_url_gives_id_and_platform(url, expected):
+    assert parse_video_url(url) == expected
+
+
+def test_unsafe_stems_become_safe_distinct_partition_keys():
+    assert safe_video_key("dQw4w9WgXcQ") == "dQw4w9WgXcQ"
+    keys = {safe_video_key(s) for s in ["a,b", "a|b", "a[b]", "a...b", "my clip (1)"]}
+    assert len(keys) == 5
+    assert not any(ch in key for key in keys for ch in ",|[]") and not any("..." in k for k in keys)
+
+
+def test_fvc_metadata_maps_cascades_to_duplicate_groups():
+    csv_text = fvc_metadata([("c1", "aaaaaaaaaaa", "fake"), ("c1", "bbbbbbbbbbb", "REAL")]).decode()
+    rows = parse_metadata_csv(csv_text, "FVC.csv")
+    assert rows == [
+        {"video_id": "aaaaaaaaaaa", "raw_label": "fake", "platform": "youtube", "dup_group": "c1"},
+        {"video_id": "bbbbbbbbbbb", "raw_label": "real", "platform": "youtube", "dup_group": "c1"},
+    ]
+
+
+def test_plain_metadata_csv_is_accepted():
+    rows = parse_metadata_csv(
+        "video_id,label,dup_group,platform\nv1,fake,g1,tiktok\nv2,real,,\n", "m.csv"
+    )
+    assert rows[0] == {
+        "video_id": "v1",
+        "raw_label": "fake",
+        "platform": "tiktok",
+        "dup_group": "g1",
+    }
+    assert rows[1]["dup_group"] == "v2"
+
+
+def test_unknown_metadata_columns_are_refused_naming_the_file():
+    with pytest.raises(ValueError, match="odd.csv"):
+        parse_metadata_csv("a,b\n1,2\n", "odd.csv")
+
+
+def test_listing_matches_videos_and_skips_other_members(tmp_path, video_bytes):
+    archive = write_zip(
+        tmp_path / "FVC1.zip",
+        {
+            "v1.mp4": video_bytes(),
+            "sub/v2.webm": b"x",
+            "notes.txt": b"hi",
+            "__MACOSX/._v1.mp4": b"",
+        },
+    )
+    listing = list_archive(archive)
+    assert [(v.video_id, v.member) for v in listing.videos] == [
+        ("v1", "v1.mp4"),
+        ("v2", "sub/v2.webm"),
+    ]
+    assert set(listing.skipped) == {"notes.txt", "__MACOSX/._v1.mp4"}
+
+
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [
+        ("../evil.mp4", "path traversal"),
+        ("/abs/evil.mp4", "absolute"),
+        ("..\\win.mp4", "path traversal"),
+    ],
+)
+def test_unsafe_member_names_are_refused_naming_archive_and_member(tmp_path, member, reason):
+    archive = write_zip(tmp_path / "bad.zip", {member: b"x", "ok.mp4": b"y"})
+    listing = list_archive(archive)
+    assert [v.video_id for v in listing.videos] == ["ok"]
+    (error,) = listing.refused
+    assert reason in str(error) and "bad.zip" in str(error) and member in str(error)
+    with pytest.raises(ArchiveError, match=reason):
+        extract_member(archive, member, tmp_path / "store" / "evil.mp4")
+    assert not (tmp_path.parent / "evil.mp4").exists() and not (tmp_path / "store").exists()
+
+
+def test_symlink_members_are_refused(tmp_path):
+    archive = write_zip(
+        tmp_path / "links.zip", {"ok.mp4": b"y"}, symlinks={"link.mp4": "/etc/passwd"}
+    )
+    (error,) = list_archive(archive).refused
+    assert "symbolic link" in str(error) and "link.mp4" in str(error)
+    with pytest.raises(ArchiveError, match="symbolic link"):
+        extract_member(archive, "link.mp4", tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_zip_bomb_is_refused_before_inflating(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb.mp4", b"\0" * (20 * 1024**2))  # 20 MiB of zeros: ratio ~1000:1
+    listing = list_archive(archive)
+    assert listing.videos == [] and "compression ratio" in str(listing.refused[0])
+    with pytest.raises(ArchiveError, match="compression ratio"):
+        extract_member(archive, "bomb.mp4", tmp_path / "bomb.mp4")
+    assert list(tmp_path.iterdir()) == [archive]
+
+
+def test_oversized_archive_is_refused_whole(tmp_path, video_bytes):
+    archive = write_zip(tmp_path / "big.zip", {"v.mp4": video_bytes()})
+    with pytest.raises(ArchiveError, match="big.zip.*exceeds"):
+        list_archive(archive, limits=ArchiveLimits(max_archive_bytes=100))
+
+
+def test_encrypted_archive_needs_the_right_password(tmp_path, video_bytes):
+    archive = write_zip(tmp_path / "secret.zip", {"v1.mp4": video_bytes()}, password="s3cret")
+    assert [v.video_id for v in list_archive(archive, "s3cret").videos] == ["v1"]
+    with pytest.raises(ArchiveError, match="secret.zip.*wrong password"):
+        list_archive(archive, "nope")
+    with pytest.raises(ArchiveError, match="FVC_ZIP_PASSWORD is not set"):
+        list_archive(archive, None)
+    with pytest.raises(ArchiveError, match="wrong password"):
+        extract_member(archive, "v1.mp4", tmp_path / "v1.mp4", password="nope")
+    assert not (tmp_path / "v1.mp4").exists()
+
+
+def test_extraction_is_atomic_and_checksummed(tmp_path, video_bytes):
+    import hashlib
+
+    data = video_bytes()
+    archive = write_zip(tmp_path / "a.zip", {"deep/dir/v1.mp4": data})
+    target = tmp_path / "store" / "v1.mp4"
+    assert extract_member(archive, "deep/dir/v1.mp4", target) == hashlib.sha256(data).hexdigest()
+    assert target.read_bytes() == data
+    assert [p.name for p in target.parent.iterdir()] == ["v1.mp4"]  # no temp file left behind
+
+
+def test_corrupt_member_data_fails_and_leaves_nothing(tmp_path, video_bytes):
+    archive = write_zip(tmp_path / "a.zip", {"v1.mp4": video_bytes()})
+    raw = bytearray(archive.read_bytes())
+    raw[100:140] = b"\xff" * 40  # inside the stored member data: CRC no longer matches
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(ArchiveError, match="a.zip.*v1.mp4.*corrupt"):
+        extract_member(archive, "v1.mp4", tmp_path / "store" / "v1.mp4")
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_a_wrong_password_fails_that_archive_only(tmp_path, video_bytes):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_zip(inbox / "FVC1.zip", {"aaaaaaaaaaa.mp4": video_bytes()}, password="other")
+    write_zip(inbox / "FVC2.zip", {"bbbbbbbbbbb.mp4": video_bytes()}, password="right")
+    write_zip(inbox / "Metadata.zip", {"FVC.csv": fvc_metadata([("c", "bbbbbbbbbbb", "fake")])})
+    index = index_inbox(inbox, "right")
+    assert list(index.videos) == ["bbbbbbbbbbb"]
+    assert [e.archive for e in index.archive_errors] == ["FVC1.zip"]
+    assert "wrong password" in str(index.archive_errors[0])
+    assert index.label_of("bbbbbbbbbbb") == "fake"
+
+
+def test_not_a_zip_is_refused_naming_it(tmp_path):
+    (tmp_path / "fake.zip").write_bytes(b"not a zip")
+    with pytest.raises(ArchiveError, match="fake.zip.*not a readable zip"):
+        list_archive(tmp_path / "fake.zip")
