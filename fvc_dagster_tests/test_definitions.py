@@ -1,4 +1,4 @@
-"""The Definitions a user loads: every asset, check, sensor and job, resolved from the environment."""
+"""The Definitions a user loads: assets, checks, sensors and jobs, resolved from the environment."""
 
 import dagster as dg
 

@@ -7,10 +7,10 @@ import duckdb
 import pytest
 
 from conftest import fvc_metadata, write_zip
+from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
 from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE
 from fvc_dagster.demo import execute_run_request
-from fvc_dagster.definitions import build_defs
 
 GOOD = [f"goodvid{n:04d}" for n in range(5)]  # 11-character ids, as in the FVC metadata
 
@@ -103,9 +103,11 @@ def test_bad_videos_fail_their_own_partition_and_the_rest_of_the_batch_succeeds(
     isolated = sorted(r.partition_key for r in requests if r.partition_key)
     assert isolated == ["corruptvid1", "emptyvideo1"]
     outcomes = {
-        (r.partition_key or r.partition_key_range.start): execute_run_request(defs, "video_pipeline", r, instance).success
+        r.partition_key or r.partition_key_range.start: execute_run_request(
+            defs, "video_pipeline", r, instance
+        ).success
         for r in requests
-    }  # fmt: skip
+    }
     assert outcomes.pop("corruptvid1") is False and outcomes.pop("emptyvideo1") is False
     assert all(outcomes.values())
     done = instance.get_materialized_partitions(dg.AssetKey("handcrafted_features"))

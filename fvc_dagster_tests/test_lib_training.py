@@ -69,8 +69,12 @@ def test_fold_scores_count_the_confusion_matrix():
 
 
 def test_comparison_ranks_models_by_mean_roc_auc():
-    rows = [{"model": m, "fold": f, **fold_scores(np.array([0, 1, 0, 1]), np.array(s))}
-            for m, s in [("good", [0.1, 0.9, 0.2, 0.8]), ("bad", [0.9, 0.1, 0.6, 0.7])] for f in range(3)]  # fmt: skip
+    scores = {"good": [0.1, 0.9, 0.2, 0.8], "bad": [0.9, 0.1, 0.6, 0.7]}
+    rows = [
+        {"model": m, "fold": f, **fold_scores(np.array([0, 1, 0, 1]), np.array(s))}
+        for m, s in scores.items()
+        for f in range(3)
+    ]
     table = compare_models(pd.DataFrame(rows))
     assert table["model"].tolist() == ["good", "bad"] and table.loc[0, "roc_auc_mean"] == 1.0
     assert table.loc[0, "folds"] == 3 and "good | 3 | 1.000 ± 0.000" in comparison_markdown(table)
