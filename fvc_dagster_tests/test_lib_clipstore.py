@@ -1,0 +1,40 @@
+import time
+
+import numpy as np
+import pytest
+
+from fvc_dagster.lib.clipstore import contact_sheet, png_markdown, read_clip, write_clip
+
+
+def random_clip(k=4, h=30, w=42, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (k, h, w, 3), dtype=np.uint8)
+
+
+def test_clips_round_trip_losslessly(tmp_path):
+    clip = random_clip()
+    write_clip(clip, tmp_path / "c.mkv")
+    np.testing.assert_array_equal(read_clip(tmp_path / "c.mkv"), clip)
+
+
+def test_the_same_clip_gives_the_same_bytes_later(tmp_path):
+    clip = random_clip()
+    first = write_clip(clip, tmp_path / "a.mkv")
+    time.sleep(1.1)  # a muxer that wrote the date would differ now
+    assert write_clip(clip, tmp_path / "b.mkv") == first
+    assert (tmp_path / "a.mkv").read_bytes() == (tmp_path / "b.mkv").read_bytes()
+
+
+def test_write_leaves_no_temporary_file(tmp_path):
+    write_clip(random_clip(), tmp_path / "clips" / "c.mkv")
+    assert [p.name for p in (tmp_path / "clips").iterdir()] == ["c.mkv"]
+
+
+def test_non_clip_arrays_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        write_clip(np.zeros((2, 8, 8, 3), np.float32), tmp_path / "c.mkv")
+
+
+def test_preview_is_a_row_of_thumbnails_as_png_markdown():
+    sheet = contact_sheet([random_clip()[0], random_clip(h=60, w=20)[0]], height=24)
+    assert sheet.shape == (24, round(42 * 24 / 30) + round(20 * 24 / 60), 3)
+    assert png_markdown(sheet, "clips").startswith("![clips](data:image/png;base64,iVBOR")
