@@ -7,19 +7,22 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
-from fvc_dagster.defs.features.assets import handcrafted_features
-from fvc_dagster.defs.ingest.assets import source_videos
+from fvc_dagster.defs.clips import assets as clip_assets
+from fvc_dagster.defs.features import assets as feature_assets
+from fvc_dagster.defs.ingest import assets as ingest_assets
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
 from fvc_dagster.defs.jobs import training_job, video_pipeline_job
-from fvc_dagster.defs.resources import ClipSampling, FvcStorage, MlflowTracking, VideoInbox
-from fvc_dagster.defs.training import checks as training_checks
-from fvc_dagster.defs.training.assets import (
-    baseline_assets,
-    cv_folds,
-    fold_metrics,
-    model_comparison,
+from fvc_dagster.defs.resources import (
+    ClipSampling,
+    ClipScaling,
+    FvcStorage,
+    MlflowTracking,
+    VideoInbox,
 )
+from fvc_dagster.defs.training import assets as training_assets
+from fvc_dagster.defs.training import checks as training_checks
 
+DOMAINS = [ingest_assets, clip_assets, feature_assets, training_assets]
 WAREHOUSE_SCHEMA = "fvc"
 
 
@@ -31,14 +34,7 @@ def build_defs(
     storage = FvcStorage(data_dir=str(root))
     warehouse = str(root / "warehouse.duckdb")
     return dg.Definitions(
-        assets=[
-            source_videos,
-            handcrafted_features,
-            cv_folds,
-            *baseline_assets,
-            fold_metrics,
-            model_comparison,
-        ],
+        assets=dg.load_assets_from_modules(DOMAINS),
         asset_checks=dg.load_asset_checks_from_modules([training_checks]),
         sensors=[archive_sensor, split_failed_video_batches],
         jobs=[video_pipeline_job, training_job],
@@ -51,6 +47,7 @@ def build_defs(
             ),
             "storage": storage,
             "sampling": ClipSampling(),
+            "scaling": ClipScaling(),
             "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
         },
     )

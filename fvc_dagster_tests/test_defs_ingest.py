@@ -71,10 +71,9 @@ def test_batch_ingests_probes_and_featurises_every_video(platform, video_bytes):
     assert table[2][1:4] == (None, "uncertain", "c2")  # other labels are kept raw, not trained
     assert table[3][1:4] == (None, None, GOOD[3])  # no metadata row: no label, its own group
     assert (root / "videos" / f"{GOOD[0]}.mp4").exists()
-    features = warehouse_rows(
-        root, "select count(*), count(distinct video_id) from fvc.handcrafted_features"
-    )
-    assert features == [(5, 5)]
+    for table in ("augmented_clips", "handcrafted_features", "scaled_clips", "scaled_features"):
+        counts = warehouse_rows(root, f"select count(*), count(distinct video_id) from fvc.{table}")
+        assert counts == [(5 * 11, 5)], table
 
 
 def test_bad_videos_fail_their_own_partition_and_the_rest_of_the_batch_succeeds(
@@ -130,12 +129,21 @@ def test_wrong_password_fails_that_archive_and_the_others_register(
     assert warehouse_rows(root, "select video_id from fvc.source_videos") == [("bbbbbbbbbbb",)]
 
 
-def test_rematerializing_a_partition_gives_the_same_row(platform, video_bytes):
+def test_rematerializing_a_partition_reproduces_rows_and_clip_files(platform, video_bytes):
     defs, instance, root = platform
     write_zip(root / "inbox" / "FVC1.zip", {f"{GOOD[0]}.mp4": video_bytes()})
     (request,) = evaluate_archive_sensor(defs, instance).run_requests
-    query = "select * exclude (path) from fvc.source_videos natural join fvc.handcrafted_features"
+    queries = [
+        "select * from fvc.source_videos",
+        "select * from fvc.augmented_clips order by clip_id",
+        "select * from fvc.handcrafted_features order by clip_id",
+        "select * from fvc.scaled_clips order by clip_id",
+        "select * from fvc.scaled_features order by clip_id",
+    ]
     assert execute_run_request(defs, "video_pipeline", request, instance).success
-    first = warehouse_rows(root, query)
+    first = [warehouse_rows(root, q) for q in queries]
+    clip_bytes = {p: p.read_bytes() for p in sorted((root / "clips").rglob("*.mkv"))}
     assert execute_run_request(defs, "video_pipeline", request, instance).success
-    assert warehouse_rows(root, query) == first and len(first) == 1
+    assert [warehouse_rows(root, q) for q in queries] == first
+    assert len(first[1]) == 11 and len(clip_bytes) == 11
+    assert {p: p.read_bytes() for p in sorted((root / "clips").rglob("*.mkv"))} == clip_bytes

@@ -4,7 +4,7 @@ import pytest
 
 from fvc_dagster.lib.metrics import compare_models, comparison_markdown, fold_scores
 from fvc_dagster.lib.models import BASELINES, CorrelationPruner, baseline_pipeline, kept_features
-from fvc_dagster.lib.training import fold_data, leaked_clips, train_fold
+from fvc_dagster.lib.training import assign_clips, fold_data, leaked_training_clips, train_fold
 
 FEATURES = ["signal", "copy_of_signal", "constant", "noise"]
 
@@ -27,19 +27,31 @@ def clip_table(n_videos: int = 40, augmented: int = 2, seed: int = 0):
 
 def test_held_out_fold_validates_on_original_clips_only():
     clips, folds = clip_table()
-    data = fold_data(clips, folds, 2, FEATURES)
+    assignments = assign_clips(clips, folds, 5)
+    data = fold_data(assignments, clips, 2, FEATURES)
     assert set(data.validation["aug_index"]) == {-1}
     assert set(folds.loc[folds["fold"] == 2, "video_id"]) == set(data.validation["video_id"])
-    assert leaked_clips(data) == []
+    assert not set(data.train["video_id"]) & set(data.validation["video_id"])
     assert len(data.train) == 32 * 3  # every clip of the 32 training videos
 
 
-def test_a_planted_held_out_clip_is_reported_as_leakage():
+def test_leakage_check_passes_on_assignments_and_catches_a_planted_clip():
     clips, folds = clip_table()
-    data = fold_data(clips, folds, 0, FEATURES)
+    assignments = assign_clips(clips, folds, 5)
+    assert leaked_training_clips(assignments, folds, clips).empty
+    held_out_clip = clips[clips["video_id"] == "v0"].iloc[1]  # v0 is in fold 0
+    planted = {"fold": 0, "role": "train", "clip_id": held_out_clip["clip_id"], "aug_index": 0}
+    # even a row that lies about its video is caught: the clip's owner comes from the clip table
+    lying = pd.concat([assignments, pd.DataFrame([{**planted, "video_id": "v1", "label": "real"}])])
+    leaked = leaked_training_clips(lying, folds, clips)
+    assert leaked["clip_id"].tolist() == [held_out_clip["clip_id"]]
+
+
+def test_training_refuses_a_fold_whose_training_set_holds_a_validation_video():
+    clips, folds = clip_table()
+    data = fold_data(assign_clips(clips, folds, 5), clips, 0, FEATURES)
     data.train = pd.concat([data.train, data.validation.head(1)])
-    assert leaked_clips(data) == [data.validation.iloc[0]["clip_id"]]
-    with pytest.raises(ValueError, match="held-out clips"):
+    with pytest.raises(ValueError, match="held-out videos"):
         train_fold("logistic_regression", data)
 
 
@@ -57,7 +69,7 @@ def test_pruning_drops_constant_and_collinear_features():
 @pytest.mark.parametrize("model", list(BASELINES))
 def test_each_baseline_learns_a_separable_signal(model):
     clips, folds = clip_table()
-    result = train_fold(model, fold_data(clips, folds, 1, FEATURES))
+    result = train_fold(model, fold_data(assign_clips(clips, folds, 5), clips, 1, FEATURES))
     assert result.scores["roc_auc"] > 0.8
     assert result.n_validation == 8
 

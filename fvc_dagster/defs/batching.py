@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import dagster as dg
+import pandas as pd
 
 from fvc_dagster.lib.archives import ArchiveError
 from fvc_dagster.lib.video import VideoError
@@ -55,3 +56,15 @@ def timing_metadata(seconds: dict[str, float]) -> dict[str, dg.MetadataValue]:
         "seconds_per_video": dg.MetadataValue.float(round(sum(values) / len(values), 4)),
         "slowest_video_seconds": dg.MetadataValue.float(round(max(values), 4)),
     }
+
+
+def rows_by_video(table: pd.DataFrame, asset: str) -> Callable[[str], pd.DataFrame]:
+    """A lookup of a video's upstream rows that fails that video, by name, when it has none."""
+    groups = dict(tuple(table.groupby("video_id"))) if len(table) else {}
+
+    def lookup(video_id: str) -> pd.DataFrame:
+        if video_id not in groups:
+            raise VideoError(f"video {video_id!r}: no rows in {asset}; materialize it first")
+        return groups[video_id]
+
+    return lookup

@@ -4,7 +4,7 @@ import dagster as dg
 
 from fvc_dagster.defs.partitions import folds_partitions, videos_partitions
 
-PER_VIDEO_GROUPS = ("ingest", "features")
+PER_VIDEO_GROUPS = ("ingest", "clips", "features")
 
 video_pipeline_job = dg.define_asset_job(
     "video_pipeline",

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
+import numpy as np
 from pydantic import Field
 
 from fvc_dagster.lib.archives import DEFAULT_LABEL_MAP, ArchiveLimits, InboxIndex, index_inbox
+from fvc_dagster.lib.scaling import ScaledClip, VaeScaler, letterbox
 
 
 class FvcStorage(dg.ConfigurableResource):
@@ -36,6 +39,10 @@ class FvcStorage(dg.ConfigurableResource):
     @property
     def clip_store(self) -> Path:
         return self.root / "clips"
+
+    @property
+    def scaled_store(self) -> Path:
+        return self.root / "scaled"
 
 
 class VideoInbox(dg.ConfigurableResource):
@@ -67,6 +74,26 @@ class ClipSampling(dg.ConfigurableResource):
     """How clips are cut from a video: K uniformly sampled frames."""
 
     frames_per_clip: int = Field(default=16, ge=1)
+
+
+class ClipScaling(dg.ConfigurableResource):
+    """Stage 3: letterbox (default) or a diffusers AutoencoderKL, to a max dimension of 256."""
+
+    method: Literal["letterbox", "vae"] = "letterbox"
+    vae_weights_dir: str | None = Field(
+        default=None,
+        description="A saved AutoencoderKL (or a Stable Diffusion folder with vae/); "
+        "empty: the Hugging Face cache entry of stabilityai/sd-vae-ft-mse.",
+    )
+    device: str | None = Field(default=None, description="cuda or cpu; empty: cuda when present")
+    batch_size: int = 8
+
+    def scaler(self) -> Callable[[np.ndarray], ScaledClip]:
+        """The clip scaler; loading the VAE fails with a message naming the missing weights."""
+        if self.method == "letterbox":
+            return letterbox
+        vae = VaeScaler.from_directory(self.vae_weights_dir, self.device, self.batch_size)
+        return vae.scale
 
 
 class MlflowTracking(dg.ConfigurableResource):

@@ -1,10 +1,18 @@
-"""Clips of a video: K sampled frames, identified by video and augmentation index."""
+"""Clips of a video: its original clip of K sampled frames and 10 augmented ones, stored
+losslessly, then scaled; and the per-clip feature rows of stages 2 and 4."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
-from fvc_dagster.lib.features import CodecCues, handcrafted_features
+import numpy as np
+
+from fvc_dagster.lib.augment import AUG_TYPES, N_AUGMENTATIONS, augment_clip
+from fvc_dagster.lib.clipstore import CLIP_SUFFIX, read_clip, write_clip
+from fvc_dagster.lib.features import CodecCues, handcrafted_features, scaled_features
+from fvc_dagster.lib.scaling import ScaledClip
 from fvc_dagster.lib.video import sample_frames
 
 ORIGINAL = -1
@@ -15,22 +23,113 @@ def clip_id(video_id: str, aug_index: int) -> str:
     return f"{video_id}__orig" if aug_index == ORIGINAL else f"{video_id}__aug{aug_index:02d}"
 
 
+def _clip_row(video_id: str, aug_index: int, frames: np.ndarray, path: Path, extra: dict) -> dict:
+    return {
+        "video_id": video_id,
+        "clip_id": clip_id(video_id, aug_index),
+        "aug_index": aug_index,
+        **extra,
+        "path": str(path),
+        "sha256": write_clip(frames, path),
+        "frames": int(frames.shape[0]),
+        "width": int(frames.shape[2]),
+        "height": int(frames.shape[1]),
+    }
+
+
+def make_clips(
+    video_id: str, source_path: Path, frames_per_clip: int, clip_dir: Path
+) -> tuple[list[dict], list[np.ndarray]]:
+    """Write the original clip and its augmentations; return their rows and first frames.
+
+    Each augmented clip is reproduced bit for bit from the original clip and its row's `params`.
+    """
+    original = sample_frames(source_path, frames_per_clip, name=video_id)
+    rows = [
+        _clip_row(
+            video_id,
+            ORIGINAL,
+            original,
+            clip_dir / f"{clip_id(video_id, ORIGINAL)}{CLIP_SUFFIX}",
+            {"aug_type": "original", "params": "{}", "seed": None},
+        )
+    ]
+    first_frames = [original[0]]
+    for aug_index in range(N_AUGMENTATIONS):
+        frames, params, seed = augment_clip(original, video_id, aug_index)
+        path = clip_dir / f"{clip_id(video_id, aug_index)}{CLIP_SUFFIX}"
+        extra = {"aug_type": AUG_TYPES[aug_index], "params": json.dumps(params), "seed": seed}
+        rows.append(_clip_row(video_id, aug_index, frames, path, extra))
+        first_frames.append(frames[0])
+    return rows, first_frames
+
+
 def codec_cues(source: dict) -> CodecCues:
     """The source video's codec cues, shared by all its clips."""
+    bitrate = source.get("bitrate")
     return CodecCues(
-        bitrate=source.get("bitrate"),
+        bitrate=None if bitrate is None or bitrate != bitrate else float(bitrate),
         fps=source.get("fps"),
         width=int(source["width"]),
         height=int(source["height"]),
     )
 
 
-def original_clip_features(video_id: str, source: dict, frames_per_clip: int) -> dict:
-    """The handcrafted feature row of a video's original clip (its K uniformly sampled frames)."""
-    clip = sample_frames(Path(source["path"]), frames_per_clip, name=video_id)
+def clip_feature_row(clip: dict, cues: CodecCues) -> dict:
+    """The 15 handcrafted features of one stored clip."""
+    frames = read_clip(Path(clip["path"]))
     return {
-        "video_id": video_id,
-        "clip_id": clip_id(video_id, ORIGINAL),
-        "aug_index": ORIGINAL,
-        **handcrafted_features(clip, codec_cues(source)),
+        "video_id": clip["video_id"],
+        "clip_id": clip["clip_id"],
+        "aug_index": clip["aug_index"],
+        **handcrafted_features(frames, cues),
+    }
+
+
+def scale_clip(
+    clip: dict, scale: Callable[[np.ndarray], ScaledClip], scaled_dir: Path, requested: str
+) -> tuple[dict, np.ndarray]:
+    """Scale one stored clip, store the result, and return its row and first frame."""
+    result = scale(read_clip(Path(clip["path"])))
+    x, y, w, h = result.content_box
+    path = scaled_dir / f"{clip['clip_id']}{CLIP_SUFFIX}"
+    row = {
+        "video_id": clip["video_id"],
+        "clip_id": clip["clip_id"],
+        "aug_index": clip["aug_index"],
+        "requested_method": requested,
+        "method": result.method,
+        "fallback_reason": result.fallback_reason,
+        "original_width": result.original_size[0],
+        "original_height": result.original_size[1],
+        "scaled_width": w,
+        "scaled_height": h,
+        "canvas_size": int(result.frames.shape[1]),
+        "content_x": x,
+        "content_y": y,
+        "path": str(path),
+        "sha256": write_clip(result.frames, path),
+    }
+    return row, result.frames[0]
+
+
+def scaled_feature_row(scaled: dict) -> dict:
+    """The 8 stage-4 features of one scaled clip, measured inside its content box."""
+    frames = read_clip(Path(scaled["path"]))
+    box = (
+        scaled["content_x"],
+        scaled["content_y"],
+        scaled["scaled_width"],
+        scaled["scaled_height"],
+    )
+    return {
+        "video_id": scaled["video_id"],
+        "clip_id": scaled["clip_id"],
+        "aug_index": scaled["aug_index"],
+        **scaled_features(
+            frames,
+            original_size=(scaled["original_width"], scaled["original_height"]),
+            scaled_size=(scaled["scaled_width"], scaled["scaled_height"]),
+            content_box=tuple(int(v) for v in box),
+        ),
     }

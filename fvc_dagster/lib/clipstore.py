@@ -52,7 +52,9 @@ def write_clip(frames: np.ndarray, path: Path) -> str:
 def read_clip(path: Path) -> np.ndarray:
     """The (K, H, W, 3) RGB frames of a stored clip, exactly as written."""
     with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
 
 
 def contact_sheet(first_frames: list[np.ndarray], height: int = 72) -> np.ndarray:

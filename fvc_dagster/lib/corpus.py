@@ -5,16 +5,17 @@ videos plus a ``Metadata.zip`` with ``FVC.csv`` (one original per cascade) and `
 (the near-duplicates of each cascade).  This module writes a small stand-in with the same
 layout so that the whole pipeline can run end to end without the real data:
 
-* videos are procedurally generated moving scenes (gradient + low-frequency noise background,
-  textured, camera pan, moving anti-aliased shapes, optics blur and sensor noise), encoded with
-  libx264 (yuv420p) at varied sizes, frame rates, CRFs and GOP sizes;
+* videos are procedurally generated moving scenes (colour gradient, low-frequency colour noise
+  and 1/f-like multi-octave texture, camera pan and shake, moving anti-aliased shapes, optics
+  blur, flicker and sensor noise), encoded with libx264 (yuv420p) at varied sizes, frame
+  rates, CRFs (18-32) and GOP sizes;
 * a cascade groups 1-4 videos: the original and re-encodes of the same content at other sizes
   and/or CRFs, i.e. genuine near-duplicates;
-* fake cascades carry a real splice: an elliptical region taken from another cascade's content,
-  resampled (down- then up-scaled, i.e. smoothed) and JPEG-compressed at low quality on the
-  8x8 grid of the frame, blended in with feathered edges, then the frame is x264-encoded
-  (double compression inside the region, single compression elsewhere).  Real videos are
-  compressed once.
+* fake (and parody) cascades carry a real splice: an elliptical region taken from another
+  cascade's content, resampled (down- then up-scaled), JPEG-compressed at low quality on the
+  frame's 8x8 grid, sharpened (unsharp mask, which also accentuates the JPEG block edges) and
+  blended in with feathered edges; then the frame is x264-encoded, so the region is
+  compressed twice and the rest once.  Real videos are compressed once.
 
 Everything is derived from ``numpy.random.default_rng`` seeded by the spec, archives use fixed
 zip timestamps, x264 runs single-threaded and the muxer is bit-exact, so the same spec gives
@@ -78,9 +79,11 @@ _EXTRA_LABELS = ("uncertain", "parody")
 _OCTAVE_CELLS = (6, 12, 24, 48, 96, 192, 384)  # texture grid cells across the canvas width
 
 # Splice (fake) parameters, drawn uniformly per fake cascade.
-_SPLICE_SIZE = (0.4, 0.6)  # region width/height as a fraction of the frame
-_SPLICE_QUALITY = (30, 50)  # JPEG quality of the spliced region (inclusive)
-_SPLICE_RESAMPLE = (0.6, 0.85)  # down-then-up-scale factor applied before the JPEG step
+_SPLICE_SIZE = (0.5, 0.7)  # region width/height as a fraction of the frame
+_SPLICE_QUALITY = (25, 45)  # JPEG quality of the spliced region (inclusive)
+_SPLICE_RESAMPLE = (0.7, 0.9)  # down-then-up-scale factor applied before the JPEG step
+_SPLICE_SHARPEN = (1.6, 2.6)  # unsharp-mask amount applied to the decoded JPEG patch
+_SPLICE_SHARPEN_SIGMA = (1.4, 2.0)
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,8 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
             "cy": float(rng.uniform(0.35, 0.6)),
             "quality": int(rng.integers(_SPLICE_QUALITY[0], _SPLICE_QUALITY[1] + 1)),
             "resample": float(rng.uniform(*_SPLICE_RESAMPLE)),  # down/up-scale (smoothing)
+            "sharpen": float(rng.uniform(*_SPLICE_SHARPEN)),
+            "sharpen_sigma": float(rng.uniform(*_SPLICE_SHARPEN_SIGMA)),
             "feather": float(rng.uniform(0.06, 0.12)),  # feather width, fraction of region
             "gain": float(rng.uniform(0.94, 1.06)),  # slight photometric mismatch
         }
@@ -417,29 +422,35 @@ def _render(
             cx, cy = pos[0] * width, pos[1] * height
             sx, sy = sh["size"][0] * width, sh["size"][1] * height
             ang = sh["rot"] + sh["spin"] * sec
+            if sh["kind"] == 0:
+                t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+                px, py = sx * np.cos(t), sy * np.sin(t)
+            elif sh["kind"] == 1:
+                px, py = sx * np.array([-1, 1, 1, -1]), sy * np.array([-1, -1, 1, 1])
+            else:
+                t = np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
+                px, py = sx * np.cos(t), sy * np.sin(t)
+            ca, sa = np.cos(np.deg2rad(ang)), np.sin(np.deg2rad(ang))
+            pts = np.stack([cx + ca * px - sa * py, cy + sa * px + ca * py], 1)
             # Only touch the shape's bounding box.
-            r = float(np.hypot(sx, sy)) + reach
-            x0, x1 = max(0, int(cx - r)), min(width, int(cx + r) + 1)
-            y0, y1 = max(0, int(cy - r)), min(height, int(cy + r) + 1)
+            x0 = max(0, int(pts[:, 0].min() - reach))
+            x1 = min(width, int(pts[:, 0].max() + reach) + 1)
+            y0 = max(0, int(pts[:, 1].min() - reach))
+            y1 = min(height, int(pts[:, 1].max() + reach) + 1)
             if x1 <= x0 or y1 <= y0:
                 continue
-            lx, ly = cx - x0, cy - y0
             cov = np.zeros((y1 - y0, x1 - x0), np.float32)
-            if sh["kind"] == 0:
-                cv2.ellipse(cov, ((lx, ly), (2 * sx, 2 * sy), ang), 1.0, -1, cv2.LINE_AA)
-            else:
-                if sh["kind"] == 1:
-                    pts = cv2.boxPoints(((lx, ly), (2 * sx, 2 * sy), ang))
-                else:
-                    a = np.deg2rad(ang) + np.array([0, 2.094, 4.189])
-                    pts = np.stack([lx + sx * np.cos(a), ly + sy * np.sin(a)], 1)
-                cv2.fillPoly(cov, [np.round(pts * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
-            a = cv2.GaussianBlur(cov, (0, 0), scene.blur) * sh["alpha"]
+            local = np.round((pts - (x0, y0)) * 16).astype(np.int32)
+            cv2.fillPoly(cov, [local], 1.0, cv2.LINE_AA, 4)
+            a = cv2.GaussianBlur(cov, (0, 0), scene.blur)
+            a *= sh["alpha"]
+            a3 = cv2.merge([a, a, a])
             roi = frame[y0:y1, x0:x1]
             # Shapes keep some of the background texture (shading), not flat colour:
             # roi <- roi * (1 - a) + (colour + 0.35 * (roi - mean)) * a
-            roi *= (1.0 - 0.65 * a)[..., None]
-            roi += (sh["color"].astype(np.float32) - 0.35 * mean) * a[..., None]
+            roi *= 1.0 - 0.65 * a3
+            a3 *= sh["color"].astype(np.float32) - np.float32(0.35 * mean)
+            roi += a3
         gain = 1.0 + scene.flicker * np.sin(2 * np.pi * 0.7 * sec)
         oy, ox = offsets[f]
         # frame * gain + noise, rounded and saturated to uint8 in one pass.
@@ -480,9 +491,6 @@ def _splice(host: np.ndarray, donor: np.ndarray, p: dict) -> np.ndarray:
         patch = donor[f, y0 : y0 + rh, x0 : x0 + rw]
         patch = cv2.resize(patch, small, interpolation=cv2.INTER_AREA)
         patch = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-        sharpen = p.get("sharpen", 0.0)
-        if sharpen:  # unsharp mask, as face-swap "merge" steps do
-            patch += sharpen * (patch - cv2.GaussianBlur(patch, (0, 0), p.get("sharpen_sigma", 1.5)))
         patch = np.clip(patch * p["gain"] + 0.5, 0, 255).astype(np.uint8)
         ok, buf = cv2.imencode(
             ".jpg", patch[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(p["quality"])]
@@ -490,6 +498,10 @@ def _splice(host: np.ndarray, donor: np.ndarray, p: dict) -> np.ndarray:
         if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
             raise RuntimeError("JPEG encoding failed")
         patch = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+        # Unsharp mask on the decoded patch (the "sharpen" step of face-swap mergers and
+        # photo editors); it also accentuates the JPEG block edges.
+        blur = cv2.GaussianBlur(patch, (0, 0), p["sharpen_sigma"])
+        patch += p["sharpen"] * (patch - blur)
         region = out[f, y0 : y0 + rh, x0 : x0 + rw].astype(np.float32)
         blended = patch * mask + region * (1 - mask)
         out[f, y0 : y0 + rh, x0 : x0 + rw] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
@@ -508,7 +520,9 @@ def _encode(frames: np.ndarray, fps: int, crf: int, gop: int) -> bytes:
                 "crf": str(crf),
                 "preset": "veryfast",
                 "threads": "1",
-                "x264-params": f"keyint={gop}:min-keyint={min(gop, fps)}:threads=1",
+                # x264's macroblock-tree rate control reads uninitialised memory in this
+                # build (output bytes vary run to run); without it the output is reproducible.
+                "x264-params": "mbtree=0",
             },
         )
         stream.width, stream.height = w, h

@@ -253,7 +253,11 @@ def _sharpness_stats(grey: np.ndarray, work: _Scratch) -> tuple[float, float, fl
     lap_mean, lap_mean_sq = _moments(cv2.Laplacian(grey, cv2.CV_32F, dst=work.a, ksize=3))
     dx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, dst=work.a, ksize=3)
     dy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, dst=work.b, ksize=3)
-    grad_mean, grad_mean_sq = _moments(cv2.magnitude(dx, dy, dx))
+    # numpy's sqrt is correctly rounded; cv2.magnitude's SIMD path varies with buffer alignment,
+    # which made a rerun differ in the last bits.
+    np.multiply(dx, dx, out=dx)
+    dx += np.multiply(dy, dy, out=dy)
+    grad_mean, grad_mean_sq = _moments(np.sqrt(dx, out=dx))
     return _var(lap_mean, lap_mean_sq), grad_mean, _std(grad_mean, grad_mean_sq)
 
 

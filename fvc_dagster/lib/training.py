@@ -1,4 +1,8 @@
-"""Training data per fold and baseline training: held-out videos contribute original clips only."""
+"""Which clips train and validate each fold, and baseline training on their features.
+
+A fold validates on the original clips of its held-out videos only; it trains on every clip
+(original and augmented, with their scaled versions' features) of the other folds' videos.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,51 @@ from fvc_dagster.lib.metrics import fold_scores
 from fvc_dagster.lib.models import baseline_pipeline, kept_features
 
 POSITIVE = "fake"
+TRAIN, VALIDATION = "train", "validation"
+
+
+def assign_clips(clips: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> pd.DataFrame:
+    """Rows `fold, role, clip_id, video_id, aug_index, label` for every fold.
+
+    `clips` has `video_id, clip_id, aug_index`; `folds` has `video_id, fold, label`. Videos without
+    a fold (unlabelled) are in no fold's rows.
+    """
+    labelled = clips[["video_id", "clip_id", "aug_index"]].merge(
+        folds[["video_id", "fold", "label"]].rename(columns={"fold": "video_fold"}), on="video_id"
+    )
+    parts = []
+    for fold in range(n_folds):
+        held_out = labelled["video_fold"] == fold
+        parts.append(labelled[~held_out].assign(fold=fold, role=TRAIN))
+        original = labelled["aug_index"] == ORIGINAL
+        parts.append(labelled[held_out & original].assign(fold=fold, role=VALIDATION))
+    columns = ["fold", "role", "clip_id", "video_id", "aug_index", "label"]
+    return pd.concat(parts, ignore_index=True)[columns].sort_values(["fold", "role", "clip_id"])
+
+
+def leaked_training_clips(
+    assignments: pd.DataFrame, folds: pd.DataFrame, clip_videos: pd.DataFrame
+) -> pd.DataFrame:
+    """Training rows whose clip belongs to a video held out by that fold.
+
+    The clip's video comes from `clip_videos` (`clip_id, video_id`: every original, augmented and
+    scaled clip and its source video), not from the row itself, so a mislabelled row is caught.
+    """
+    owners = (
+        clip_videos[["clip_id", "video_id"]]
+        .drop_duplicates()
+        .rename(columns={"video_id": "source_video"})
+    )
+    held_out = folds[["video_id", "fold"]].rename(columns={"video_id": "source_video"})
+    training = assignments[assignments["role"] == TRAIN].merge(owners, on="clip_id", how="left")
+    training["source_video"] = training["source_video"].fillna(training["video_id"])
+    return training.merge(held_out, on=["source_video", "fold"])
 
 
 @dataclass
 class FoldData:
-    train: pd.DataFrame  # clip rows with `label`, training videos only, every clip
-    validation: pd.DataFrame  # original clips of the held-out fold's videos
+    train: pd.DataFrame  # feature rows of the training clips, with `label`
+    validation: pd.DataFrame  # feature rows of the held-out original clips
     feature_names: list[str]
 
     def xy(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -26,23 +69,17 @@ class FoldData:
 
 
 def fold_data(
-    clip_features: pd.DataFrame, folds: pd.DataFrame, fold: int, feature_names
+    assignments: pd.DataFrame, features: pd.DataFrame, fold: int, feature_names
 ) -> FoldData:
-    """Split clip feature rows by the video's fold: train on every clip of the other folds'
-    videos, validate on the original clips of this fold's videos. Unlabelled videos are left out."""
-    rows = clip_features.merge(folds[["video_id", "fold", "label"]], on="video_id", how="inner")
-    held_out = rows["fold"] == fold
+    """The training and validation feature rows of one fold (features joined per clip)."""
+    rows = assignments[assignments["fold"] == fold].merge(
+        features.drop(columns=["video_id", "aug_index"], errors="ignore"), on="clip_id"
+    )
     return FoldData(
-        train=rows[~held_out].reset_index(drop=True),
-        validation=rows[held_out & (rows["aug_index"] == ORIGINAL)].reset_index(drop=True),
+        train=rows[rows["role"] == TRAIN].reset_index(drop=True),
+        validation=rows[rows["role"] == VALIDATION].reset_index(drop=True),
         feature_names=list(feature_names),
     )
-
-
-def leaked_clips(data: FoldData) -> list[str]:
-    """Clips in the training rows whose video belongs to the validation videos."""
-    held_out_videos = set(data.validation["video_id"])
-    return sorted(data.train.loc[data.train["video_id"].isin(held_out_videos), "clip_id"])
 
 
 @dataclass
@@ -56,8 +93,9 @@ class FoldResult:
 
 def train_fold(model: str, data: FoldData, seed: int = 0) -> FoldResult:
     """Fit a baseline on the training clips and score the held-out original clips."""
-    if leaked := leaked_clips(data):
-        raise ValueError(f"held-out clips in the training set: {leaked[:5]}")
+    overlap = set(data.train["video_id"]) & set(data.validation["video_id"])
+    if overlap:
+        raise ValueError(f"held-out videos in the training set: {sorted(overlap)[:5]}")
     x_train, y_train = data.xy(data.train)
     x_val, y_val = data.xy(data.validation)
     if len(np.unique(y_train)) < 2:

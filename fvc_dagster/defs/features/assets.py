@@ -1,16 +1,13 @@
-"""`handcrafted_features`: the 15 forensic features of every clip of a video."""
+"""Stage 2 and stage 4 features, one row per clip: `handcrafted_features`, `scaled_features`."""
 
 import dagster as dg
 import pandas as pd
 
-from fvc_dagster.defs.batching import for_each_video, timing_metadata
+from fvc_dagster.defs.batching import for_each_video, rows_by_video, timing_metadata
 from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
-from fvc_dagster.defs.resources import ClipSampling
-from fvc_dagster.lib.clips import original_clip_features
-from fvc_dagster.lib.features import HANDCRAFTED_FEATURES
+from fvc_dagster.lib.clips import clip_feature_row, codec_cues, scaled_feature_row
 
-
-@dg.asset(
+PER_VIDEO = dict(
     partitions_def=videos_partitions,
     backfill_policy=video_backfill_policy,
     pool="duckdb",
@@ -18,26 +15,42 @@ from fvc_dagster.lib.features import HANDCRAFTED_FEATURES
     kinds={"duckdb", "numpy"},
     metadata={"partition_expr": "video_id"},
 )
-def handcrafted_features(
-    context: dg.AssetExecutionContext, source_videos: pd.DataFrame, sampling: ClipSampling
+
+
+def _per_clip(
+    context: dg.AssetExecutionContext, clips: pd.DataFrame, clips_asset: str, row_of
 ) -> pd.DataFrame:
-    """One row per clip: noise, DCT, sharpness, blocking and codec features of its K frames."""
-    sources = source_videos.set_index("video_id")
-    rows, seconds = for_each_video(
+    """Feature rows for every clip of every video of the run, one video at a time."""
+    clips_of = rows_by_video(clips, clips_asset)
+    batches, seconds = for_each_video(
         context,
-        [v for v in context.partition_keys if v in sources.index],
-        lambda video_id: original_clip_features(
-            video_id, sources.loc[video_id].to_dict(), sampling.frames_per_clip
-        ),
+        context.partition_keys,
+        lambda video_id: [row_of(clip) for clip in clips_of(video_id).to_dict("records")],
     )
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([row for rows in batches for row in rows])
     context.add_output_metadata(
-        {
-            **timing_metadata(seconds),
-            "rows": dg.MetadataValue.int(len(table)),
-            "feature_means": dg.MetadataValue.md(
-                table[list(HANDCRAFTED_FEATURES)].mean().to_frame("mean").to_markdown()
-            ),
-        }
+        {**timing_metadata(seconds), "rows": dg.MetadataValue.int(len(table))}
     )
     return table
+
+
+@dg.asset(**PER_VIDEO)
+def handcrafted_features(
+    context: dg.AssetExecutionContext, augmented_clips: pd.DataFrame, source_videos: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per clip: noise residual, 8x8 DCT, sharpness and block-boundary features of its K
+    frames, and the codec cues of its source video (15 features)."""
+    cues = {row["video_id"]: codec_cues(row) for row in source_videos.to_dict("records")}
+    return _per_clip(
+        context,
+        augmented_clips,
+        "augmented_clips",
+        lambda clip: clip_feature_row(clip, cues[clip["video_id"]]),
+    )
+
+
+@dg.asset(**PER_VIDEO)
+def scaled_features(context: dg.AssetExecutionContext, scaled_clips: pd.DataFrame) -> pd.DataFrame:
+    """One row per scaled clip: edge density, texture uniformity, colour consistency (3),
+    blockiness, and whether the clip was up- or downscaled (8 features)."""
+    return _per_clip(context, scaled_clips, "scaled_clips", scaled_feature_row)

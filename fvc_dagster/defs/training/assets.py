@@ -6,12 +6,12 @@ from dagster_duckdb import DuckDBResource
 
 from fvc_dagster.defs.partitions import N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
-from fvc_dagster.lib.features import HANDCRAFTED_FEATURES
+from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.metrics import compare_models, comparison_markdown
 from fvc_dagster.lib.models import BASELINES
 from fvc_dagster.lib.splits import assign_folds
 from fvc_dagster.lib.tracking import log_fold_run
-from fvc_dagster.lib.training import fold_data, train_fold
+from fvc_dagster.lib.training import assign_clips, fold_data, train_fold
 
 FOLD_SEED = 0
 # Runs when upstream data changes, without waiting for videos that failed ingestion.
@@ -54,6 +54,33 @@ def cv_folds(
     return folds
 
 
+ALL_VIDEOS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
+CLIP_FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
+
+
+@dg.asset(
+    pool="duckdb",
+    group_name="training",
+    kinds={"duckdb"},
+    ins={"cv_folds": dg.AssetIn(), "augmented_clips": ALL_VIDEOS},
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def training_clips(
+    context: dg.AssetExecutionContext, cv_folds: pd.DataFrame, augmented_clips: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per fold and clip: whether the clip trains that fold (every clip of the other
+    folds' videos) or validates it (original clips of its held-out videos only)."""
+    table = assign_clips(augmented_clips, cv_folds, N_FOLDS)
+    counts = table.pivot_table(index="fold", columns="role", values="clip_id", aggfunc="count")
+    context.add_output_metadata({"clips_per_fold": dg.MetadataValue.md(counts.to_markdown())})
+    return table
+
+
+def clip_features(handcrafted: pd.DataFrame, scaled: pd.DataFrame) -> pd.DataFrame:
+    """Stage 2 and stage 4 features side by side, one row per clip."""
+    return handcrafted.merge(scaled.drop(columns=["video_id", "aug_index"]), on="clip_id")
+
+
 def build_baseline_asset(model: str) -> dg.AssetsDefinition:
     """A fold-partitioned asset that trains `model` on a fold and records its evaluation row."""
 
@@ -66,20 +93,23 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
         kinds={"duckdb", "mlflow", "xgboost" if model == "xgboost" else "scikitlearn"},
         metadata={"partition_expr": "fold"},
         ins={
-            "handcrafted_features": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
-            "cv_folds": dg.AssetIn(),
+            "training_clips": dg.AssetIn(),
+            "handcrafted_features": ALL_VIDEOS,
+            "scaled_features": ALL_VIDEOS,
         },
         automation_condition=UPDATE_ON_NEW_DATA,
     )
     def _baseline(
         context: dg.AssetExecutionContext,
+        training_clips: pd.DataFrame,
         handcrafted_features: pd.DataFrame,
-        cv_folds: pd.DataFrame,
+        scaled_features: pd.DataFrame,
         mlflow: MlflowTracking,
     ) -> pd.DataFrame:
+        features = clip_features(handcrafted_features, scaled_features)
         rows = []
         for fold_key in context.partition_keys:
-            data = fold_data(handcrafted_features, cv_folds, int(fold_key), HANDCRAFTED_FEATURES)
+            data = fold_data(training_clips, features, int(fold_key), CLIP_FEATURES)
             with mlflow.start_run(
                 run_name=f"{model}-fold{fold_key}",
                 tags={"dagster_run_id": context.run_id, "model": model, "fold": fold_key},
@@ -98,13 +128,8 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
                 }
             )
         table = pd.DataFrame(rows)
-        context.add_output_metadata(
-            {
-                "scores": dg.MetadataValue.md(
-                    table.drop(columns="mlflow_run_id").to_markdown(index=False)
-                )
-            }
-        )
+        scores = table.drop(columns="mlflow_run_id").to_markdown(index=False)
+        context.add_output_metadata({"scores": dg.MetadataValue.md(scores)})
         return table
 
     _baseline.__doc__ = f"One row per fold: {model} trained on the other folds, scored on this one."

@@ -1,0 +1,81 @@
+"""Stage 1 and stage 3 clips: `augmented_clips` and `scaled_clips`, per video."""
+
+import dagster as dg
+import pandas as pd
+
+from fvc_dagster.defs.batching import for_each_video, rows_by_video, timing_metadata
+from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
+from fvc_dagster.defs.previews import clip_preview
+from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage
+from fvc_dagster.lib.clips import make_clips, scale_clip
+
+PER_VIDEO = dict(
+    partitions_def=videos_partitions,
+    backfill_policy=video_backfill_policy,
+    pool="duckdb",
+    group_name="clips",
+    metadata={"partition_expr": "video_id"},
+)
+
+
+@dg.asset(kinds={"duckdb", "video"}, **PER_VIDEO)
+def augmented_clips(
+    context: dg.AssetExecutionContext,
+    source_videos: pd.DataFrame,
+    sampling: ClipSampling,
+    storage: FvcStorage,
+) -> pd.DataFrame:
+    """One row per clip: the original (aug_index -1) and 10 augmented clips of K frames, with the
+    augmentation's type, JSON params and seed, and the lossless clip file."""
+    source_of = rows_by_video(source_videos, "source_videos")
+    first_frames = {}
+
+    def make(video_id: str) -> list[dict]:
+        path = source_of(video_id)["path"].iloc[0]
+        rows, first_frames[video_id] = make_clips(
+            video_id, path, sampling.frames_per_clip, storage.clip_store / video_id
+        )
+        return rows
+
+    batches, seconds = for_each_video(context, context.partition_keys, make)
+    table = pd.DataFrame([row for rows in batches for row in rows])
+    context.add_output_metadata(
+        {**timing_metadata(seconds), "clips": len(table), "preview": clip_preview(first_frames)}
+    )
+    return table
+
+
+@dg.asset(kinds={"duckdb", "video", "pytorch"}, **PER_VIDEO)
+def scaled_clips(
+    context: dg.AssetExecutionContext,
+    augmented_clips: pd.DataFrame,
+    scaling: ClipScaling,
+    storage: FvcStorage,
+) -> pd.DataFrame:
+    """One row per clip scaled to a max dimension of 256 (aspect kept, letterboxed): original and
+    scaled sizes, the method asked for and the method actually used (a VAE out of memory falls
+    back to letterbox, with the reason)."""
+    scale = scaling.scaler()
+    clips_of = rows_by_video(augmented_clips, "augmented_clips")
+    first_frames = {}
+
+    def scale_video(video_id: str) -> list[dict]:
+        out_dir = storage.scaled_store / video_id
+        results = [
+            scale_clip(clip, scale, out_dir, scaling.method)
+            for clip in clips_of(video_id).to_dict("records")
+        ]
+        first_frames[video_id] = [frame for _, frame in results]
+        return [row for row, _ in results]
+
+    batches, seconds = for_each_video(context, context.partition_keys, scale_video)
+    table = pd.DataFrame([row for rows in batches for row in rows])
+    context.add_output_metadata(
+        {
+            **timing_metadata(seconds),
+            "methods_used": dg.MetadataValue.json(table["method"].value_counts().to_dict()),
+            "fallbacks": int(table["fallback_reason"].notna().sum()),
+            "preview": clip_preview(first_frames),
+        }
+    )
+    return table
