@@ -94,3 +94,32 @@ def fvc_metadata(rows: list[tuple[str, str, str]]) -> bytes:
         f"{cascade},https://www.youtube.com/watch?v={vid},{label}" for cascade, vid, label in rows
     ]
     return ("\n".join(lines) + "\n").encode()
+
+
+def tiny_vae():
+    """A diffusers AutoencoderKL small enough for CPU tests: two blocks (downsamples by 2), no
+    mid-block attention. Saved with `save_pretrained`, it loads exactly like real weights."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=32,
+        mid_block_add_attention=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_dir(tmp_path_factory) -> Path:
+    """A folder holding a saved tiny AutoencoderKL (config.json + safetensors)."""
+    path = tmp_path_factory.mktemp("weights") / "vae"
+    tiny_vae().save_pretrained(path)
+    return path

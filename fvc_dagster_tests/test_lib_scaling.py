@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
 
+from conftest import tiny_vae
 from fvc_dagster.lib.scaling import (
     TARGET_SIZE,
     ScaledClip,
@@ -33,28 +33,9 @@ def assert_bars_black(scaled: ScaledClip) -> None:
     assert (scaled.frames[:, outside] == 0).all()
 
 
-def tiny_vae() -> AutoencoderKL:
-    """Two blocks (downsamples by 2), no mid-block attention: fast on CPU at 256."""
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=32,
-        mid_block_add_attention=False,
-    )
-
-
 @pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "vae"
-    tiny_vae().save_pretrained(path)
-    return path
+def vae_dir(tiny_vae_dir: Path) -> Path:
+    return tiny_vae_dir
 
 
 @pytest.fixture(scope="module")

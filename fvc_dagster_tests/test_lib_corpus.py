@@ -1,0 +1,306 @@
+"""Tests for the synthetic FVC-layout corpus generator."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import pyzipper
+
+from fvc_dagster.lib import corpus
+from fvc_dagster.lib.corpus import CorpusSpec, GeneratedVideo, generate_corpus
+
+SMALL = CorpusSpec(n_videos=12, n_archives=2, min_frames=8, max_frames=12)
+YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+URL_PATTERNS = (
+    ("youtube", r"https://www\.youtube\.com/watch\?v=([A-Za-z0-9_-]{11})"),
+    ("youtube", r"https://youtu\.be/([A-Za-z0-9_-]{11})"),
+    ("facebook", r"https://www\.facebook\.com/[a-z0-9]+/videos/(\d+)/"),
+    ("twitter", r"https://twitter\.com/[a-z0-9]+/status/(\d+)"),
+)
+
+
+def _sha256s(directory: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.iterdir())
+        if p.is_file()
+    }
+
+
+def _read_csv(data: bytes) -> tuple[list[str], list[dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(data.decode()))
+    return list(reader.fieldnames or []), list(reader)
+
+
+def _metadata(directory: Path, password: str | None = None) -> dict[str, bytes]:
+    with pyzipper.AESZipFile(directory / "Metadata.zip") as zf:
+        if password:
+            zf.setpassword(password.encode())
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def _video_bytes(directory: Path, video: GeneratedVideo) -> bytes:
+    with zipfile.ZipFile(directory / video.archive) as zf:
+        return zf.read(video.member)
+
+
+def _decode(data: bytes) -> tuple[tuple[str, str], list[np.ndarray]]:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        info = (stream.codec_context.name, stream.codec_context.pix_fmt)
+        frames = [f.to_ndarray(format="gray") for f in container.decode(stream)]
+    return info, frames
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> tuple[Path, list[GeneratedVideo]]:
+    out = tmp_path_factory.mktemp("corpus")
+    return out, generate_corpus(out, SMALL)
+
+
+def test_layout_archives_and_csv_headers(small_corpus):
+    out, videos = small_corpus
+    assert sorted(p.name for p in out.iterdir()) == ["FVC1.zip", "FVC2.zip", "Metadata.zip"]
+    assert len(videos) == SMALL.n_videos
+
+    by_archive = defaultdict(set)
+    for v in videos:
+        by_archive[v.archive].add(v.member)
+        assert v.member in (f"{v.video_id}.mp4", f"videos/{v.video_id}.mp4")
+    for name in ("FVC1.zip", "FVC2.zip"):
+        with zipfile.ZipFile(out / name) as zf:
+            assert set(zf.namelist()) == by_archive[name]
+            assert all(i.date_time == (2020, 1, 1, 0, 0, 0) for i in zf.infolist())
+
+    meta = _metadata(out)
+    assert sorted(meta) == ["FVC.csv", "FVC_dup.csv"]
+    header, originals = _read_csv(meta["FVC.csv"])
+    dup_header, dups = _read_csv(meta["FVC_dup.csv"])
+    assert meta["FVC.csv"].splitlines()[0] == b"cascade_id,video_url,label"
+    assert header == dup_header == ["cascade_id", "video_url", "label"]
+
+    # One original per cascade, duplicates belong to known cascades, every video listed once.
+    cascades = {v.cascade_id for v in videos}
+    assert sorted(r["cascade_id"] for r in originals) == sorted(cascades)
+    assert {r["cascade_id"] for r in dups} <= cascades
+    assert len(originals) + len(dups) == len(videos)
+    urls = [r["video_url"] for r in originals + dups]
+    for v in videos:
+        assert sum(v.video_id in u for u in urls) == 1
+    labels = {v.cascade_id: v.label for v in videos}
+    assert all(labels[r["cascade_id"]] == r["label"] for r in originals + dups)
+
+
+def test_same_seed_is_byte_identical_and_other_seed_differs(small_corpus, tmp_path):
+    out, videos = small_corpus
+    first = _sha256s(out)
+
+    again = tmp_path / "again"
+    assert generate_corpus(again, SMALL) == videos
+    assert _sha256s(again) == first
+
+    # Regenerating over existing archives replaces them atomically with identical bytes.
+    (again / "FVC1.zip").write_bytes(b"stale")
+    generate_corpus(again, SMALL)
+    assert _sha256s(again) == first
+    assert not list(again.glob(".*.tmp"))
+
+    other = tmp_path / "other"
+    other_videos = generate_corpus(other, CorpusSpec(**{**SMALL.__dict__, "seed": 1}))
+    other_sums = _sha256s(other)
+    assert all(other_sums[name] != first[name] for name in first)
+    assert {v.video_id for v in other_videos} != {v.video_id for v in videos}
+
+
+def test_failed_generation_leaves_existing_archives_and_no_temp_files(tmp_path, monkeypatch):
+    (tmp_path / "FVC1.zip").write_bytes(b"previous")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(corpus, "_encode", boom)
+    with pytest.raises(RuntimeError, match="encoder exploded"):
+        generate_corpus(tmp_path, SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FVC1.zip"]
+    assert (tmp_path / "FVC1.zip").read_bytes() == b"previous"
+
+
+def test_every_video_decodes_with_declared_size_and_frames(small_corpus):
+    out, videos = small_corpus
+    for v in videos:
+        (codec, pix_fmt), frames = _decode(_video_bytes(out, v))
+        assert codec == "h264"
+        assert pix_fmt == "yuv420p"
+        assert len(frames) == v.frames
+        assert SMALL.min_frames <= v.frames <= SMALL.max_frames
+        assert frames[0].shape == (v.height, v.width)
+        assert v.fps in (15, 24, 25, 30)
+
+
+def test_cascades_hold_near_duplicates_at_other_sizes_or_bitrates(small_corpus):
+    out, videos = small_corpus
+    groups = defaultdict(list)
+    for v in videos:
+        groups[v.cascade_id].append(v)
+    multi = [g for g in groups.values() if len(g) > 1]
+    assert multi, "expected at least one cascade with near-duplicates"
+
+    def thumb(v: GeneratedVideo) -> np.ndarray:
+        _, frames = _decode(_video_bytes(out, v))
+        return cv2.resize(frames[0], (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    thumbs = {v.video_id: thumb(v) for v in videos}
+    for group in multi:
+        blobs = [_video_bytes(out, v) for v in group]
+        assert len({hashlib.sha256(b).hexdigest() for b in blobs}) == len(group)
+        sizes = {(v.width, v.height) for v in group}
+        assert len(sizes) > 1 or len({len(b) for b in blobs}) == len(group)
+        original = group[0]
+        others = [v for v in videos if v.cascade_id != original.cascade_id]
+        # Same content: much closer to each other than to any other cascade's video.
+        for dup in group[1:]:
+            d_same = np.abs(thumbs[original.video_id] - thumbs[dup.video_id]).mean()
+            d_other = min(
+                np.abs(thumbs[original.video_id] - thumbs[o.video_id]).mean() for o in others
+            )
+            assert d_same < 6.0
+            assert d_same < 0.5 * d_other
+
+
+def test_labels_cover_real_fake_and_extra_labels(small_corpus):
+    _, videos = small_corpus
+    labels = [v.label for v in videos]
+    assert {"real", "fake"} <= set(labels)
+    assert {"uncertain", "parody"} <= set(labels)
+    assert set(labels) <= {"real", "fake", "uncertain", "parody"}
+    # Near-balanced in videos.
+    assert abs(labels.count("real") - labels.count("fake")) <= 4
+
+
+def test_default_size_corpus_plan_is_balanced_for_stratified_cv():
+    # The plan (no rendering) of the default 60-video corpus: enough of each class for
+    # 5-fold stratified CV, and some cascades spread over several archives.
+    cascades = corpus._plan(CorpusSpec())
+    members = [(c.label, m) for c in cascades for m in c.members]
+    assert len(members) == 60
+    n_real = sum(label == "real" for label, _ in members)
+    n_fake = sum(label == "fake" for label, _ in members)
+    assert n_real >= 20 and n_fake >= 20
+    assert any(len({m.archive for m in c.members}) > 1 for c in cascades)
+    assert {m.archive for _, m in members} == {"FVC1.zip", "FVC2.zip", "FVC3.zip"}
+
+
+def test_ids_and_urls_parse_per_platform(small_corpus):
+    out, videos = small_corpus
+    assert len({v.video_id for v in videos}) == len(videos)
+    _, originals = _read_csv(_metadata(out)["FVC.csv"])
+    _, dups = _read_csv(_metadata(out)["FVC_dup.csv"])
+    url_of = {}
+    for row in originals + dups:
+        url = row["video_url"]
+        hits = [(p, m) for p, rx in URL_PATTERNS if (m := re.fullmatch(rx, url))]
+        assert len(hits) == 1, f"unparseable url {url}"
+        platform, match = hits[0]
+        url_of[match.group(1)] = (platform, url)
+    for v in videos:
+        assert url_of[v.video_id][0] == v.platform
+        if v.platform == "youtube":
+            assert YOUTUBE_ID.match(v.video_id)
+        else:
+            assert v.video_id.isdigit() and 15 <= len(v.video_id) <= 19
+
+
+def test_ids_mix_platforms_and_url_forms_in_default_plan():
+    members = [m for c in corpus._plan(CorpusSpec()) for m in c.members]
+    assert {m.platform for m in members} == {"youtube", "facebook", "twitter"}
+    assert any(m.url.startswith("https://youtu.be/") for m in members)
+    assert any(m.url.startswith("https://www.youtube.com/watch?v=") for m in members)
+
+
+def test_password_encrypts_every_archive(tmp_path):
+    spec = CorpusSpec(n_videos=3, n_archives=2, min_frames=4, max_frames=5, password="s3cret")
+    videos = generate_corpus(tmp_path, spec, progress=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["FVC1.zip", "FVC2.zip", "Metadata.zip"]
+
+    for name in names:
+        with pyzipper.AESZipFile(tmp_path / name) as zf:
+            assert all(i.flag_bits & 0x1 for i in zf.infolist())
+            with pytest.raises(RuntimeError):
+                zf.read(zf.namelist()[0])  # no password
+            zf.setpassword(b"s3cret")
+            for member in zf.namelist():
+                assert zf.read(member)
+        with (
+            zipfile.ZipFile(tmp_path / name) as zf,
+            pytest.raises((RuntimeError, NotImplementedError)),
+        ):
+            zf.read(zf.namelist()[0])
+
+    meta = _metadata(tmp_path, password="s3cret")
+    assert meta["FVC.csv"].startswith(b"cascade_id,video_url,label\n")
+    for v in videos:
+        with pyzipper.AESZipFile(tmp_path / v.archive) as zf:
+            zf.setpassword(b"s3cret")
+            _, frames = _decode(zf.read(v.member))
+        assert len(frames) == v.frames
+
+    # Encrypted output is reproducible too (salts derived from the seed).
+    again = tmp_path / "again"
+    generate_corpus(again, spec)
+    assert _sha256s(again) == _sha256s(tmp_path)
+
+
+def test_splice_leaves_blocking_and_sharpening_in_the_region():
+    rng = np.random.default_rng(0)
+    host = corpus._render(corpus._scene(0, 1), 320, 240, 2, 25, rng)
+    donor = corpus._render(corpus._scene(0, 2), 320, 240, 2, 25, rng)
+    params = {
+        "rw": 0.5,
+        "rh": 0.5,
+        "cx": 0.5,
+        "cy": 0.5,
+        "quality": 40,
+        "resample": 0.8,
+        "sharpen": 2.0,
+        "sharpen_sigma": 1.6,
+        "feather": 0.08,
+        "gain": 1.0,
+    }
+    fake = corpus._splice(host, donor, params)
+
+    def boundary_ratio(img: np.ndarray) -> float:
+        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)[88:152, 112:208]
+        d = np.abs(np.diff(g, axis=1))
+        at_boundary = (np.arange(d.shape[1]) % 8) == 7
+        return float(d[:, at_boundary].mean() / d[:, ~at_boundary].mean())
+
+    assert fake.shape == host.shape and fake.dtype == np.uint8
+    assert np.array_equal(fake[:, :8], host[:, :8])  # outside the region: untouched
+    assert boundary_ratio(fake[0]) > boundary_ratio(host[0]) + 0.3
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"n_videos": 0},
+        {"n_archives": 0},
+        {"min_frames": 0},
+        {"min_frames": 10, "max_frames": 5},
+        {"password": ""},
+    ],
+)
+def test_invalid_specs_are_rejected(tmp_path, bad):
+    with pytest.raises(ValueError):
+        generate_corpus(tmp_path, CorpusSpec(**{**SMALL.__dict__, **bad}))
+    assert not list(tmp_path.iterdir())
