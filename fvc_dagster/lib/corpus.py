@@ -469,7 +469,8 @@ def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _splice(host: np.ndarray, donor: np.ndarray, p: dict) -> np.ndarray:
-    """Blend an elliptical, resampled, JPEG-compressed region of ``donor`` into ``host``."""
+    """Blend an elliptical region of ``donor`` into ``host``: resampled, JPEG-compressed on
+    the frame's 8x8 grid at ``p["quality"]``, unsharp-masked, feathered at the edges."""
     _, h, w, _ = host.shape
     rw = max(16, int(round(p["rw"] * w / 8)) * 8)
     rh = max(16, int(round(p["rh"] * h / 8)) * 8)
