@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "data"
@@ -59,5 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+def run() -> None:
+    """Console entry point: quiet Dagster's beta notices, and skip interpreter teardown, where
+    DuckDB's bindings print a spurious reference-leak report after everything is written."""
+    warnings.filterwarnings("ignore", message=".*is currently in beta")
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -11,6 +11,7 @@ from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
 from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE
 from fvc_dagster.demo import execute_run_request
+from fvc_dagster.lib.clipstore import CLIP_SUFFIX
 
 GOOD = [f"goodvid{n:04d}" for n in range(5)]  # 11-character ids, as in the FVC metadata
 
@@ -142,8 +143,14 @@ def test_rematerializing_a_partition_reproduces_rows_and_clip_files(platform, vi
     ]
     assert execute_run_request(defs, "video_pipeline", request, instance).success
     first = [warehouse_rows(root, q) for q in queries]
-    clip_bytes = {p: p.read_bytes() for p in sorted((root / "clips").rglob("*.mkv"))}
+
+    def clip_files() -> dict:
+        return {p: p.read_bytes() for p in sorted((root / "clips").rglob(f"*{CLIP_SUFFIX}"))}
+
+    clip_bytes = clip_files()
     assert execute_run_request(defs, "video_pipeline", request, instance).success
     assert [warehouse_rows(root, q) for q in queries] == first
     assert len(first[1]) == 11 and len(clip_bytes) == 11
-    assert {p: p.read_bytes() for p in sorted((root / "clips").rglob("*.mkv"))} == clip_bytes
+    assert {
+        p: p.read_bytes() for p in sorted((root / "clips").rglob(f"*{CLIP_SUFFIX}"))
+    } == clip_bytes

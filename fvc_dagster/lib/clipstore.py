@@ -1,4 +1,9 @@
-"""Clips on disk: lossless FFV1 in Matroska, bit-exact, written atomically, playable anywhere."""
+"""Clips on disk: lossless UT Video (planar RGB) in AVI, bit-exact, written atomically.
+
+UT Video decodes about 6x and encodes about 3x faster than FFV1 here, at about twice the size;
+stages read clips back several times, so decode speed wins. FFmpeg-based players (ffplay, mpv,
+VLC) open the files.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,15 @@ import av
 import cv2
 import numpy as np
 
-CLIP_SUFFIX = ".mkv"
+CLIP_SUFFIX = ".avi"
+CLIP_CODEC, CLIP_PIXEL_FORMAT, CLIP_CONTAINER = "utvideo", "gbrp", "avi"
 CLIP_FPS = 8  # clips are frame samples; a slow rate makes them easy to inspect in a player
 
 
 def write_clip(frames: np.ndarray, path: Path) -> str:
     """Write a (K, H, W, 3) RGB clip losslessly and return the file's sha256.
 
-    FFV1 (8-bit RGB) in Matroska with bit-exact muxing: the same frames always give the same bytes.
+    Planar RGB (no colour conversion) and bit-exact muxing: the same frames give the same bytes.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"a clip is (K, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
@@ -27,15 +33,14 @@ def write_clip(frames: np.ndarray, path: Path) -> str:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=CLIP_SUFFIX)
     os.close(fd)
     try:
-        with av.open(tmp, "w", format="matroska", options={"fflags": "+bitexact"}) as container:
-            stream = container.add_stream("ffv1", rate=CLIP_FPS)
+        with av.open(tmp, "w", format=CLIP_CONTAINER, options={"fflags": "+bitexact"}) as container:
+            stream = container.add_stream(CLIP_CODEC, rate=CLIP_FPS)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "bgr0"  # 8-bit RGB, lossless
-            stream.codec_context.options = {"level": "3", "g": "1", "slicecrc": "1"}
+            stream.pix_fmt = CLIP_PIXEL_FORMAT
             stream.codec_context.thread_count = 1
             stream.codec_context.flags |= av.codec.context.Flags.bitexact
             for n, image in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), CLIP_PIXEL_FORMAT)
                 frame.pts = n
                 for packet in stream.encode(frame):
                     container.mux(packet)
@@ -54,7 +59,7 @@ def read_clip(path: Path) -> np.ndarray:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+        return np.stack([f.to_ndarray() for f in container.decode(stream)])  # gbrp -> RGB order
 
 
 def contact_sheet(first_frames: list[np.ndarray], height: int = 72) -> np.ndarray:

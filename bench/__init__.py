@@ -1,0 +1,1 @@
+"""Benchmark harness for the fvc-dagster pipeline stages (`make bench`)."""
