@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+
+from conftest import write_video
+from fvc_dagster.lib.augment import AUG_TYPES, apply_augmentation
+from fvc_dagster.lib.clips import (
+    ORIGINAL,
+    clip_feature_row,
+    codec_cues,
+    make_clips,
+    scale_clip,
+    scaled_feature_row,
+)
+from fvc_dagster.lib.clipstore import read_clip
+from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
+from fvc_dagster.lib.scaling import letterbox
+from fvc_dagster.lib.video import sample_frames
+
+
+def test_every_clip_is_reproduced_bit_for_bit_from_its_row(tmp_path):
+    source = write_video(tmp_path / "v.mp4", frames=20, size=(80, 48))
+    rows, first_frames = make_clips("vid", source, 6, tmp_path / "clips")
+    assert [r["aug_index"] for r in rows] == [ORIGINAL, *range(10)]
+    assert [r["aug_type"] for r in rows] == ["original", *AUG_TYPES]
+    original = read_clip(tmp_path / "clips" / "vid__orig.avi")
+    np.testing.assert_array_equal(original, sample_frames(source, 6))
+    for row, first in zip(rows[1:], first_frames[1:], strict=True):
+        stored = read_clip(tmp_path / "clips" / f"{row['clip_id']}.avi")
+        np.testing.assert_array_equal(
+            apply_augmentation(original, json.loads(row["params"])), stored
+        )
+        np.testing.assert_array_equal(first, stored[0])
+        assert (row["frames"], row["width"], row["height"]) == (6, 80, 48)
+
+
+def test_clip_rows_carry_features_and_scaled_clips_their_sizes(tmp_path):
+    source = write_video(tmp_path / "v.mp4", frames=12, size=(64, 48))
+    rows, _ = make_clips("vid", source, 4, tmp_path / "clips")
+    cues = codec_cues({"bitrate": 5e5, "fps": 25.0, "width": 64, "height": 48})
+    features = clip_feature_row(rows[0], cues)
+    assert list(features)[3:] == list(HANDCRAFTED_FEATURES)
+    assert features["codec_resolution"] == 64 * 48
+    scaled, first = scale_clip(rows[0], letterbox, tmp_path / "scaled", "letterbox")
+    assert (scaled["original_width"], scaled["original_height"]) == (64, 48)
+    assert (scaled["scaled_width"], scaled["scaled_height"], scaled["canvas_size"]) == (
+        256,
+        192,
+        256,
+    )
+    assert (scaled["content_x"], scaled["content_y"], scaled["method"]) == (0, 32, "letterbox")
+    assert first.shape == (256, 256, 3)
+    stage4 = scaled_feature_row(scaled)
+    assert list(stage4)[3:] == list(SCALED_FEATURES)
+    assert (stage4["is_upscaled"], stage4["is_downscaled"]) == (1.0, 0.0)
