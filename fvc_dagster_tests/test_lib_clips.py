@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from conftest import write_video
 from fvc_dagster.lib.augment import AUG_TYPES, apply_augmentation
@@ -15,7 +16,7 @@ from fvc_dagster.lib.clips import (
 from fvc_dagster.lib.clipstore import read_clip
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.scaling import letterbox
-from fvc_dagster.lib.video import sample_frames
+from fvc_dagster.lib.video import VideoError, sample_frames
 
 
 def test_every_clip_is_reproduced_bit_for_bit_from_its_row(tmp_path):
@@ -53,3 +54,11 @@ def test_clip_rows_carry_features_and_scaled_clips_their_sizes(tmp_path):
     stage4 = scaled_feature_row(scaled)
     assert list(stage4)[3:] == list(SCALED_FEATURES)
     assert (stage4["is_upscaled"], stage4["is_downscaled"]) == (1.0, 0.0)
+
+
+def test_frames_too_small_for_the_features_fail_that_video_by_name(tmp_path):
+    source = write_video(tmp_path / "tiny.mkv", frames=4, size=(8, 6), codec="mpeg4")
+    rows, _ = make_clips("tinyvid", source, 2, tmp_path / "clips")
+    cues = codec_cues({"bitrate": None, "fps": 25.0, "width": 8, "height": 6})
+    with pytest.raises(VideoError, match="tinyvid.*tinyvid__orig.*9x9"):
+        clip_feature_row(rows[0], cues)

@@ -3,8 +3,9 @@ losslessly, then scaled; and the per-clip feature rows of stages 2 and 4."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from fvc_dagster.lib.augment import AUG_TYPES, N_AUGMENTATIONS, augment_clip
 from fvc_dagster.lib.clipstore import CLIP_SUFFIX, read_clip, write_clip
 from fvc_dagster.lib.features import CodecCues, handcrafted_features, scaled_features
 from fvc_dagster.lib.scaling import ScaledClip
-from fvc_dagster.lib.video import sample_frames
+from fvc_dagster.lib.video import VideoError, sample_frames
 
 ORIGINAL = -1
 
@@ -75,14 +76,25 @@ def codec_cues(source: dict) -> CodecCues:
     )
 
 
+@contextlib.contextmanager
+def _features_of(clip: dict) -> Iterator[None]:
+    """Turn a clip the features cannot measure (frames under 9x9) into that video's error."""
+    try:
+        yield
+    except ValueError as exc:
+        raise VideoError(f"video {clip['video_id']!r}, clip {clip['clip_id']!r}: {exc}") from None
+
+
 def clip_feature_row(clip: dict, cues: CodecCues) -> dict:
     """The 15 handcrafted features of one stored clip."""
     frames = read_clip(Path(clip["path"]))
+    with _features_of(clip):
+        features = handcrafted_features(frames, cues)
     return {
         "video_id": clip["video_id"],
         "clip_id": clip["clip_id"],
         "aug_index": clip["aug_index"],
-        **handcrafted_features(frames, cues),
+        **features,
     }
 
 
