@@ -48,7 +48,10 @@ def build_defs(
             "storage": storage,
             "sampling": ClipSampling(),
             "scaling": ClipScaling(),
-            "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
+            "mlflow": MlflowTracking(
+                tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                artifact_root=str(root / "mlartifacts"),
+            ),
         },
     )
 

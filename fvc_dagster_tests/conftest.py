@@ -123,3 +123,16 @@ def tiny_vae_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "vae"
     tiny_vae().save_pretrained(path)
     return path
+
+
+REPO = Path(__file__).resolve().parents[1]
+TOOL_CACHES = {".pytest_cache", ".ruff_cache", "__pycache__"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_is_written_under_the_repo():
+    """Tests write under tmp_path only: fail the session if a new top-level entry appears."""
+    before = {p.name for p in REPO.iterdir()}
+    yield
+    created = {p.name for p in REPO.iterdir()} - before - TOOL_CACHES
+    assert not created, f"tests wrote under the repository: {sorted(created)}"

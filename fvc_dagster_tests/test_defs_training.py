@@ -53,6 +53,7 @@ def test_every_fold_run_is_a_finished_mlflow_run_with_its_dagster_run_id(demo_ro
     assert runs["metrics.roc_auc"].notna().all()
     model = mlflow.sklearn.load_model(f"runs:/{runs.iloc[0]['run_id']}/model")
     assert hasattr(model, "predict_proba")
+    assert runs["artifact_uri"].str.startswith((demo_root / "mlartifacts").as_uri()).all()
 
 
 def test_a_second_demo_run_reuses_everything(demo_root, monkeypatch, capsys):

@@ -100,6 +100,7 @@ class MlflowTracking(dg.ConfigurableResource):
     """MLflow tracking through its own API; every run it opens ends FINISHED or FAILED."""
 
     tracking_uri: str
+    artifact_root: str = Field(description="Where the experiment's artifacts (models) are kept.")
     experiment: str = "fvc-baselines"
 
     @contextlib.contextmanager
@@ -107,6 +108,9 @@ class MlflowTracking(dg.ConfigurableResource):
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
+        if mlflow.get_experiment_by_name(self.experiment) is None:
+            location = Path(self.artifact_root, self.experiment).resolve().as_uri()
+            mlflow.create_experiment(self.experiment, artifact_location=location)
         mlflow.set_experiment(self.experiment)
         with mlflow.start_run(run_name=run_name, tags=tags) as run:
             yield run
