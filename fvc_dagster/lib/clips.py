@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +20,8 @@ from fvc_dagster.lib.scaling import ScaledClip
 from fvc_dagster.lib.video import VideoError, sample_frames
 
 ORIGINAL = -1
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def clip_id(video_id: str, aug_index: int) -> str:
@@ -38,6 +43,15 @@ def _clip_row(video_id: str, aug_index: int, frames: np.ndarray, path: Path, ext
     }
 
 
+def parallel_map(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`work` over `items` in order, on a thread per core: clip codecs, OpenCV and numpy release
+    the GIL, and the clips of a video are independent."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(work, items))
+
+
 def make_clips(
     video_id: str, source_path: Path, frames_per_clip: int, clip_dir: Path
 ) -> tuple[list[dict], list[np.ndarray]]:
@@ -46,23 +60,18 @@ def make_clips(
     Each augmented clip is reproduced bit for bit from the original clip and its row's `params`.
     """
     original = sample_frames(source_path, frames_per_clip, name=video_id)
-    rows = [
-        _clip_row(
-            video_id,
-            ORIGINAL,
-            original,
-            clip_dir / f"{clip_id(video_id, ORIGINAL)}{CLIP_SUFFIX}",
-            {"aug_type": "original", "params": "{}", "seed": None},
-        )
-    ]
-    first_frames = [original[0]]
-    for aug_index in range(N_AUGMENTATIONS):
-        frames, params, seed = augment_clip(original, video_id, aug_index)
+
+    def make(aug_index: int) -> tuple[dict, np.ndarray]:
+        if aug_index == ORIGINAL:
+            frames, extra = original, {"aug_type": "original", "params": "{}", "seed": None}
+        else:
+            frames, params, seed = augment_clip(original, video_id, aug_index)
+            extra = {"aug_type": AUG_TYPES[aug_index], "params": json.dumps(params), "seed": seed}
         path = clip_dir / f"{clip_id(video_id, aug_index)}{CLIP_SUFFIX}"
-        extra = {"aug_type": AUG_TYPES[aug_index], "params": json.dumps(params), "seed": seed}
-        rows.append(_clip_row(video_id, aug_index, frames, path, extra))
-        first_frames.append(frames[0])
-    return rows, first_frames
+        return _clip_row(video_id, aug_index, frames, path, extra), frames[0]
+
+    made = parallel_map(make, [ORIGINAL, *range(N_AUGMENTATIONS)])
+    return [row for row, _ in made], [first for _, first in made]
 
 
 def codec_cues(source: dict) -> CodecCues:

@@ -7,7 +7,7 @@ from fvc_dagster.defs.batching import for_each_video, rows_by_video, timing_meta
 from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
 from fvc_dagster.defs.previews import clip_preview
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage
-from fvc_dagster.lib.clips import make_clips, scale_clip
+from fvc_dagster.lib.clips import make_clips, parallel_map, scale_clip
 
 PER_VIDEO = dict(
     partitions_def=videos_partitions,
@@ -61,10 +61,10 @@ def scaled_clips(
 
     def scale_video(video_id: str) -> list[dict]:
         out_dir = storage.scaled_store / video_id
-        results = [
-            scale_clip(clip, scale, out_dir, scaling.method)
-            for clip in clips_of(video_id).to_dict("records")
-        ]
+        results = parallel_map(
+            lambda clip: scale_clip(clip, scale, out_dir, scaling.method),
+            clips_of(video_id).to_dict("records"),
+        )
         first_frames[video_id] = [frame for _, frame in results]
         return [row for row, _ in results]
 

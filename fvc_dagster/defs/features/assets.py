@@ -5,7 +5,7 @@ import pandas as pd
 
 from fvc_dagster.defs.batching import for_each_video, rows_by_video, timing_metadata
 from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
-from fvc_dagster.lib.clips import clip_feature_row, codec_cues, scaled_feature_row
+from fvc_dagster.lib.clips import clip_feature_row, codec_cues, parallel_map, scaled_feature_row
 
 PER_VIDEO = dict(
     partitions_def=videos_partitions,
@@ -25,7 +25,7 @@ def _per_clip(
     batches, seconds = for_each_video(
         context,
         context.partition_keys,
-        lambda video_id: [row_of(clip) for clip in clips_of(video_id).to_dict("records")],
+        lambda video_id: parallel_map(row_of, clips_of(video_id).to_dict("records")),
     )
     table = pd.DataFrame([row for rows in batches for row in rows])
     context.add_output_metadata(
