@@ -9,11 +9,25 @@ from typing import TypeVar
 import dagster as dg
 import pandas as pd
 
+from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
 from fvc_dagster.lib.archives import ArchiveError
 from fvc_dagster.lib.video import VideoError
 
 T = TypeVar("T")
 FAILED_VIDEOS_KEY = "failed_videos"
+
+
+def per_video_asset(*, group_name: str, kinds: set[str]):
+    """`@asset` for a per-video DuckDB table: a partition per video, batched backfills, the
+    warehouse pool, and rows keyed by `video_id`."""
+    return dg.asset(
+        partitions_def=videos_partitions,
+        backfill_policy=video_backfill_policy,
+        pool="duckdb",
+        group_name=group_name,
+        kinds=kinds,
+        metadata={"partition_expr": "video_id"},
+    )
 
 
 def for_each_video(

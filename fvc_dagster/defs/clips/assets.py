@@ -3,22 +3,18 @@
 import dagster as dg
 import pandas as pd
 
-from fvc_dagster.defs.batching import for_each_video, rows_by_video, timing_metadata
-from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
+from fvc_dagster.defs.batching import (
+    for_each_video,
+    per_video_asset,
+    rows_by_video,
+    timing_metadata,
+)
 from fvc_dagster.defs.previews import clip_preview
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage
 from fvc_dagster.lib.clips import make_clips, parallel_map, scale_clip
 
-PER_VIDEO = dict(
-    partitions_def=videos_partitions,
-    backfill_policy=video_backfill_policy,
-    pool="duckdb",
-    group_name="clips",
-    metadata={"partition_expr": "video_id"},
-)
 
-
-@dg.asset(kinds={"duckdb", "video"}, **PER_VIDEO)
+@per_video_asset(group_name="clips", kinds={"duckdb", "video"})
 def augmented_clips(
     context: dg.AssetExecutionContext,
     source_videos: pd.DataFrame,
@@ -45,7 +41,7 @@ def augmented_clips(
     return table
 
 
-@dg.asset(kinds={"duckdb", "video", "pytorch"}, **PER_VIDEO)
+@per_video_asset(group_name="clips", kinds={"duckdb", "video", "pytorch"})
 def scaled_clips(
     context: dg.AssetExecutionContext,
     augmented_clips: pd.DataFrame,

@@ -3,18 +3,13 @@
 import dagster as dg
 import pandas as pd
 
-from fvc_dagster.defs.batching import for_each_video, rows_by_video, timing_metadata
-from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
-from fvc_dagster.lib.clips import clip_feature_row, codec_cues, parallel_map, scaled_feature_row
-
-PER_VIDEO = dict(
-    partitions_def=videos_partitions,
-    backfill_policy=video_backfill_policy,
-    pool="duckdb",
-    group_name="features",
-    kinds={"duckdb", "numpy"},
-    metadata={"partition_expr": "video_id"},
+from fvc_dagster.defs.batching import (
+    for_each_video,
+    per_video_asset,
+    rows_by_video,
+    timing_metadata,
 )
+from fvc_dagster.lib.clips import clip_feature_row, codec_cues, parallel_map, scaled_feature_row
 
 
 def _per_clip(
@@ -34,7 +29,7 @@ def _per_clip(
     return table
 
 
-@dg.asset(**PER_VIDEO)
+@per_video_asset(group_name="features", kinds={"duckdb", "numpy"})
 def handcrafted_features(
     context: dg.AssetExecutionContext, augmented_clips: pd.DataFrame, source_videos: pd.DataFrame
 ) -> pd.DataFrame:
@@ -49,7 +44,7 @@ def handcrafted_features(
     )
 
 
-@dg.asset(**PER_VIDEO)
+@per_video_asset(group_name="features", kinds={"duckdb", "numpy"})
 def scaled_features(context: dg.AssetExecutionContext, scaled_clips: pd.DataFrame) -> pd.DataFrame:
     """One row per scaled clip: edge density, texture uniformity, colour consistency (3),
     blockiness, and whether the clip was up- or downscaled (8 features)."""

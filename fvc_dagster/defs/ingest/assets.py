@@ -3,20 +3,12 @@
 import dagster as dg
 import pandas as pd
 
-from fvc_dagster.defs.batching import for_each_video, timing_metadata
-from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
+from fvc_dagster.defs.batching import for_each_video, per_video_asset, timing_metadata
 from fvc_dagster.defs.resources import VideoInbox
 from fvc_dagster.lib.ingest import SOURCE_VIDEO_COLUMNS, ingest_video
 
 
-@dg.asset(
-    partitions_def=videos_partitions,
-    backfill_policy=video_backfill_policy,
-    pool="duckdb",
-    group_name="ingest",
-    kinds={"duckdb", "video"},
-    metadata={"partition_expr": "video_id"},
-)
+@per_video_asset(group_name="ingest", kinds={"duckdb", "video"})
 def source_videos(context: dg.AssetExecutionContext, inbox: VideoInbox) -> pd.DataFrame:
     """One row per video: its archive and member, sha256, label and cascade, and PyAV probe."""
     index = inbox.index()
