@@ -472,8 +472,9 @@ def summarise(df: pd.DataFrame, info: dict[str, str], vae: dict[str, float]) -> 
         "- letterbox_only (OpenCV INTER_AREA + canvas) / FFmpeg swscale AREA (threads=1, "
         "from_ndarray + reformat + to_ndarray) on the same clip frames, same content size: "
         f"{listed(cells('letterbox_only', 'ratio_to_reference'))} (below 1: letterbox is faster)",
-        f"- augmented_clips (sample + 10 augmentations + 11 {CLIP_CODEC} clips written) / decoding and "
-        f"re-encoding the full video with libx264 medium crf 23: {listed(reencode_ratio)}; "
+        f"- augmented_clips (sample + 10 augmentations + 11 {CLIP_CODEC} clips written) / "
+        "decoding and re-encoding the full video with libx264 medium crf 23: "
+        f"{listed(reencode_ratio)}; "
         "the decode floor is "
         f"{listed(share['augmented_clips'], '{:.0%}')} of augmented_clips",
         f"- handcrafted_features: reading the 11 {CLIP_CODEC} clips (the floor) is "
