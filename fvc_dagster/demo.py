@@ -12,12 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
-from fvc_dagster.defs.partitions import folds_partitions, videos_partitions
+from fvc_dagster.defs.partitions import folds_partitions, partition_range_tags, videos_partitions
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -33,10 +29,6 @@ def execute_run_request(
         run_config=QUIET,
         raise_on_error=False,
     )
-
-
-def fold_range_tags(keys: list[str]) -> dict[str, str]:
-    return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
 
 
 def _latest_timestamp(instance: dg.DagsterInstance, key: str) -> float:
@@ -97,7 +89,8 @@ def run_demo(data_dir: Path, n_videos: int = 60, n_archives: int = 3, seed: int 
         instance, "handcrafted_features"
     ):
         print("training baselines on every fold")
-        all_folds = dg.RunRequest(tags=fold_range_tags(folds_partitions.get_partition_keys()))
+        folds = folds_partitions.get_partition_keys()
+        all_folds = dg.RunRequest(tags=partition_range_tags(folds[0], folds[-1]))
         outcome = execute_run_request(defs, "training", all_folds, instance)
         if not outcome.success:
             print("training failed; see the run in the Dagster UI (make dev)")

@@ -11,7 +11,11 @@ from dagster._core.storage.tags import (
 
 from fvc_dagster.defs.batching import FAILED_VIDEOS_KEY
 from fvc_dagster.defs.jobs import video_pipeline_job
-from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE, videos_partitions
+from fvc_dagster.defs.partitions import (
+    VIDEO_BATCH_SIZE,
+    partition_range_tags,
+    videos_partitions,
+)
 from fvc_dagster.defs.resources import VideoInbox
 from fvc_dagster.lib.registry import ScanState, contiguous_batches, plan_scan
 
@@ -22,12 +26,11 @@ def batch_run_requests(
     """One run per contiguous batch of partitions, never one run per video."""
     requests = []
     for first, last in contiguous_batches(ordered_keys, selected, VIDEO_BATCH_SIZE):
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
         run_key = f"{run_key_prefix}:{first}..{last}"
         if first == last:
             requests.append(dg.RunRequest(run_key=run_key, partition_key=first))
         else:
-            requests.append(dg.RunRequest(run_key=run_key, tags=tags))
+            requests.append(dg.RunRequest(run_key=run_key, tags=partition_range_tags(first, last)))
     return requests
 
 
