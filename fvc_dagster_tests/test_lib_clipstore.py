@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fvc_dagster.lib.clipstore import contact_sheet, png_markdown, read_clip, write_clip
+from fvc_dagster.lib.video import VideoError
 
 
 def random_clip(k=4, h=30, w=42, seed=0):
@@ -14,6 +15,21 @@ def test_clips_round_trip_losslessly(tmp_path):
     clip = random_clip()
     write_clip(clip, tmp_path / "c.avi")
     np.testing.assert_array_equal(read_clip(tmp_path / "c.avi"), clip)
+
+
+def test_a_cropped_view_is_written_as_its_pixels(tmp_path):
+    canvas = random_clip(h=40, w=50)
+    view = canvas[:, 5:35, 3:45]  # not contiguous
+    write_clip(view, tmp_path / "c.avi")
+    np.testing.assert_array_equal(read_clip(tmp_path / "c.avi"), view)
+
+
+def test_a_truncated_clip_is_an_error_naming_it(tmp_path):
+    write_clip(random_clip(), tmp_path / "c.avi")
+    data = (tmp_path / "c.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) * 3 // 4])
+    with pytest.raises(VideoError, match=r"cut\.avi: 2 frames, its header says 4"):
+        read_clip(tmp_path / "cut.avi")
 
 
 def test_the_same_clip_gives_the_same_bytes_later(tmp_path):

@@ -17,9 +17,32 @@ import av
 import cv2
 import numpy as np
 
+from fvc_dagster.lib.video import VideoError
+
 CLIP_SUFFIX = ".avi"
 CLIP_CODEC, CLIP_PIXEL_FORMAT, CLIP_CONTAINER = "utvideo", "gbrp", "avi"
 CLIP_FPS = 8  # clips are frame samples; a slow rate makes them easy to inspect in a player
+_PLANE_CHANNELS = (1, 2, 0)  # gbrp planes hold the G, B and R channels of an RGB image
+
+
+def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    """Writable (H, W) views of a gbrp frame's G, B and R planes (rows padded to line_size)."""
+    return [
+        np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+        for plane in frame.planes
+    ]
+
+
+def _to_gbrp(image: np.ndarray) -> av.VideoFrame:
+    """An RGB image as a planar gbrp frame, each channel copied straight into its plane.
+
+    About 4x faster than ``VideoFrame.from_ndarray(image, "gbrp")``, which took a third of
+    the time of writing a 1080p clip.
+    """
+    frame = av.VideoFrame(image.shape[1], image.shape[0], CLIP_PIXEL_FORMAT)
+    for plane, channel in zip(_planes(frame), _PLANE_CHANNELS, strict=True):
+        np.copyto(plane, image[:, :, channel])
+    return frame
 
 
 def write_clip(frames: np.ndarray, path: Path) -> str:
@@ -40,13 +63,14 @@ def write_clip(frames: np.ndarray, path: Path) -> str:
             stream.codec_context.thread_count = 1
             stream.codec_context.flags |= av.codec.context.Flags.bitexact
             for n, image in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), CLIP_PIXEL_FORMAT)
+                frame = _to_gbrp(image)
                 frame.pts = n
                 for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+        with open(tmp, "rb") as written:
+            digest = hashlib.file_digest(written, "sha256").hexdigest()
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -55,11 +79,26 @@ def write_clip(frames: np.ndarray, path: Path) -> str:
 
 
 def read_clip(path: Path) -> np.ndarray:
-    """The (K, H, W, 3) RGB frames of a stored clip, exactly as written."""
+    """The (K, H, W, 3) RGB frames of a stored clip, exactly as written.
+
+    Each decoded frame's planes are interleaved by one ``cv2.merge`` straight into the output
+    array, sized from the AVI header's frame count; a clip holding fewer (a damaged file)
+    raises :class:`VideoError` naming it.
+    """
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        return np.stack([f.to_ndarray() for f in container.decode(stream)])  # gbrp -> RGB order
+        clip = np.empty((stream.frames, stream.height, stream.width, 3), dtype=np.uint8)
+        decoded = 0
+        for frame in container.decode(stream):
+            if decoded == len(clip):
+                raise VideoError(f"clip {path}: more frames than the {len(clip)} of its header")
+            g, b, r = _planes(frame)
+            cv2.merge((r, g, b), dst=clip[decoded])
+            decoded += 1
+    if decoded != len(clip):
+        raise VideoError(f"clip {path}: {decoded} frames, its header says {len(clip)}")
+    return clip
 
 
 def contact_sheet(first_frames: list[np.ndarray], height: int = 72) -> np.ndarray:
