@@ -262,13 +262,20 @@ def test_content_box_excludes_letterbox_bars():
         assert polluted[name] > plain[name] + 5, name
 
 
-def test_content_box_with_pillarbox_bars_and_odd_offsets():
-    content = _random_clip(k=1, h=30, w=33, seed=9)
-    boxed = np.zeros((1, 30, 53, 3), dtype=np.uint8)
+# Both feature sets measured inside an optional content box (x, y, w, h).
+MEASURES = {
+    "handcrafted": lambda clip, box=None: handcrafted_features(clip, CUES, content_box=box),
+    "scaled": lambda clip, box=None: scaled_features(clip, (33, 30), (33, 30), content_box=box),
+}
+
+
+@pytest.mark.parametrize("measure", MEASURES.values(), ids=MEASURES.keys())
+def test_content_box_with_pillarbox_bars_and_odd_offsets(measure):
+    content = _random_clip(k=2, h=30, w=33, seed=9)
+    boxed = np.zeros((2, 30, 53, 3), dtype=np.uint8)
     boxed[:, :, 11:44] = content
-    plain = scaled_features(content, (33, 30), (33, 30))
-    cropped = scaled_features(boxed, (33, 30), (33, 30), content_box=(11, 0, 33, 30))
-    assert cropped == pytest.approx(plain, rel=1e-9)
+    assert measure(boxed, (11, 0, 33, 30)) == measure(content)
+    assert measure(boxed) != measure(content)
 
 
 @pytest.mark.parametrize(
@@ -314,10 +321,11 @@ def test_invalid_clips_are_rejected(clip):
         scaled_features(clip, (32, 32), (32, 32))
 
 
+@pytest.mark.parametrize("measure", MEASURES.values(), ids=MEASURES.keys())
 @pytest.mark.parametrize("box", [(-1, 0, 16, 16), (0, 0, 33, 16), (20, 20, 16, 16), (0, 0, 4, 16)])
-def test_content_box_outside_frame_or_too_small_is_rejected(box):
+def test_content_box_outside_frame_or_too_small_is_rejected(measure, box):
     with pytest.raises(ValueError):
-        scaled_features(_random_clip(k=1, h=32, w=32), (32, 32), (32, 32), content_box=box)
+        measure(_random_clip(k=1, h=32, w=32), box)
 
 
 def test_features_are_identical_on_every_call():

@@ -94,11 +94,19 @@ def _features_of(clip: dict) -> Iterator[None]:
         raise VideoError(f"video {clip['video_id']!r}, clip {clip['clip_id']!r}: {exc}") from None
 
 
+def content_box(clip: dict) -> tuple[int, int, int, int] | None:
+    """``(x, y, w, h)`` of the picture inside a scaled clip's canvas; None for other clips."""
+    if "content_x" not in clip:
+        return None
+    x, y, w, h = (int(clip[k]) for k in ("content_x", "content_y", "scaled_width", "scaled_height"))
+    return x, y, w, h
+
+
 def clip_feature_row(clip: dict, cues: CodecCues) -> dict:
-    """The 15 handcrafted features of one stored clip."""
+    """The 15 handcrafted features of one stored clip (inside the picture of a scaled clip)."""
     frames = read_clip(Path(clip["path"]))
     with _features_of(clip):
-        features = handcrafted_features(frames, cues)
+        features = handcrafted_features(frames, cues, content_box(clip))
     return {
         "video_id": clip["video_id"],
         "clip_id": clip["clip_id"],
@@ -137,12 +145,6 @@ def scale_clip(
 def scaled_feature_row(scaled: dict) -> dict:
     """The 8 stage-4 features of one scaled clip, measured inside its content box."""
     frames = read_clip(Path(scaled["path"]))
-    box = (
-        scaled["content_x"],
-        scaled["content_y"],
-        scaled["scaled_width"],
-        scaled["scaled_height"],
-    )
     return {
         "video_id": scaled["video_id"],
         "clip_id": scaled["clip_id"],
@@ -151,6 +153,6 @@ def scaled_feature_row(scaled: dict) -> dict:
             frames,
             original_size=(scaled["original_width"], scaled["original_height"]),
             scaled_size=(scaled["scaled_width"], scaled["scaled_height"]),
-            content_box=tuple(int(v) for v in box),
+            content_box=content_box(scaled),
         ),
     }
