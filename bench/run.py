@@ -36,9 +36,11 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from bench import naive
+from fvc_dagster.lib.augment import AUG_TYPES, N_AUGMENTATIONS, augment_clip
 from fvc_dagster.lib.clips import (
     clip_feature_row,
     codec_cues,
+    content_box,
     make_clips,
     scale_clip,
     scaled_feature_row,
@@ -51,6 +53,7 @@ from fvc_dagster.lib.video import probe_video, sample_frames, uniform_indices
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 16
 FPS = 25
+FRAMES = 500  # 20 s: a short user-generated video (FVC's run from seconds to minutes)
 RESOLUTIONS = ((1280, 720), (1920, 1080))
 GOPS = (("long", 250), ("short", 12))
 FLOOR_TARGET = 1.5  # handcrafted_features at 256 px: at most this times its decode floor
@@ -171,8 +174,12 @@ class Video:
         self.rows, self.clips = rows, [read_clip(Path(r["path"])) for r in rows]
 
     def keep_scaled(self, rows: list[dict]) -> None:
-        """Store the scaled clip rows and their frames (for the naive stage)."""
-        self.scaled_rows, self.scaled_clips = rows, [read_clip(Path(r["path"])) for r in rows]
+        """Store the scaled clip rows and the pictures inside their canvases (for the naive
+        stage, which measures what the library does: the content box)."""
+        self.scaled_rows, self.scaled_clips = rows, []
+        for row in rows:
+            x, y, w, h = content_box(row)
+            self.scaled_clips.append(read_clip(Path(row["path"]))[:, y : y + h, x : x + w])
 
 
 def decode_floor(v: Video) -> list[np.ndarray]:
@@ -228,10 +235,6 @@ def ffmpeg_scale(v: Video) -> list[np.ndarray]:
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             out.append(frame.reformat(w, h, interpolation="AREA", threads=1).to_ndarray())
     return out
-
-
-def _box(row: dict) -> tuple[int, int, int, int]:
-    return row["content_x"], row["content_y"], row["scaled_width"], row["scaled_height"]
 
 
 @dataclass(frozen=True)
@@ -292,7 +295,9 @@ STAGES = (
         "scaled_features",
         run=lambda v: [scaled_feature_row(r) for r in v.scaled_rows],
         floor=lambda v: read_each(v.scaled_rows),
-        naive=lambda v: [naive.scaled_features(Path(r["path"]), _box(r)) for r in v.scaled_rows],
+        naive=lambda v: [
+            naive.scaled_features(Path(r["path"]), content_box(r)) for r in v.scaled_rows
+        ],
     ),
 )
 REFERENCE_NAMES = {"augmented_clips": "x264_medium_reencode", "letterbox_only": "ffmpeg_area_scale"}
@@ -365,6 +370,20 @@ def vae_seconds_per_frame(device: str, frames: int = 2) -> float:
     return (time.perf_counter() - start) / frames
 
 
+def augmentation_seconds(shape: tuple[int, int, int, int] = (K, 1080, 1920, 3)) -> dict[str, float]:
+    """Best-of-3 seconds of each augmentation on one random clip of `shape`."""
+    clip = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    best = {}
+    for aug_index in range(N_AUGMENTATIONS):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            augment_clip(clip, "bench", aug_index)
+            times.append(time.perf_counter() - start)
+        best[AUG_TYPES[aug_index]] = min(times)
+    return best
+
+
 # -------------------------------------------------------------------------------- report
 
 
@@ -413,7 +432,13 @@ def _fmt(x: float, unit: str = "") -> str:
     return "-" if x != x else f"{x:.3g}{unit}"
 
 
-def summarise(df: pd.DataFrame, info: dict[str, str], vae: dict[str, float]) -> str:
+def summarise(
+    df: pd.DataFrame,
+    info: dict[str, str],
+    vae: dict[str, float],
+    augmentations: dict[str, float],
+    frames: int,
+) -> str:
     """summary.md: a table per resolution x GOP, the comparisons, the targets, the hardware."""
     lines = [
         "# Stage benchmark",
@@ -466,6 +491,8 @@ def summarise(df: pd.DataFrame, info: dict[str, str], vae: dict[str, float]) -> 
     stages = ("handcrafted_features_256", "handcrafted_features", "augmented_clips")
     share = {stage: decode_share.xs(stage, level=2) for stage in stages}
     reencode_ratio = cells("augmented_clips", "ratio_to_reference")
+    reencode_per_frame = cells("augmented_clips", "reference_seconds") / frames
+    break_even = cells("augmented_clips", "seconds") / reencode_per_frame
     lines += [
         "## Comparisons",
         "",
@@ -477,6 +504,13 @@ def summarise(df: pd.DataFrame, info: dict[str, str], vae: dict[str, float]) -> 
         f"{listed(reencode_ratio)}; "
         "the decode floor is "
         f"{listed(share['augmented_clips'], '{:.0%}')} of augmented_clips",
+        f"- the re-encode costs {listed(reencode_per_frame * 1000, '{:.3g} ms')} per frame, so "
+        "augmented_clips (whose cost does not grow with the video's length) costs as much as "
+        f"re-encoding a video of {listed(break_even, '{:.0f} frames')} at {FPS} fps, and half "
+        "as much from twice that length",
+        f"- augmentations alone on one {K}-frame 1920x1080 clip (best of 3, ms): "
+        + ", ".join(f"{name} {s * 1000:.0f}" for name, s in augmentations.items())
+        + f"; {sum(augmentations.values()):.2f} s in all",
         f"- handcrafted_features: reading the 11 {CLIP_CODEC} clips (the floor) is "
         f"{listed(share['handcrafted_features'], '{:.0%}')} of the stage at full resolution, "
         f"{listed(share['handcrafted_features_256'], '{:.0%}')} at 256 px; "
@@ -546,12 +580,14 @@ def plot(df: pd.DataFrame, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, help="corpus size (default 30; --quick: 6)")
-    parser.add_argument("--frames", type=int, help="frames per video (default 75; --quick: 30)")
+    parser.add_argument(
+        "--frames", type=int, help=f"frames per video (default {FRAMES}; --quick: 30)"
+    )
     parser.add_argument("--quick", action="store_true", help="small smoke-test run")
     parser.add_argument("--no-vae", action="store_true", help="skip the VaeScaler timing")
     args = parser.parse_args(argv)
     videos = args.videos or (6 if args.quick else 30)
-    frames = args.frames or (30 if args.quick else 75)
+    frames = args.frames or (30 if args.quick else FRAMES)
     start = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="fvc-bench-"))
     try:
@@ -578,6 +614,7 @@ def main(argv: list[str] | None = None) -> None:
             if spec.name != "warmup":  # the first pass warms every code path up
                 rows += result
             shutil.rmtree(v.work, ignore_errors=True)
+        augmentations = augmentation_seconds()
         vae = {}
         if not args.no_vae:
             devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -600,7 +637,7 @@ def main(argv: list[str] | None = None) -> None:
             f"vae_{device}_per_frame",
             s,
         ]
-    summary = summarise(df[~df.stage.str.startswith("vae_")], info, vae)
+    summary = summarise(df[~df.stage.str.startswith("vae_")], info, vae, augmentations, frames)
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_atomic(RESULTS / "stages.csv", lambda p: df.to_csv(p, index=False, float_format="%.6g"))
     write_atomic(RESULTS / "summary.md", lambda p: p.write_text(summary))

@@ -479,29 +479,3 @@ def augment_clip(clip: np.ndarray, video_id: str, aug_index: int) -> tuple[np.nd
     seed = augmentation_seed(video_id, aug_index)
     params = draw_params(aug_index, seed, clip.shape)
     return apply_augmentation(clip, params), params, seed
-
-
-def _benchmark(shapes=((16, 1080, 1920, 3), (16, 360, 640, 3)), repeats: int = 3) -> None:
-    """Print the best-of-`repeats` time of augment_clip per index (`python -m ...augment`)."""
-    import time
-
-    for shape in shapes:
-        clip = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-        best = []
-        for aug_index in range(N_AUGMENTATIONS):
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                augment_clip(clip, "benchmark_video", aug_index)
-                times.append(time.perf_counter() - start)
-            best.append(min(times))
-        parts = " ".join(f"{AUG_TYPES[i]}={t * 1000:.0f}ms" for i, t in enumerate(best))
-        print(f"{shape} cv2_threads={cv2.getNumThreads()} total={sum(best):.3f}s {parts}")
-
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) > 1:
-        cv2.setNumThreads(int(sys.argv[1]))
-    _benchmark()
