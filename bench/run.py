@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -136,10 +137,12 @@ def encode(frames, path: Path, width: int, height: int, gop: int, preset: str) -
             "keyint_min": str(gop),
             "sc_threshold": "0",
         }
-        for image in frames:
+        for n, image in enumerate(frames):
             if isinstance(image, np.ndarray):
                 image = av.VideoFrame.from_ndarray(image, format="rgb24")
-            image.pts, image.pict_type = None, PictureType.NONE  # x264 picks frame types
+            # Frame n at n / FPS (a decoded frame's own pts and time base would be rescaled);
+            # x264 picks the frame types.
+            image.pts, image.time_base, image.pict_type = n, Fraction(1, FPS), PictureType.NONE
             container.mux(stream.encode(image))
         container.mux(stream.encode())
 
