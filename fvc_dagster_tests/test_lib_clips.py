@@ -1,7 +1,9 @@
 import json
 
+import cv2
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from conftest import write_video
 from fvc_dagster.lib.augment import AUG_TYPES, apply_augmentation
@@ -10,6 +12,7 @@ from fvc_dagster.lib.clips import (
     clip_feature_row,
     codec_cues,
     make_clips,
+    parallel_map,
     scale_clip,
     scaled_feature_row,
 )
@@ -62,3 +65,18 @@ def test_frames_too_small_for_the_features_fail_that_video_by_name(tmp_path):
     cues = codec_cues({"bitrate": None, "fps": 25.0, "width": 8, "height": 6})
     with pytest.raises(VideoError, match="tinyvid.*tinyvid__orig.*9x9"):
         clip_feature_row(rows[0], cues)
+
+
+def test_parallel_map_keeps_order_and_runs_each_worker_on_one_thread():
+    def threads_seen(item):
+        blas = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        return item, cv2.getNumThreads(), blas
+
+    cv2.setNumThreads(2)
+    try:
+        seen = parallel_map(threads_seen, list(range(5)))
+        assert [item for item, _, _ in seen] == list(range(5))
+        assert {(opencv, frozenset(blas)) for _, opencv, blas in seen} == {(1, frozenset({1}))}
+        assert cv2.getNumThreads() == 2  # restored
+    finally:
+        cv2.setNumThreads(-1)
