@@ -21,9 +21,9 @@ from fvc_dagster.defs.resources import (
 )
 from fvc_dagster.defs.training import assets as training_assets
 from fvc_dagster.defs.training import checks as training_checks
+from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA
 
 DOMAINS = [ingest_assets, clip_assets, feature_assets, training_assets]
-WAREHOUSE_SCHEMA = "fvc"
 
 
 def build_defs(

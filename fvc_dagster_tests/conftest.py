@@ -88,6 +88,17 @@ def video_bytes(tmp_path: Path):
     return make
 
 
+@pytest.fixture(scope="module")
+def video_bytes_factory(tmp_path_factory):
+    """Like `video_bytes`, for module-scoped fixtures."""
+    folder = tmp_path_factory.mktemp("videos")
+
+    def make(**kwargs) -> bytes:
+        return write_video(folder / f"_v{len(list(folder.glob('_v*')))}.mp4", **kwargs).read_bytes()
+
+    return make
+
+
 def fvc_metadata(rows: list[tuple[str, str, str]]) -> bytes:
     """An FVC.csv (`cascade_id,video_url,label`) for (cascade, youtube id, label) rows."""
     lines = ["cascade_id,video_url,label"] + [
@@ -136,3 +147,32 @@ def nothing_is_written_under_the_repo():
     yield
     created = {p.name for p in REPO.iterdir()} - before - TOOL_CACHES
     assert not created, f"tests wrote under the repository: {sorted(created)}"
+
+
+def member_data_offset(archive: Path, member: str) -> int:
+    """Where a member's (compressed) data starts in an archive: after its local header."""
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(member)
+    header = archive.read_bytes()[info.header_offset : info.header_offset + 30]
+    name_length = int.from_bytes(header[26:28], "little")
+    extra_length = int.from_bytes(header[28:30], "little")
+    return info.header_offset + 30 + name_length + extra_length
+
+
+def break_deflate_stream(archive: Path, member: str) -> None:
+    """Make a deflated member's first block header invalid (BTYPE 11): inflating it raises
+    zlib.error, not only a CRC mismatch."""
+    raw = bytearray(archive.read_bytes())
+    raw[member_data_offset(archive, member)] = 0x07  # BFINAL 1, BTYPE 3 (reserved)
+    archive.write_bytes(bytes(raw))
+
+
+def set_declared_size(archive: Path, member: str, size: int) -> None:
+    """Rewrite a member's uncompressed size in the central directory (what readers trust)."""
+    raw = bytearray(archive.read_bytes())
+    name = member.encode()
+    entry = raw.index(b"PK\x01\x02")  # the central directory entries
+    while raw[entry + 46 : entry + 46 + len(name)] != name:
+        entry = raw.index(b"PK\x01\x02", entry + 4)
+    raw[entry + 24 : entry + 28] = size.to_bytes(4, "little")
+    archive.write_bytes(bytes(raw))

@@ -1,15 +1,17 @@
 """The archive sensor and per-video assets through Dagster, with a real instance."""
 
+import os
+import zipfile
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
-from conftest import fvc_metadata, write_zip
+from conftest import break_deflate_stream, fvc_metadata, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
-from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE
+from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE, partition_range_tags
 from fvc_dagster.demo import execute_run_request
 from fvc_dagster.lib.clipstore import CLIP_SUFFIX
 
@@ -154,3 +156,67 @@ def test_rematerializing_a_partition_reproduces_rows_and_clip_files(platform, vi
     assert {
         p: p.read_bytes() for p in sorted((root / "clips").rglob(f"*{CLIP_SUFFIX}"))
     } == clip_bytes
+
+
+def test_rerunning_a_partition_keeps_its_source_when_another_archive_brings_other_bytes(
+    platform, video_bytes
+):
+    defs, instance, root = platform
+    write_zip(root / "inbox" / "FVC1.zip", {f"{GOOD[0]}.mp4": video_bytes(seed=1)})
+    (request,) = evaluate_archive_sensor(defs, instance).run_requests
+    assert execute_run_request(defs, "video_pipeline", request, instance).success
+    before = warehouse_rows(root, "select archive, member, sha256 from fvc.source_videos")
+    write_zip(root / "inbox" / "A.zip", {f"{GOOD[0]}.mp4": video_bytes(seed=2)})  # sorts first
+    assert execute_run_request(defs, "video_pipeline", request, instance).success
+    assert warehouse_rows(root, "select archive, member, sha256 from fvc.source_videos") == before
+    assert before[0][0] == "FVC1.zip"
+
+
+def test_relabel_runs_have_a_new_run_key_for_every_change(platform, video_bytes):
+    defs, instance, root = platform
+    write_zip(root / "inbox" / "FVC1.zip", {f"{GOOD[0]}.mp4": video_bytes()})
+    cursor = evaluate_archive_sensor(defs, instance).cursor
+    keys = []
+    for n, label in enumerate(["real", "fake", "real"], start=1):
+        metadata = root / "inbox" / "Metadata.zip"
+        write_zip(metadata, {"FVC.csv": fvc_metadata([("c", GOOD[0], label)])})
+        os.utime(metadata, ns=(n, n))
+        result = evaluate_archive_sensor(defs, instance, cursor)
+        (request,) = result.run_requests
+        keys.append(request.run_key)
+        cursor = result.cursor
+    assert len(set(keys)) == 3  # "real" again is a change of its own, never de-duplicated
+
+
+def test_any_error_from_one_videos_bytes_fails_that_video_alone(platform, video_bytes):
+    """A corrupt deflate stream in the archive, a clip file PyAV cannot read, and a clip file
+    deleted under the store: each is its own video's named failure; the others succeed."""
+    defs, instance, root = platform
+    archive = root / "inbox" / "FVC1.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i, video_id in enumerate(GOOD[:4]):
+            zf.writestr(f"{video_id}.mp4", video_bytes(frames=8, seed=i))
+    break_deflate_stream(archive, f"{GOOD[3]}.mp4")
+    (batch,) = evaluate_archive_sensor(defs, instance).run_requests
+    run = execute_run_request(defs, "video_pipeline", batch, instance)
+    failure = run.failure_data_for_node("source_videos").user_failure_data
+    assert failure.metadata["failed_videos"].value == [GOOD[3]]
+    assert f"FVC1.zip', member '{GOOD[3]}.mp4': corrupt member data" in failure.description
+
+    good = GOOD[:3]
+    tags = partition_range_tags(good[0], good[-1])
+    assert execute_run_request(defs, "video_pipeline", dg.RunRequest(tags=tags), instance).success
+    deleted = root / "clips" / good[0] / f"{good[0]}__aug03{CLIP_SUFFIX}"
+    deleted.unlink()
+    garbled = root / "clips" / good[1] / f"{good[1]}__orig{CLIP_SUFFIX}"
+    garbled.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    features = defs.resolve_job_def("video_pipeline").execute_in_process(
+        instance=instance,
+        tags=tags,
+        asset_selection=[dg.AssetKey("handcrafted_features")],
+        raise_on_error=False,
+    )
+    failure = features.failure_data_for_node("handcrafted_features").user_failure_data
+    assert failure.metadata["failed_videos"].value == good[:2]
+    assert f"clip {deleted}: unreadable" in failure.description
+    assert f"clip {garbled}: unreadable" in failure.description

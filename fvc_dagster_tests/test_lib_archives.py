@@ -1,13 +1,15 @@
 import zipfile
+import zlib
 
 import pytest
 
-from conftest import fvc_metadata, write_zip
+from conftest import break_deflate_stream, fvc_metadata, set_declared_size, write_zip
 from fvc_dagster.lib.archives import (
     ArchiveError,
     ArchiveLimits,
     extract_member,
     index_inbox,
+    index_listings,
     list_archive,
     parse_metadata_csv,
     parse_video_url,
@@ -38,9 +40,10 @@ def test_unsafe_stems_become_safe_distinct_partition_keys():
 def test_fvc_metadata_maps_cascades_to_duplicate_groups():
     csv_text = fvc_metadata([("c1", "aaaaaaaaaaa", "fake"), ("c1", "bbbbbbbbbbb", "REAL")]).decode()
     rows = parse_metadata_csv(csv_text, "FVC.csv")
+    row = {"platform": "youtube", "dup_group": "c1", "source": "FVC.csv"}
     assert rows == [
-        {"video_id": "aaaaaaaaaaa", "raw_label": "fake", "platform": "youtube", "dup_group": "c1"},
-        {"video_id": "bbbbbbbbbbb", "raw_label": "real", "platform": "youtube", "dup_group": "c1"},
+        {"video_id": "aaaaaaaaaaa", "raw_label": "fake", **row},
+        {"video_id": "bbbbbbbbbbb", "raw_label": "real", **row},
     ]
 
 
@@ -53,6 +56,7 @@ def test_plain_metadata_csv_is_accepted():
         "raw_label": "fake",
         "platform": "tiktok",
         "dup_group": "g1",
+        "source": "m.csv",
     }
     assert rows[1]["dup_group"] == "v2"
 
@@ -119,6 +123,75 @@ def test_zip_bomb_is_refused_before_inflating(tmp_path):
     with pytest.raises(ArchiveError, match="compression ratio"):
         extract_member(archive, "bomb.mp4", tmp_path / "bomb.mp4")
     assert list(tmp_path.iterdir()) == [archive]
+
+
+def test_declared_member_size_over_the_limit_is_refused_before_inflating(tmp_path):
+    archive = write_zip(tmp_path / "big.zip", {"huge.mp4": b"tiny"})
+    set_declared_size(archive, "huge.mp4", 3 * 1024**3)  # the header claims 3 GiB
+    limits = ArchiveLimits(max_member_bytes=1024**3)
+    (error,) = list_archive(archive, limits=limits).refused
+    assert "declared size 3221225472 B exceeds" in str(error) and "huge.mp4" in str(error)
+    with pytest.raises(ArchiveError, match="big.zip.*huge.mp4.*declared size"):
+        extract_member(archive, "huge.mp4", tmp_path / "store" / "huge.mp4", limits=limits)
+    assert not (tmp_path / "store").exists()  # refused before anything was opened or written
+
+
+def test_a_member_holding_more_than_it_declares_is_cut_there_and_fails(tmp_path, video_bytes):
+    data = video_bytes()
+    archive = write_zip(tmp_path / "a.zip", {"v1.mp4": data})
+    set_declared_size(archive, "v1.mp4", len(data) // 2)
+    with pytest.raises(ArchiveError, match="a.zip.*v1.mp4.*corrupt member data.*CRC"):
+        extract_member(archive, "v1.mp4", tmp_path / "store" / "v1.mp4")
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_corrupt_deflate_data_is_an_error_naming_archive_and_member(tmp_path, video_bytes):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("v1.mp4", video_bytes())
+        zf.writestr("FVC.csv", fvc_metadata([("c", "v1", "fake")]))
+    break_deflate_stream(archive, "v1.mp4")
+    break_deflate_stream(archive, "FVC.csv")
+    with zipfile.ZipFile(archive) as zf, pytest.raises(zlib.error):
+        zf.read("v1.mp4")  # the planted fault is a broken deflate stream, not just a bad CRC
+    with pytest.raises(ArchiveError, match="a.zip.*v1.mp4.*corrupt member data"):
+        extract_member(archive, "v1.mp4", tmp_path / "store" / "v1.mp4")
+    assert list((tmp_path / "store").iterdir()) == []
+    listing = list_archive(archive)  # a broken metadata member is refused alone
+    assert [e.member for e in listing.refused] == ["FVC.csv"] and len(listing.videos) == 1
+
+
+def test_a_video_in_two_archives_keeps_its_registered_source_and_conflicts_are_named(
+    tmp_path, video_bytes
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first, other = video_bytes(seed=1), video_bytes(seed=2)
+    write_zip(inbox / "B.zip", {"vid00000001.mp4": first, "vid00000002.mp4": first})
+    write_zip(inbox / "A.zip", {"vid00000001.mp4": first})  # sorts first: a copy
+    write_zip(inbox / "C.zip", {"vid00000002.mp4": other})  # different bytes, same id
+    index = index_inbox(inbox)
+    assert index.source_of("vid00000001").archive == "A.zip"  # copies: any one will do
+    assert index.source_of("vid00000001", ("B.zip", "vid00000001.mp4")).archive == "B.zip"
+    assert index.source_of("vid00000002", ("B.zip", "vid00000002.mp4")).archive == "B.zip"
+    with pytest.raises(ArchiveError, match="vid00000002.*different content.*B.zip.*C.zip"):
+        index.source_of("vid00000002")
+
+
+def test_metadata_merges_are_recorded(tmp_path):
+    rows = [("c1", "aaaaaaaaaaa", "fake")]
+    listings = []
+    for name, label in (("A.zip", "fake"), ("B.zip", "real"), ("C.zip", "fake")):
+        write_zip(tmp_path / name, {"FVC.csv": fvc_metadata([(*rows[0][:2], label)])})
+        listings.append(list_archive(tmp_path / name))
+    index = index_listings(listings)
+    assert index.label_of("aaaaaaaaaaa") == "fake"
+    assert index.merges == [
+        "video 'aaaaaaaaaaa': metadata of A.zip:FVC.csv (label fake, cascade c1) kept; "
+        "B.zip:FVC.csv (label real, cascade c1) ignored",
+        "video 'aaaaaaaaaaa': metadata of A.zip:FVC.csv (label fake, cascade c1) kept; "
+        "C.zip:FVC.csv repeats it",
+    ]
 
 
 def test_oversized_archive_is_refused_whole(tmp_path, video_bytes):

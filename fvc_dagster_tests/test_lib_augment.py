@@ -368,7 +368,7 @@ def test_apply_rejects_a_clip_of_another_shape_or_dtype():
     params = draw_params(0, 1, (4, 24, 32, 3))
     with pytest.raises(ValueError):
         apply_augmentation(random_clip((4, 24, 30, 3)), params)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="uint8"):
         apply_augmentation(random_clip().astype(np.float32), params)
     with pytest.raises(ValueError):
         draw_params(10, 1, (4, 24, 32, 3))

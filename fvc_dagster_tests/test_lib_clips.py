@@ -19,7 +19,13 @@ from fvc_dagster.lib.clips import (
 from fvc_dagster.lib.clipstore import read_clip
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.scaling import letterbox
-from fvc_dagster.lib.video import VideoError, sample_frames
+from fvc_dagster.lib.video import (
+    PacketIndex,
+    VideoError,
+    packet_index_path,
+    probe_video,
+    sample_frames,
+)
 
 
 def test_every_clip_is_reproduced_bit_for_bit_from_its_row(tmp_path):
@@ -36,6 +42,23 @@ def test_every_clip_is_reproduced_bit_for_bit_from_its_row(tmp_path):
         )
         np.testing.assert_array_equal(first, stored[0])
         assert (row["frames"], row["width"], row["height"]) == (6, 80, 48)
+
+
+def test_clips_sample_with_the_packet_index_stored_at_probing(tmp_path, monkeypatch):
+    source = write_video(tmp_path / "v.mp4", frames=30, size=(64, 48), gop=7)
+    probe = probe_video(source)
+    probe.index.save(packet_index_path(source))
+    stored = PacketIndex.load(packet_index_path(source))
+    np.testing.assert_array_equal(stored.frame_pts, probe.index.frame_pts)
+    np.testing.assert_array_equal(stored.keyframe_positions, probe.index.keyframe_positions)
+    expected = sample_frames(source, 5)  # demuxes the source itself
+    demuxes = []
+    monkeypatch.setattr(
+        "fvc_dagster.lib.video._packet_index", lambda *a: demuxes.append(a) or probe.index
+    )
+    rows, _ = make_clips("vid", source, 5, tmp_path / "clips")
+    assert demuxes == []  # the stored index was used: the source is demuxed once, at probing
+    np.testing.assert_array_equal(read_clip(tmp_path / "clips" / "vid__orig.avi"), expected)
 
 
 def test_clip_rows_carry_features_and_scaled_clips_their_sizes(tmp_path):

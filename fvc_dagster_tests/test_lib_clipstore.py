@@ -32,6 +32,14 @@ def test_a_truncated_clip_is_an_error_naming_it(tmp_path):
         read_clip(tmp_path / "cut.avi")
 
 
+def test_a_missing_or_unreadable_clip_file_is_a_video_error_naming_it(tmp_path):
+    with pytest.raises(VideoError, match=r"gone\.avi: unreadable \(FileNotFoundError"):
+        read_clip(tmp_path / "gone.avi")
+    (tmp_path / "junk.avi").write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    with pytest.raises(VideoError, match=r"junk\.avi: unreadable"):
+        read_clip(tmp_path / "junk.avi")
+
+
 def test_the_same_clip_gives_the_same_bytes_later(tmp_path):
     clip = random_clip()
     first = write_clip(clip, tmp_path / "a.avi")

@@ -79,6 +79,55 @@ def test_metadata_that_arrives_later_relabels_only_the_changed_videos(inbox):
     assert plan.new_videos == [] and plan.relabelled == IDS[:2]
 
 
+def rewrite(archive: Path, members: dict[str, bytes], mtime_ns: int) -> None:
+    write_zip(archive, members)
+    os.utime(archive, ns=(mtime_ns, mtime_ns))  # a new mtime, as a real rewrite would have
+
+
+def test_a_label_flipping_back_is_a_new_relabelling_each_time(inbox):
+    _, state, registered = scan_and_register(inbox, ScanState(), [])
+    changes = []
+    for n, label in enumerate(["real", "fake", "real"], start=1):
+        rewrite(inbox / "Metadata.zip", {"FVC.csv": fvc_metadata([("c0", IDS[0], label)])}, n)
+        plan = plan_scan(inbox, state, registered)
+        assert plan.relabelled == [IDS[0]]
+        state = ScanState.from_cursor(plan.state.to_cursor())
+        changes.append((state.relabels, state.metadata[IDS[0]]))
+    assert [count for count, _ in changes] == [1, 2, 3]  # counted per change
+    assert changes[0][1] == changes[2][1]  # the same metadata hash came back
+
+
+def test_a_registered_video_keeps_its_source_copies_pass_and_other_bytes_are_named(
+    inbox, video_bytes
+):
+    _, state, registered = scan_and_register(inbox, ScanState(), [])
+    same = (inbox / "FVC1.zip").read_bytes()
+    write_zip(inbox / "A0.zip", {f"{IDS[0]}.mp4": video_bytes(frames=4)})  # the same file
+    write_zip(inbox / "A1.zip", {f"{IDS[1]}.mp4": video_bytes(frames=5)})  # other bytes
+    plan = plan_scan(inbox, state, registered)
+    assert plan.new_videos == [] and (inbox / "FVC1.zip").read_bytes() == same
+    assert plan.duplicates == [
+        f"video '{IDS[0]}' in archive 'A0.zip': a copy of its source 'FVC1.zip' member "
+        f"'{IDS[0]}.mp4'"
+    ]
+    (conflict,) = plan.conflicts
+    assert conflict.archive == "A1.zip" and "registered from 'FVC1.zip'" in str(conflict)
+    assert plan.state.sources[IDS[1]][0] == "FVC1.zip"  # it keeps its source
+
+
+def test_a_new_id_with_two_different_files_registers_neither_until_one_goes(tmp_path, video_bytes):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_zip(inbox / "A.zip", {"vid00000001.mp4": video_bytes(frames=4)})
+    write_zip(inbox / "B.zip", {"vid00000001.mp4": video_bytes(frames=5)})
+    plan = plan_scan(inbox, ScanState(), [])
+    assert plan.new_videos == [] and "A.zip" in str(plan.conflicts[0])
+    assert "B.zip" in str(plan.conflicts[0])
+    (inbox / "B.zip").unlink()
+    retry = plan_scan(inbox, plan.state, [])  # A.zip is read again, as it was not recorded
+    assert retry.new_videos == ["vid00000001"] and retry.conflicts == []
+
+
 def test_unsafe_members_are_reported_and_not_registered(tmp_path, video_bytes):
     inbox = tmp_path / "inbox"
     inbox.mkdir()

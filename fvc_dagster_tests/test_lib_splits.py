@@ -1,7 +1,12 @@
 import numpy as np
 import pandas as pd
 
-from fvc_dagster.lib.splits import assign_folds, folds_missing_a_class, groups_in_several_folds
+from fvc_dagster.lib.splits import (
+    assign_folds,
+    folds_missing_a_class,
+    groups_in_several_folds,
+    videos_keeping_their_fold,
+)
 
 
 def corpus(n_groups: int, seed: int = 0) -> pd.DataFrame:
@@ -37,6 +42,14 @@ def test_new_archives_do_not_move_existing_videos():
     kept = before.merge(after, on="video_id", suffixes=("_before", "_after"))
     assert len(kept) == len(before) and (kept["fold_before"] == kept["fold_after"]).all()
     assert len(after) > len(before) and groups_in_several_folds(after) == []
+    assert videos_keeping_their_fold(after, before) == len(before)
+
+
+def test_videos_keeping_their_fold_counts_only_unmoved_previous_videos():
+    previous = pd.DataFrame({"video_id": ["a", "b", "c"], "fold": [0, 1, 2]})
+    now = pd.DataFrame({"video_id": ["a", "b", "d"], "fold": [0, 3, 1]})  # b moved, c gone
+    assert videos_keeping_their_fold(now, previous) == 1
+    assert videos_keeping_their_fold(now, None) == 0
 
 
 def test_a_new_video_joins_its_cascades_existing_fold():

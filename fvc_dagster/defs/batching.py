@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -35,9 +36,11 @@ def for_each_video(
 ) -> tuple[list[T], dict[str, float]]:
     """Run `work` per video, logging each; return results and seconds per video.
 
-    Every video is attempted. If any fails on bad input, the step fails with a `Failure` whose
-    metadata lists the failed videos, so `split_failed_video_batches` can re-run the good ones
-    together and each bad one on its own partition.
+    Every video is attempted, and whatever one raises is that video's failure: bad input
+    (VideoError, ArchiveError) with its own message, anything else with its type and
+    traceback in the log. If any fails, the step fails with a `Failure` whose metadata lists
+    the failed videos, so `split_failed_video_batches` can re-run the good ones together and
+    each bad one on its own partition.
     """
     results: list[T] = []
     seconds: dict[str, float] = {}
@@ -49,6 +52,10 @@ def for_each_video(
         except (VideoError, ArchiveError) as exc:
             failures[video_id] = str(exc)
             context.log.error(f"{video_id}: {exc}")
+            continue
+        except Exception as exc:
+            failures[video_id] = f"video {video_id!r}: {type(exc).__name__}: {exc}"
+            context.log.error(f"{failures[video_id]}\n{traceback.format_exc()}")
             continue
         seconds[video_id] = time.perf_counter() - start
         context.log.info(f"{video_id}: done in {seconds[video_id]:.2f} s")

@@ -6,14 +6,17 @@ anywhere but the destination the caller names, whatever the member's name says.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
+import json
 import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, urlparse
@@ -76,6 +79,11 @@ class VideoEntry:
     crc: int
     encrypted: bool
 
+    @property
+    def content(self) -> tuple[int, int]:
+        """(size, CRC-32) from the central directory: what tells copies from different files."""
+        return self.size, self.crc
+
 
 @dataclass
 class ArchiveListing:
@@ -86,6 +94,8 @@ class ArchiveListing:
     metadata: list[dict[str, str | None]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     refused: list[ArchiveError] = field(default_factory=list)
+    fingerprint: str = ""  # of the central directory
+    copy: bool = False  # the fingerprint was already known: nothing else was read
 
 
 def safe_video_key(stem: str) -> str:
@@ -130,28 +140,24 @@ def parse_metadata_csv(text: str, source: str) -> list[dict[str, str | None]]:
     """
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     columns = {c.strip().lower() for c in reader.fieldnames or []}
+    lines = (
+        (number, {k.strip().lower(): (v or "").strip() for k, v in row.items() if k})
+        for number, row in enumerate(reader, start=2)
+    )
     rows: list[dict[str, str | None]] = []
     if {"video_url", "label"} <= columns:
-        for line, row in enumerate(reader, start=2):
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        for number, row in lines:
             try:
                 video_id, platform = parse_video_url(row["video_url"])
             except ValueError as exc:
-                raise ValueError(f"{source} line {line}: {exc}") from None
+                raise ValueError(f"{source} line {number}: {exc}") from None
             cascade = row.get("cascade_id") or video_id
-            rows.append(_metadata_row(video_id, row["label"], platform, cascade))
+            rows.append(_metadata_row(video_id, row["label"], platform, cascade, source))
     elif {"video_id", "label"} <= columns:
-        for row in reader:
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        for _, row in lines:
             video_id = row["video_id"]
-            rows.append(
-                _metadata_row(
-                    video_id,
-                    row["label"],
-                    row.get("platform") or None,
-                    row.get("dup_group") or video_id,
-                )
-            )
+            platform, group = row.get("platform") or None, row.get("dup_group") or video_id
+            rows.append(_metadata_row(video_id, row["label"], platform, group, source))
     else:
         raise ValueError(
             f"{source}: unknown metadata columns {sorted(columns)}; expected "
@@ -160,12 +166,13 @@ def parse_metadata_csv(text: str, source: str) -> list[dict[str, str | None]]:
     return rows
 
 
-def _metadata_row(video_id: str, label: str, platform: str | None, group: str):
+def _metadata_row(video_id: str, label: str, platform: str | None, group: str, source: str):
     return {
         "video_id": safe_video_key(video_id),
         "raw_label": label.lower() or None,
         "platform": platform,
         "dup_group": group,
+        "source": source,
     }
 
 
@@ -212,17 +219,42 @@ def _read_member(
         raise ArchiveError(archive, f"wrong password ({exc})", info.filename) from None
 
 
+@contextlib.contextmanager
+def _member_data(archive: str, member: str) -> Iterator[None]:
+    """Turn a damaged member's data (bad CRC, corrupt or truncated deflate stream, a bad
+    encryption header) into an ArchiveError naming the archive and the member."""
+    try:
+        yield
+    except (pyzipper.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise ArchiveError(archive, f"corrupt member data ({exc})", member) from None
+
+
+def central_directory_fingerprint(infos: Iterable[pyzipper.ZipInfo]) -> str:
+    """A digest of an archive's members (names, sizes, CRCs): equal for byte-identical content."""
+    entries = sorted((i.filename, i.file_size, i.CRC) for i in infos)
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
+
+
 def list_archive(
-    path: Path, password: str | None = None, limits: ArchiveLimits = ArchiveLimits()
+    path: Path,
+    password: str | None = None,
+    limits: ArchiveLimits = ArchiveLimits(),
+    known_fingerprints: Collection[str] = (),
 ) -> ArchiveListing:
     """Read an archive's listing and metadata CSVs without inflating any video.
 
+    The central directory is read once; when its fingerprint is in `known_fingerprints` (a copy
+    of an archive already read) nothing more is read and the listing has `copy` set.
     Raises ArchiveError when the whole archive must be refused (unreadable, bomb, bad password);
-    unsafe members are refused one by one and reported in `refused`.
+    unsafe or damaged members are refused one by one and reported in `refused`.
     """
     listing = ArchiveListing(archive=path.name)
     with _open(path) as zf:
         infos = zf.infolist()
+        listing.fingerprint = central_directory_fingerprint(infos)
+        if listing.fingerprint in known_fingerprints:
+            listing.copy = True
+            return listing
         if len(infos) > limits.max_members:
             raise ArchiveError(
                 path.name, f"{len(infos)} members exceed the {limits.max_members} limit"
@@ -262,10 +294,15 @@ def list_archive(
                     )
                 )
             elif suffix == METADATA_EXTENSION:
-                with _read_member(zf, path.name, info, password) as stream:
-                    text = stream.read().decode("utf-8", errors="replace")
                 try:
+                    with (
+                        _member_data(path.name, name),
+                        _read_member(zf, path.name, info, password) as stream,
+                    ):
+                        text = stream.read().decode("utf-8", errors="replace")
                     listing.metadata.extend(parse_metadata_csv(text, f"{path.name}:{name}"))
+                except ArchiveError as exc:
+                    listing.refused.append(exc)
                 except ValueError as exc:
                     listing.refused.append(ArchiveError(path.name, str(exc), name))
             else:
@@ -280,11 +317,17 @@ def extract_member(
     password: str | None = None,
     limits: ArchiveLimits = ArchiveLimits(),
     chunk_bytes: int = 1 << 20,
+    expected: tuple[str, str] | None = None,
 ) -> str:
     """Extract one member to `destination` atomically and return its sha256.
 
-    The member's own name never decides where bytes go; its declared size is enforced while
-    streaming, and the CRC is verified before the file is renamed into place.
+    With `expected` (sha256, where it comes from), other bytes are an ArchiveError and
+    `destination` is left as it was.
+
+    The member's own name never decides where bytes go. Its declared sizes pass the limits
+    before anything is inflated; zipfile's reader then stops at the declared size (a stream
+    holding more is cut there) and checks the CRC, so a member whose data disagrees with its
+    header fails, named, and nothing is renamed into place.
     """
     archive = archive_path.name
     with _open(archive_path) as zf:
@@ -296,21 +339,26 @@ def extract_member(
             raise ArchiveError(archive, reason, member)
         destination.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        written = 0
         fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
         try:
-            with os.fdopen(fd, "wb") as out, _read_member(zf, archive, info, password) as stream:
+            with (
+                os.fdopen(fd, "wb") as out,
+                _member_data(archive, member),
+                _read_member(zf, archive, info, password) as stream,
+            ):
                 while chunk := stream.read(chunk_bytes):
-                    written += len(chunk)
-                    if written > info.file_size:
-                        raise ArchiveError(archive, "inflates past its declared size", member)
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+            if expected and digest.hexdigest() != expected[0]:
+                raise ArchiveError(
+                    archive,
+                    f"its bytes (sha256 {digest.hexdigest()[:12]}) differ from those "
+                    f"{expected[1]} (sha256 {expected[0][:12]}); nothing was replaced",
+                    member,
+                )
             os.replace(tmp_name, destination)
-        except pyzipper.BadZipFile as exc:
-            raise ArchiveError(archive, f"corrupt member data ({exc})", member) from None
         finally:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
@@ -319,13 +367,18 @@ def extract_member(
 
 @dataclass
 class InboxIndex:
-    """Every video of every readable archive in an inbox, with its metadata and the problems met."""
+    """Every video of every readable archive in an inbox, with its metadata and the problems met.
 
-    videos: dict[str, VideoEntry]
+    `videos` holds, per id, every member that carries it, in archive-name order; `source_of`
+    decides which one a video is extracted from.
+    """
+
+    videos: dict[str, list[VideoEntry]]
     metadata: dict[str, dict[str, str | None]]
     archive_errors: list[ArchiveError]
     refused: list[ArchiveError]
     skipped: list[tuple[str, str]]
+    merges: list[str]  # what merging the archives' metadata rows decided, one line each
 
     def label_of(
         self, video_id: str, label_map: Mapping[str, str] = DEFAULT_LABEL_MAP
@@ -333,20 +386,71 @@ class InboxIndex:
         raw = (self.metadata.get(video_id) or {}).get("raw_label")
         return label_map.get(raw) if raw else None
 
+    def source_of(self, video_id: str, registered: tuple[str, str] | None = None) -> VideoEntry:
+        """The member a video comes from: its registered (archive, member) while that is in the
+        inbox, else the one member content that carries the id (copies are one content).
+
+        Different files under one id are an ArchiveError naming every archive involved: one is
+        never silently taken in place of the other.
+        """
+        entries = self.videos.get(video_id)
+        if not entries:
+            problems = [str(e) for e in self.archive_errors + self.refused]
+            raise ArchiveError(
+                "inbox",
+                f"video {video_id!r} is in no readable archive" + "; ".join(["", *problems]),
+            )
+        for entry in entries:
+            if (entry.archive, entry.member) == registered:
+                return entry
+        if conflict := conflicting_sources(video_id, entries):
+            raise conflict
+        return entries[0]
+
+
+def conflicting_sources(video_id: str, entries: Iterable[VideoEntry]) -> ArchiveError | None:
+    """An ArchiveError naming the archives when `entries` hold different files for one id."""
+    entries = list(entries)
+    if len({entry.content for entry in entries}) <= 1:
+        return None
+    where = ", ".join(f"'{e.archive}' member '{e.member}'" for e in entries)
+    return ArchiveError(
+        entries[0].archive,
+        f"video {video_id!r} has different content in {where}; remove or rename one",
+        entries[0].member,
+    )
+
 
 def archive_paths(inbox: Path) -> list[Path]:
-    """The archives of an inbox, in name order (the first archive holding a video id wins)."""
+    """The archives of an inbox, in name order."""
     return sorted(p for p in inbox.glob("*.zip") if p.is_file()) if inbox.is_dir() else []
 
 
+def _describe(row: Mapping[str, str | None]) -> str:
+    return f"label {row.get('raw_label')}, cascade {row.get('dup_group')}"
+
+
 def index_listings(listings: Iterable[ArchiveListing]) -> InboxIndex:
-    """Merge archive listings: first occurrence of a video id wins; metadata rows merge by id."""
-    index = InboxIndex({}, {}, [], [], [])
+    """Merge archive listings: every member of a video id is kept; a video's metadata row is
+    the first in archive-name order, and each later row for it is recorded in `merges`."""
+    index = InboxIndex({}, {}, [], [], [], [])
     for listing in listings:
         for entry in listing.videos:
-            index.videos.setdefault(entry.video_id, entry)
+            index.videos.setdefault(entry.video_id, []).append(entry)
         for row in listing.metadata:
-            index.metadata.setdefault(row["video_id"], row)
+            video_id = row["video_id"]
+            kept = index.metadata.setdefault(video_id, row)
+            if kept is row:
+                continue
+            same = _describe(kept) == _describe(row)
+            index.merges.append(
+                f"video {video_id!r}: metadata of {kept.get('source')} ({_describe(kept)}) kept; "
+                + (
+                    f"{row.get('source')} repeats it"
+                    if same
+                    else f"{row.get('source')} ({_describe(row)}) ignored"
+                )
+            )
         index.refused.extend(listing.refused)
         index.skipped.extend((listing.archive, member) for member in listing.skipped)
     return index

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from scipy.special import ndtri
 
+from fvc_dagster.lib.frames import check_clip, check_clip_shape
+
 N_AUGMENTATIONS = 10
 PARAMS_VERSION = 1
 
@@ -200,13 +202,6 @@ def _draw_combined(rng: np.random.Generator, shape: tuple[int, ...]) -> list[dic
     return ops
 
 
-def _check_shape(clip_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    shape = tuple(int(s) for s in clip_shape)
-    if len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
-        raise ValueError(f"clip shape must be (K, H, W, 3) with K, H, W >= 1, got {clip_shape}")
-    return shape  # type: ignore[return-value]
-
-
 def draw_params(aug_index: int, seed: int, clip_shape: tuple[int, int, int, int]) -> dict:
     """The parameters of augmentation `aug_index` for a clip of `clip_shape`, drawn from `seed`.
 
@@ -216,7 +211,7 @@ def draw_params(aug_index: int, seed: int, clip_shape: tuple[int, int, int, int]
     """
     if not 0 <= aug_index < N_AUGMENTATIONS:
         raise ValueError(f"aug_index must be in [0, {N_AUGMENTATIONS}), got {aug_index}")
-    shape = _check_shape(clip_shape)
+    shape = (*check_clip_shape(clip_shape), 3)
     rng = np.random.default_rng(int(seed))
     aug_type = AUG_TYPES[aug_index]
     ops = _draw_combined(rng, shape) if aug_type == "combined" else [_DRAW[aug_type](rng, shape)]
@@ -459,9 +454,7 @@ def apply_augmentation(clip: np.ndarray, params: dict) -> np.ndarray:
 
     The input is never modified. If params carries "clip_shape", the clip must have that shape.
     """
-    if not isinstance(clip, np.ndarray) or clip.dtype != np.uint8:
-        raise TypeError("clip must be a uint8 numpy array")
-    _check_shape(clip.shape)
+    check_clip(clip)
     expected = params.get("clip_shape")
     if expected is not None and tuple(expected) != clip.shape:
         raise ValueError(f"params are for clip shape {tuple(expected)}, got {clip.shape}")

@@ -19,7 +19,7 @@ from fvc_dagster.lib.augment import AUG_TYPES, N_AUGMENTATIONS, augment_clip
 from fvc_dagster.lib.clipstore import CLIP_SUFFIX, read_clip, write_clip
 from fvc_dagster.lib.features import CodecCues, handcrafted_features, scaled_features
 from fvc_dagster.lib.scaling import ScaledClip
-from fvc_dagster.lib.video import VideoError, sample_frames
+from fvc_dagster.lib.video import PacketIndex, VideoError, packet_index_path, sample_frames
 
 ORIGINAL = -1
 T = TypeVar("T")
@@ -77,8 +77,11 @@ def make_clips(
     """Write the original clip and its augmentations; return their rows and first frames.
 
     Each augmented clip is reproduced bit for bit from the original clip and its row's `params`.
+    The source's packet index stored at ingestion is used when present (no second demux).
     """
-    original = sample_frames(source_path, frames_per_clip, name=video_id)
+    index_path = packet_index_path(Path(source_path))
+    index = PacketIndex.load(index_path) if index_path.exists() else None
+    original = sample_frames(source_path, frames_per_clip, name=video_id, index=index)
 
     def make(aug_index: int) -> tuple[dict, np.ndarray]:
         if aug_index == ORIGINAL:

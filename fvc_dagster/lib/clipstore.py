@@ -17,6 +17,7 @@ import av
 import cv2
 import numpy as np
 
+from fvc_dagster.lib.frames import check_clip
 from fvc_dagster.lib.video import VideoError
 
 CLIP_SUFFIX = ".avi"
@@ -50,8 +51,7 @@ def write_clip(frames: np.ndarray, path: Path) -> str:
 
     Planar RGB (no colour conversion) and bit-exact muxing: the same frames give the same bytes.
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"a clip is (K, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    check_clip(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=CLIP_SUFFIX)
     os.close(fd)
@@ -82,20 +82,23 @@ def read_clip(path: Path) -> np.ndarray:
     """The (K, H, W, 3) RGB frames of a stored clip, exactly as written.
 
     Each decoded frame's planes are interleaved by one ``cv2.merge`` straight into the output
-    array, sized from the AVI header's frame count; a clip holding fewer (a damaged file)
-    raises :class:`VideoError` naming it.
+    array, sized from the AVI header's frame count. A missing, unreadable or damaged file (fewer
+    frames than its header says) raises :class:`VideoError` naming it.
     """
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        clip = np.empty((stream.frames, stream.height, stream.width, 3), dtype=np.uint8)
-        decoded = 0
-        for frame in container.decode(stream):
-            if decoded == len(clip):
-                raise VideoError(f"clip {path}: more frames than the {len(clip)} of its header")
-            g, b, r = _planes(frame)
-            cv2.merge((r, g, b), dst=clip[decoded])
-            decoded += 1
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            clip = np.empty((stream.frames, stream.height, stream.width, 3), dtype=np.uint8)
+            decoded = 0
+            for frame in container.decode(stream):
+                if decoded == len(clip):
+                    raise VideoError(f"clip {path}: more frames than the {len(clip)} of its header")
+                g, b, r = _planes(frame)
+                cv2.merge((r, g, b), dst=clip[decoded])
+                decoded += 1
+    except (av.FFmpegError, OSError, IndexError) as exc:  # IndexError: no video stream
+        raise VideoError(f"clip {path}: unreadable ({type(exc).__name__}: {exc})") from None
     if decoded != len(clip):
         raise VideoError(f"clip {path}: {decoded} frames, its header says {len(clip)}")
     return clip

@@ -45,6 +45,8 @@ from Cryptodome.Hash.SHA1 import SHA1Hash
 from Cryptodome.Protocol.KDF import PBKDF2
 from Cryptodome.Util import Counter
 
+from fvc_dagster.lib.frames import resize_frames
+
 __all__ = [
     "CSV_HEADER",
     "CorpusSpec",
@@ -461,13 +463,6 @@ def _render(
     return out
 
 
-def _resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    if frames.shape[2] == width and frames.shape[1] == height:
-        return frames
-    interp = cv2.INTER_AREA if width < frames.shape[2] else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
-
-
 def _splice(host: np.ndarray, donor: np.ndarray, p: dict) -> np.ndarray:
     """Blend an elliptical region of ``donor`` into ``host``: resampled, JPEG-compressed on
     the frame's 8x8 grid at ``p["quality"]``, unsharp-masked, feathered at the edges."""
@@ -644,9 +639,9 @@ def _iter_videos(
             donor_scene = _scene(spec.seed, casc.donor)
             donor = _render(donor_scene, casc.width, casc.height, casc.frames, casc.fps, donor_rng)
         for m in casc.members:
-            frames = _resize_frames(base, m.width, m.height)
+            frames = resize_frames(base, m.width, m.height)
             if donor is not None:
-                frames = _splice(frames, _resize_frames(donor, m.width, m.height), casc.splice)
+                frames = _splice(frames, resize_frames(donor, m.width, m.height), casc.splice)
             yield casc, m, _encode(frames, casc.fps, m.crf, m.gop)
 
 

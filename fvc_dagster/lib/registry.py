@@ -2,8 +2,9 @@
 
 The state (the sensor's cursor) remembers each archive's stat and content fingerprint, so an
 unchanged archive is not reopened, a copy under another name adds nothing, and a grown archive
-adds only its new videos; and a hash of each registered video's metadata, so a fixed metadata
-archive re-labels exactly the videos whose metadata changed.
+adds only its new videos; where each registered video comes from, so a video keeps its source
+and a different file under its id is reported, never swapped in; and a hash of each registered
+video's metadata, so a fixed metadata archive re-labels exactly the videos whose metadata changed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from fvc_dagster.lib.archives import (
     ArchiveError,
     ArchiveLimits,
     ArchiveListing,
+    VideoEntry,
     archive_paths,
+    conflicting_sources,
     index_listings,
     list_archive,
 )
@@ -30,17 +33,28 @@ NO_METADATA = "-"
 
 @dataclass
 class ScanState:
-    """The sensor cursor: archive stats and fingerprints, and per-video metadata hashes."""
+    """The sensor cursor: archive stats and fingerprints, where each registered video comes from,
+    per-video metadata hashes, and how many relabelling changes were seen."""
 
     archives: dict[str, list] = field(default_factory=dict)  # name -> [size, mtime_ns, fingerprint]
     metadata: dict[str, str] = field(default_factory=dict)  # video id -> metadata hash
+    sources: dict[str, list] = field(default_factory=dict)  # id -> [archive, member, size, crc]
+    relabels: int = 0
 
     @classmethod
     def from_cursor(cls, cursor: str | None) -> ScanState:
         return cls(**json.loads(cursor)) if cursor else cls()
 
     def to_cursor(self) -> str:
-        return json.dumps({"archives": self.archives, "metadata": self.metadata}, sort_keys=True)
+        return json.dumps(
+            {
+                "archives": self.archives,
+                "metadata": self.metadata,
+                "sources": self.sources,
+                "relabels": self.relabels,
+            },
+            sort_keys=True,
+        )
 
     @property
     def fingerprints(self) -> set[str]:
@@ -55,15 +69,11 @@ class ScanPlan:
     copies: list[str]  # archives identical to one already read
     errors: list[ArchiveError]  # archives refused whole (retried on the next scan)
     refused: list[ArchiveError]  # members refused one by one
+    conflicts: list[ArchiveError]  # different files under one video id: none is taken silently
+    duplicates: list[str]  # the same file under the same id in another archive (nothing to do)
+    merges: list[str]  # what merging metadata rows decided
     skipped: list[tuple[str, str]]  # non-video members
     state: ScanState
-
-
-def archive_fingerprint(path: Path) -> str:
-    """A digest of the central directory (names, sizes, CRCs): equal for byte-identical content."""
-    with pyzipper.AESZipFile(path) as zf:
-        entries = sorted((i.filename, i.file_size, i.CRC) for i in zf.infolist())
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
 
 
 def _metadata_hash(row: dict | None) -> str:
@@ -73,6 +83,36 @@ def _metadata_hash(row: dict | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def _source(entry: VideoEntry) -> list:
+    return [entry.archive, entry.member, entry.size, entry.crc]
+
+
+def _judge_registered(
+    video_id: str, recorded: list, entries: list[VideoEntry]
+) -> tuple[list[str], list[ArchiveError]]:
+    """Members carrying an already registered video: copies of its source, or conflicts."""
+    archive, member, *content = recorded
+    duplicates, conflicts = [], []
+    for entry in entries:
+        if [entry.archive, entry.member] == [archive, member] and list(entry.content) == content:
+            continue  # its own source, read again (a grown archive)
+        if list(entry.content) == content:
+            duplicates.append(
+                f"video {video_id!r} in archive '{entry.archive}': a copy of its source "
+                f"'{archive}' member '{member}'"
+            )
+        else:
+            conflicts.append(
+                ArchiveError(
+                    entry.archive,
+                    f"video {video_id!r} is registered from '{archive}' member '{member}', and "
+                    "this file under the same id differs; it is ignored (remove or rename it)",
+                    entry.member,
+                )
+            )
+    return duplicates, conflicts
+
+
 def plan_scan(
     inbox: Path,
     state: ScanState,
@@ -80,9 +120,16 @@ def plan_scan(
     password: str | None = None,
     limits: ArchiveLimits = ArchiveLimits(),
 ) -> ScanPlan:
-    """Read the archives that changed since `state` and decide what to register and re-run."""
+    """Read the archives that changed since `state` and decide what to register and re-run.
+
+    A registered video keeps its source: the same file under its id in another archive is a
+    copy, a different file is a conflict naming both archives. A new id carried by different
+    files is registered from none of them, and their archives are read again on the next scan.
+    """
     registered = set(registered)
-    new_state = ScanState(dict(state.archives), dict(state.metadata))
+    new_state = ScanState(
+        dict(state.archives), dict(state.metadata), dict(state.sources), state.relabels
+    )
     known_fingerprints = state.fingerprints
     listings: list[ArchiveListing] = []
     read, copies, errors = [], [], []
@@ -92,12 +139,7 @@ def plan_scan(
         if previous and previous[:2] == [stat.st_size, stat.st_mtime_ns]:
             continue
         try:
-            fingerprint = archive_fingerprint(path)
-            if fingerprint in known_fingerprints:
-                copies.append(path.name)
-            else:
-                listings.append(list_archive(path, password, limits))
-                read.append(path.name)
+            listing = list_archive(path, password, limits, known_fingerprints)
         except (ArchiveError, pyzipper.BadZipFile, OSError) as exc:
             errors.append(
                 exc
@@ -105,10 +147,28 @@ def plan_scan(
                 else ArchiveError(path.name, f"unreadable ({exc})")
             )
             continue
-        new_state.archives[path.name] = [stat.st_size, stat.st_mtime_ns, fingerprint]
-        known_fingerprints.add(fingerprint)
+        (copies if listing.copy else read).append(path.name)
+        if not listing.copy:
+            listings.append(listing)
+        new_state.archives[path.name] = [stat.st_size, stat.st_mtime_ns, listing.fingerprint]
+        known_fingerprints.add(listing.fingerprint)
     index = index_listings(listings)
-    new_videos = [v for v in index.videos if v not in registered]
+    new_videos, duplicates, conflicts = [], [], []
+    for video_id, entries in index.videos.items():
+        if video_id in state.sources:
+            found, refused = _judge_registered(video_id, state.sources[video_id], entries)
+            duplicates += found
+            conflicts += refused
+        elif video_id in registered:  # registered before sources were recorded: the baseline
+            new_state.sources[video_id] = _source(entries[0])
+        elif conflict := conflicting_sources(video_id, entries):
+            conflicts.append(conflict)
+            for entry in entries:
+                new_state.archives.pop(entry.archive, None)
+        else:
+            new_videos.append(video_id)
+            new_state.sources[video_id] = _source(entries[0])
+            duplicates += _judge_registered(video_id, _source(entries[0]), entries[1:])[0]
     relabelled = []
     for video_id in new_videos:
         new_state.metadata[video_id] = _metadata_hash(index.metadata.get(video_id))
@@ -119,6 +179,8 @@ def plan_scan(
         if video_id in state.metadata and digest != state.metadata[video_id]:
             relabelled.append(video_id)
         new_state.metadata[video_id] = digest  # without an earlier hash this is the baseline
+    if relabelled:
+        new_state.relabels += 1
     return ScanPlan(
         new_videos=new_videos,
         relabelled=sorted(relabelled),
@@ -126,6 +188,9 @@ def plan_scan(
         copies=copies,
         errors=errors,
         refused=index.refused,
+        conflicts=conflicts,
+        duplicates=duplicates,
+        merges=index.merges,
         skipped=index.skipped,
         state=new_state,
     )

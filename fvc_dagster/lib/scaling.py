@@ -23,8 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
+
+from fvc_dagster.lib.frames import check_clip, resize_frames
 
 if TYPE_CHECKING:
     import torch
@@ -74,32 +75,6 @@ def _centred_box(w: int, h: int, target: int) -> tuple[int, int, int, int]:
     return (target - w) // 2, (target - h) // 2, w, h
 
 
-def _check_clip(clip: np.ndarray) -> tuple[int, int]:
-    """(width, height) of a (K, H, W, 3) uint8 clip; ValueError for anything else."""
-    if not isinstance(clip, np.ndarray) or clip.ndim != 4 or clip.shape[-1] != 3:
-        shape = getattr(clip, "shape", None)
-        raise ValueError(f"a clip is a (K, H, W, 3) RGB array, got shape {shape}")
-    if clip.dtype != np.uint8:
-        raise ValueError(f"a clip is uint8, got {clip.dtype}")
-    _, height, width, _ = clip.shape
-    if width < 1 or height < 1:
-        raise ValueError(f"clip frames are empty: {clip.shape}")
-    return width, height
-
-
-def _resize_frames(clip: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Every frame resized to (width, height): INTER_AREA when shrinking, INTER_CUBIC otherwise."""
-    k, src_h, src_w, _ = clip.shape
-    if (src_w, src_h) == (width, height):
-        return np.ascontiguousarray(clip)
-    shrinking = width <= src_w and height <= src_h
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    out = np.empty((k, height, width, 3), np.uint8)
-    for i in range(k):
-        cv2.resize(clip[i], (width, height), dst=out[i], interpolation=interpolation)
-    return out
-
-
 def _place(frames: np.ndarray, box: tuple[int, int, int, int], target: int) -> np.ndarray:
     x, y, w, h = box
     canvas = np.zeros((frames.shape[0], target, target, 3), np.uint8)
@@ -109,10 +84,10 @@ def _place(frames: np.ndarray, box: tuple[int, int, int, int], target: int) -> n
 
 def letterbox(clip: np.ndarray, target: int = TARGET_SIZE) -> ScaledClip:
     """The clip resized (aspect kept) into the centred content box of a black square canvas."""
-    width, height = _check_clip(clip)
+    _, height, width = check_clip(clip)
     w, h = content_size(width, height, target)
     box = _centred_box(w, h, target)
-    frames = _place(_resize_frames(clip, w, h), box, target)
+    frames = _place(resize_frames(clip, w, h), box, target)
     return ScaledClip(frames, "letterbox", (width, height), box, None)
 
 
@@ -232,10 +207,10 @@ class VaeScaler:
         On out-of-memory the clip is letterboxed instead (method "letterbox", fallback_reason
         set); any other error propagates.
         """
-        width, height = _check_clip(clip)
+        _, height, width = check_clip(clip)
         w, h = vae_content_size(width, height, target)
         box = _centred_box(w, h, target)
-        resized = _resize_frames(clip, w, h)
+        resized = resize_frames(clip, w, h)
         reason = None
         try:
             decoded = self._roundtrip(resized)

@@ -76,3 +76,13 @@ def folds_missing_a_class(folds: pd.DataFrame, n_folds: int) -> dict[int, list[s
         for fold in range(n_folds)
         if not set(TRAINABLE_LABELS) <= present.get(fold, set())
     }
+
+
+def videos_keeping_their_fold(folds: pd.DataFrame, previous: pd.DataFrame | None) -> int:
+    """How many videos of `previous` (`video_id, fold`) have the same fold in `folds`."""
+    if previous is None or previous.empty:
+        return 0
+    both = folds[["video_id", "fold"]].merge(
+        previous[["video_id", "fold"]], on="video_id", suffixes=("", "_before")
+    )
+    return int((both["fold"] == both["fold_before"]).sum())

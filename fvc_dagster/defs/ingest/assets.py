@@ -2,16 +2,34 @@
 
 import dagster as dg
 import pandas as pd
+from dagster_duckdb import DuckDBResource
 
 from fvc_dagster.defs.batching import for_each_video, per_video_asset, timing_metadata
 from fvc_dagster.defs.resources import VideoInbox
-from fvc_dagster.lib.ingest import SOURCE_VIDEO_COLUMNS, ingest_video
+from fvc_dagster.defs.warehouse import existing_table
+from fvc_dagster.lib.ingest import SOURCE_VIDEO_COLUMNS, RegisteredSource, ingest_video
+
+
+def _registered_sources(warehouse: DuckDBResource) -> dict[str, RegisteredSource]:
+    """Where each video already ingested came from: it keeps that source on a re-run."""
+    table = existing_table(warehouse, "source_videos")
+    if table is None:
+        return {}
+    return {
+        row.video_id: RegisteredSource(row.archive, row.member, row.sha256)
+        for row in table.itertuples()
+    }
 
 
 @per_video_asset(group_name="ingest", kinds={"duckdb", "video"})
-def source_videos(context: dg.AssetExecutionContext, inbox: VideoInbox) -> pd.DataFrame:
+def source_videos(
+    context: dg.AssetExecutionContext, inbox: VideoInbox, warehouse: DuckDBResource
+) -> pd.DataFrame:
     """One row per video: its archive and member, sha256, label and cascade, and PyAV probe."""
     index = inbox.index()
+    for line in index.merges:
+        context.log.info(line)
+    registered = _registered_sources(warehouse)
     storage = inbox.storage
     rows, seconds = for_each_video(
         context,
@@ -25,6 +43,7 @@ def source_videos(context: dg.AssetExecutionContext, inbox: VideoInbox) -> pd.Da
             inbox.password,
             inbox.limits,
             inbox.label_map,
+            registered.get(video_id),
         ),
     )
     table = pd.DataFrame(rows, columns=list(SOURCE_VIDEO_COLUMNS))

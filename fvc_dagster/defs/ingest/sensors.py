@@ -44,12 +44,14 @@ def archive_sensor(context: dg.SensorEvaluationContext, inbox: VideoInbox):
     registered = context.instance.get_dynamic_partitions(videos_partitions.name)
     state = ScanState.from_cursor(context.cursor)
     plan = plan_scan(inbox.storage.inbox, state, registered, inbox.password, inbox.limits)
-    for error in plan.errors + plan.refused:
+    for error in plan.errors + plan.refused + plan.conflicts:
         context.log.error(str(error))
     for archive, member in plan.skipped:
         context.log.info(f"archive {archive!r}: skipped non-video member {member!r}")
     for archive in plan.copies:
         context.log.info(f"archive {archive!r}: same content as an archive already read")
+    for line in plan.duplicates + plan.merges:
+        context.log.info(line)
     if not plan.new_videos and not plan.relabelled:
         return dg.SensorResult(
             skip_reason=dg.SkipReason(
@@ -58,16 +60,21 @@ def archive_sensor(context: dg.SensorEvaluationContext, inbox: VideoInbox):
             cursor=plan.state.to_cursor(),
         )
     ordered = [*registered, *plan.new_videos]
-    relabel_digest = hashlib.sha256(
-        json.dumps([(v, plan.state.metadata[v]) for v in plan.relabelled]).encode()
-    ).hexdigest()[:12]
+    # Unique per change (a label flipping back to an earlier value is a new change): Dagster
+    # de-duplicates run keys, so a repeated key would drop the re-run.
+    relabel_key = (
+        f"relabel:{plan.state.relabels}-"
+        + hashlib.sha256(
+            json.dumps([(v, plan.state.metadata[v]) for v in plan.relabelled]).encode()
+        ).hexdigest()[:12]
+    )
     context.log.info(
         f"registering {len(plan.new_videos)} new videos from {plan.read}; "
         f"re-running {len(plan.relabelled)} videos whose metadata changed"
     )
     return dg.SensorResult(
         run_requests=batch_run_requests(ordered, plan.new_videos, "new")
-        + batch_run_requests(ordered, plan.relabelled, f"relabel:{relabel_digest}"),
+        + batch_run_requests(ordered, plan.relabelled, relabel_key),
         dynamic_partitions_requests=[videos_partitions.build_add_request(plan.new_videos)]
         if plan.new_videos
         else [],

@@ -6,10 +6,11 @@ from dagster_duckdb import DuckDBResource
 
 from fvc_dagster.defs.partitions import N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
+from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.metrics import compare_models, comparison_markdown
 from fvc_dagster.lib.models import BASELINES
-from fvc_dagster.lib.splits import assign_folds
+from fvc_dagster.lib.splits import assign_folds, videos_keeping_their_fold
 from fvc_dagster.lib.tracking import log_fold_run
 from fvc_dagster.lib.training import assign_clips, fold_data, train_fold
 
@@ -18,16 +19,6 @@ FOLD_SEED = 0
 UPDATE_ON_NEW_DATA = dg.AutomationCondition.eager().without(
     ~dg.AutomationCondition.any_deps_missing()
 )
-
-
-def _existing_table(warehouse: DuckDBResource, table: str) -> pd.DataFrame | None:
-    with warehouse.get_connection() as con:
-        exists = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'fvc' and table_name = ?",
-            [table],
-        ).fetchone()[0]
-        return con.execute(f"select * from fvc.{table}").df() if exists else None
 
 
 @dg.asset(
@@ -40,14 +31,14 @@ def cv_folds(
     context: dg.AssetExecutionContext, source_videos: pd.DataFrame, warehouse: DuckDBResource
 ) -> pd.DataFrame:
     """One row per labelled video: its fold, stratified by label and grouped by cascade."""
-    previous = _existing_table(warehouse, "cv_folds")
+    previous = existing_table(warehouse, "cv_folds")
     folds = assign_folds(source_videos, N_FOLDS, FOLD_SEED, previous)
     counts = folds.pivot_table(index="fold", columns="label", values="video_id", aggfunc="count")
     context.add_output_metadata(
         {
             "videos": dg.MetadataValue.int(len(folds)),
             "cascades": dg.MetadataValue.int(folds["dup_group"].nunique()),
-            "kept_from_previous": dg.MetadataValue.int(0 if previous is None else len(previous)),
+            "kept_from_previous": dg.MetadataValue.int(videos_keeping_their_fold(folds, previous)),
             "class_counts": dg.MetadataValue.md(counts.fillna(0).astype(int).to_markdown()),
         }
     )
