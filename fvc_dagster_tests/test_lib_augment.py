@@ -372,3 +372,10 @@ def test_apply_rejects_a_clip_of_another_shape_or_dtype():
         apply_augmentation(random_clip().astype(np.float32), params)
     with pytest.raises(ValueError):
         draw_params(10, 1, (4, 24, 32, 3))
+
+
+def test_params_of_another_version_are_refused_not_misapplied():
+    params = draw_params(0, 1, (4, 24, 32, 3))
+    apply_augmentation(random_clip((4, 24, 32, 3)), params)
+    with pytest.raises(ValueError, match="version 99 cannot be reproduced"):
+        apply_augmentation(random_clip((4, 24, 32, 3)), {**params, "version": 99})

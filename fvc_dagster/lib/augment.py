@@ -452,9 +452,17 @@ _APPLY: dict[str, Callable[[np.ndarray, dict], np.ndarray]] = {
 def apply_augmentation(clip: np.ndarray, params: dict) -> np.ndarray:
     """Apply params["ops"] in order; pure: same clip and params give byte-identical output.
 
-    The input is never modified. If params carries "clip_shape", the clip must have that shape.
+    The input is never modified. If params carries "clip_shape", the clip must have that shape;
+    if it carries a "version", it must be this code's PARAMS_VERSION (params drawn by other
+    augmentation code would not reproduce their clip).
     """
     check_clip(clip)
+    version = params.get("version", PARAMS_VERSION)
+    if version != PARAMS_VERSION:
+        raise ValueError(
+            f"params of version {version} cannot be reproduced by this code (version "
+            f"{PARAMS_VERSION}); re-materialize augmented_clips"
+        )
     expected = params.get("clip_shape")
     if expected is not None and tuple(expected) != clip.shape:
         raise ValueError(f"params are for clip shape {tuple(expected)}, got {clip.shape}")
