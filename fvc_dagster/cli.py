@@ -1,8 +1,10 @@
-"""`fvc`: generate a synthetic corpus, and run the whole platform on it (`fvc demo`)."""
+"""`fvc`: generate a synthetic corpus, run the whole platform on it (`fvc demo`), list the model
+portfolio (`fvc models`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -41,6 +43,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from fvc_dagster.lib.models import portfolio
+
+    rows = portfolio()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [
+        {
+            "name": r["name"],
+            "family": r["family"],
+            "input": r["input"],
+            "clip": f"{r['frames']}x{r['pixels']}px" if r["frames"] else "",
+            "parameters": f"{r['parameters']:,}" if r["parameters"] else "",
+            "pretrained": r["pretrained"] or "",
+            "weights": r["weights"] or "",
+        }
+        for r in rows
+    ]
+    print(tabulate(table, headers="keys"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fvc", description=__doc__)
     parser.add_argument("--data-dir", help="data root (default: $FVC_DATA_DIR or ./data)")
@@ -54,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--videos", type=int, default=60)
         sub.add_argument("--archives", type=int, default=3)
         sub.add_argument("--seed", type=int, default=0)
+    models = commands.add_parser("models", help="the model portfolio and where its weights are")
+    models.add_argument("--json", action="store_true", help="print JSON rows")
     generate.set_defaults(func=cmd_generate)
     demo.set_defaults(func=cmd_demo)
+    models.set_defaults(func=cmd_models)
     args = parser.parse_args(argv)
     return args.func(args)
 

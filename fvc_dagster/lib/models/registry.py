@@ -1,0 +1,187 @@
+"""The model portfolio: one row per model, and `build_model` to make any network from its row."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from fvc_dagster.lib.models.weights import (
+    Checkpoint,
+    imagenet_checkpoint,
+    pytorchvideo_checkpoint,
+    torchvision_checkpoint,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training defaults (AdamW, binary cross-entropy on the logit)."""
+
+    lr: float = 1e-4
+    batch_size: int = 8
+    epochs: int = 15
+    weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry row. `input`: "features" (tabular), "clip" (B, 3, T, H, W), "clip+box" (also
+    the content boxes, see `BoxPooled`) or "clip+flow" (also the flow, see `TwoStream`);
+    `frames` x `pixels` the default clip size; `builder` names "module:function" in this package
+    (imported when used, so the table costs no torch import): `function(state_dict | None,
+    **options)` makes the network, or for tabular rows `function(**options, seed=...)` the
+    scikit-learn pipeline."""
+
+    name: str
+    family: str
+    input: Literal["features", "clip", "clip+box", "clip+flow"]
+    builder: str
+    frames: int | None = None
+    pixels: int | None = None
+    recipe: Recipe | None = None
+    checkpoint: Checkpoint | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+R3D = torchvision_checkpoint("r3d_18-b3b3357e.pth")
+SLOWFAST = pytorchvideo_checkpoint("SLOWFAST_8x8_R50.pyth")
+SMALL_BATCH = Recipe(batch_size=4)
+
+
+def _tabular(name: str) -> ModelSpec:
+    return ModelSpec(
+        name, "tabular", "features", "baselines:baseline_pipeline", options={"model": name}
+    )
+
+
+TORCHVISION_CLIP = dict(frames=16, pixels=112)  # the Kinetics training size of these weights
+PYTORCHVIDEO_CLIP = dict(frames=16, pixels=224)
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        _tabular("logistic_regression"),
+        _tabular("svm"),
+        _tabular("xgboost"),
+        ModelSpec(
+            "naive_cnn", "resnet2d", "clip", "video_resnet:build_frame_cnn", **TORCHVISION_CLIP,
+            recipe=Recipe(batch_size=16), checkpoint=imagenet_checkpoint("resnet18-f37072fd.pth"),
+            options={"arch": "resnet18"},
+        ),
+        ModelSpec(
+            "pretrained_inception", "r3d", "clip", "video_resnet:build_inception",
+            **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
+        ),
+        ModelSpec(
+            "variable_ar_cnn", "r3d", "clip+box", "video_resnet:build_box_pooled",
+            **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
+        ),
+        ModelSpec(
+            "i3d", "i3d", "clip", "pytorchvideo_nets:build_i3d", **PYTORCHVIDEO_CLIP,
+            recipe=SMALL_BATCH, checkpoint=pytorchvideo_checkpoint("I3D_8x8_R50.pyth"),
+        ),
+        ModelSpec(
+            "r2plus1d", "r2plus1d", "clip", "video_resnet:build_video_resnet", **TORCHVISION_CLIP,
+            recipe=Recipe(), checkpoint=torchvision_checkpoint("r2plus1d_18-91a641e6.pth"),
+            options={"arch": "r2plus1d_18"},
+        ),
+        ModelSpec(
+            "x3d", "x3d", "clip", "pytorchvideo_nets:build_x3d", **PYTORCHVIDEO_CLIP,
+            recipe=Recipe(lr=5e-4, epochs=20, weight_decay=5e-5),
+            checkpoint=pytorchvideo_checkpoint("X3D_M.pyth"),
+        ),
+        ModelSpec(
+            "slowfast", "slowfast", "clip", "pytorchvideo_nets:build_slowfast",
+            **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH, checkpoint=SLOWFAST,
+        ),
+        ModelSpec(
+            "slowfast_attention", "slowfast", "clip", "pytorchvideo_nets:build_slowfast_attention",
+            **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH, checkpoint=SLOWFAST,
+        ),
+        ModelSpec(
+            "slowfast_multiscale", "slowfast", "clip",
+            "pytorchvideo_nets:build_slowfast_multiscale",
+            **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH, checkpoint=SLOWFAST,
+        ),
+        ModelSpec(
+            "two_stream", "two-stream", "clip+flow", "video_resnet:build_two_stream",
+            **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
+        ),
+    ]
+}  # fmt: skip
+
+
+def list_models(networks_only: bool = False) -> list[str]:
+    return [n for n, s in REGISTRY.items() if not (networks_only and s.family == "tabular")]
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def builder(spec: ModelSpec) -> Callable[..., Any]:
+    """The function `spec.builder` names."""
+    module, _, function = spec.builder.partition(":")
+    found = getattr(importlib.import_module(f"{__package__}.{module}"), function, None)
+    if found is None:
+        raise LookupError(f"model {spec.name!r}: builder {spec.builder!r} does not exist")
+    return found
+
+
+def build_model(
+    name: str,
+    weights: Literal["random", "pretrained"] = "random",
+    weights_file: str | Path | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """The network `name` with one output logit (B, 1), random or with its pretrained backbone
+    (from `weights_file`, or `$TORCH_HOME/hub/checkpoints/<official file>`; `WeightsMissing`
+    says where to put it). `overrides` replace the row's builder options (e.g. `dropout`)."""
+    spec = get_spec(name)
+    if spec.family == "tabular":
+        raise ValueError(f"{name!r} is a tabular baseline: use baseline_pipeline({name!r}, seed)")
+    if weights not in ("random", "pretrained"):
+        raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
+    if weights_file is not None and weights != "pretrained":
+        raise ValueError("weights_file is only read with weights='pretrained'")
+    state = spec.checkpoint.load(weights_file) if weights == "pretrained" else None
+    return builder(spec)(state, **{**spec.options, **overrides})
+
+
+def parameter_count(name: str) -> int:
+    """Parameters of the network in its registered configuration (built on the meta device)."""
+    import torch
+
+    spec = get_spec(name)
+    with torch.device("meta"):
+        model = builder(spec)(None, **spec.options)
+    return sum(p.numel() for p in model.parameters())
+
+
+def portfolio() -> list[dict[str, Any]]:
+    """One row per registered model: what `fvc models` shows."""
+    rows = []
+    for spec in REGISTRY.values():
+        network = spec.family != "tabular"
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "input": spec.input,
+                "frames": spec.frames,
+                "pixels": spec.pixels,
+                "parameters": parameter_count(spec.name) if network else None,
+                "pretrained": spec.checkpoint.dataset if network else None,
+                "weights": spec.checkpoint.status() if network else None,
+                "recipe": vars(spec.recipe) if network else None,
+            }
+        )
+    return rows

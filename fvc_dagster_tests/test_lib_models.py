@@ -1,0 +1,173 @@
+"""The model portfolio: every network builds, runs forward and backward on a tiny clip, and
+loads its official checkpoint from $TORCH_HOME (files written here from freshly built models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models import get_model
+
+from fvc_dagster.cli import main
+from fvc_dagster.lib.models import (
+    REGISTRY,
+    WeightsMissing,
+    build_model,
+    get_spec,
+    list_models,
+    optical_flow,
+)
+
+NETWORKS = list_models(networks_only=True)
+BOXES = torch.tensor([[0.0, 64.0, 256.0, 128.0], [64.0, 0.0, 128.0, 256.0]])  # canvas pixels
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def inputs(name: str, frames: int = 4, pixels: int = 32) -> tuple[torch.Tensor, ...]:
+    clip = torch.randn(2, 3, frames, pixels, pixels)
+    kind = get_spec(name).input
+    if kind == "clip+box":
+        return clip, BOXES
+    if kind == "clip+flow":
+        return clip, torch.randn(2, 2, frames - 1, pixels, pixels)
+    return (clip,)
+
+
+def test_registry_lists_ten_networks_and_three_baselines():
+    assert len(NETWORKS) == 10
+    assert [n for n in REGISTRY if n not in NETWORKS] == ["logistic_regression", "svm", "xgboost"]
+    assert all(REGISTRY[n].checkpoint and REGISTRY[n].recipe for n in NETWORKS)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_network_forward_and_backward_on_a_tiny_clip(name):
+    model = build_model(name, weights="random")
+    logits = model(*inputs(name))
+    assert logits.shape == (2, 1) and logits.dtype == torch.float32
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(2, 1)).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_variable_ar_cnn_ignores_the_bars():
+    model = build_model("variable_ar_cnn").eval()
+    clip, boxes = inputs("variable_ar_cnn")
+    inside = torch.zeros(2, 1, 1, 32, 32, dtype=torch.bool)
+    inside[0, ..., 8:24, :] = True  # box (0, 64, 256, 128) at 32/256 scale
+    inside[1, ..., :, 8:24] = True
+    repainted = torch.where(inside, clip, torch.rand_like(clip) * 10)
+    with torch.no_grad():
+        reference = model(clip, boxes)
+        assert torch.equal(model(repainted, boxes), reference)
+        assert not torch.allclose(model(torch.where(inside, -clip, clip), boxes), reference)
+
+
+def test_optical_flow_shape_dtype_determinism_and_motion():
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (48, 48), np.uint8).repeat(4, 0).repeat(4, 1)
+    clip = np.stack([np.stack([texture[t : t + 32, 2 * t : 2 * t + 32]] * 3, -1) for t in range(5)])
+    flow = optical_flow(clip)
+    assert flow.shape == (4, 32, 32, 2) and flow.dtype == np.float32
+    assert np.array_equal(flow, optical_flow(clip))
+    assert np.allclose(np.median(flow[:, 8:-8, 8:-8], axis=(0, 1, 2)), [-2, -1], atol=0.2)
+    with pytest.raises(ValueError, match="T>=2"):
+        optical_flow(clip[:1])
+
+
+def fingerprints(state: dict) -> set:
+    """Shape and leading values of each float tensor: enough to recognise a loaded weight."""
+    return {
+        (tuple(v.shape), tuple(v.flatten()[:8].tolist()))
+        for v in state.values()
+        if v.is_floating_point()
+    }
+
+
+def _official_state(name: str) -> dict:
+    """The state dict an official checkpoint holds, from the library's own 400-class model."""
+    from pytorchvideo.models import hub
+
+    library = {
+        "pretrained_inception": lambda: get_model("r3d_18"),
+        "naive_cnn": lambda: get_model("resnet18"),
+        "i3d": hub.i3d_r50,
+        "x3d": hub.x3d_m,
+        "slowfast_attention": hub.slowfast_r50,
+    }[name]()
+    return library.state_dict()
+
+
+@pytest.mark.parametrize(
+    "name", ["pretrained_inception", "naive_cnn", "i3d", "x3d", "slowfast_attention"]
+)
+def test_pretrained_weights_load_from_torch_home(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoint = get_spec(name).checkpoint
+    state = _official_state(name)
+    path = tmp_path / "hub" / "checkpoints" / checkpoint.file
+    path.parent.mkdir(parents=True)
+    torch.save({checkpoint.key: state} if checkpoint.key else state, path)
+
+    model = build_model(name, weights="pretrained")
+    classifier = ".proj." if checkpoint.key else "fc."
+    backbone = {k: v for k, v in state.items() if classifier not in k}
+    assert fingerprints(backbone) <= fingerprints(model.state_dict())
+    assert build_model(name, weights="pretrained", weights_file=path) is not None
+
+
+def test_two_stream_flow_stem_is_the_rgb_mean(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    state = get_model("r3d_18").state_dict()
+    torch.save(state, tmp_path / "r3d.pth")
+    model = build_model("two_stream", weights="pretrained", weights_file=tmp_path / "r3d.pth")
+    rgb = state["stem.0.weight"]
+    assert torch.equal(model.rgb[0][0].weight, rgb)
+    assert torch.allclose(
+        model.flow[0][0].weight, rgb.mean(1, keepdim=True).expand(-1, 2, -1, -1, -1)
+    )
+
+
+def test_missing_weights_say_which_file_goes_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsMissing) as error:
+        build_model("r2plus1d", weights="pretrained")
+    message = str(error.value)
+    assert "r2plus1d_18-91a641e6.pth" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message
+    assert "https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth" in message
+    with pytest.raises(WeightsMissing, match="X3D_M.pyth"):
+        build_model("x3d", weights="pretrained", weights_file=tmp_path / "nowhere.pyth")
+
+
+def test_wrong_requests_are_errors_that_name_the_problem():
+    with pytest.raises(KeyError, match="unknown model 'resnet3000'"):
+        build_model("resnet3000")
+    with pytest.raises(ValueError, match="tabular baseline"):
+        build_model("svm")
+    with pytest.raises(ValueError, match="'random' or 'pretrained'"):
+        build_model("x3d", weights="imagenet")
+    with pytest.raises(ValueError, match="weights_file"):
+        build_model("x3d", weights_file="X3D_M.pyth")
+
+
+def test_fvc_models_json_lists_ten_networks_with_distinct_sizes(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    counts = {n: rows[n]["parameters"] for n in NETWORKS}
+    assert len(set(counts.values())) == 10
+    assert 2_900_000 < counts["x3d"] < 4_000_000
+    assert 33_000_000 < counts["slowfast"] < 35_000_000
+    assert counts["pretrained_inception"] > 33_371_472  # r3d_18 with its 400-class fc
+    assert rows["x3d"]["weights"] == f"put X3D_M.pyth in {tmp_path / 'hub' / 'checkpoints'}"
+    assert rows["svm"]["parameters"] is None
