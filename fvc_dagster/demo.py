@@ -1,4 +1,5 @@
-"""The demo: a generated corpus through the archive sensor, batched runs, training, comparison.
+"""The demo: a generated corpus through the archive sensor, batched runs (a failed batch split
+by the run-failure sensor), training, comparison; it exits non-zero naming videos that failed.
 
 It drives the same Definitions, sensor and jobs as `dagster dev`, on the persistent instance in
 `$DAGSTER_HOME`, so its runs, partitions and materializations are in the UI afterwards.
@@ -29,6 +30,50 @@ def execute_run_request(
         run_config=QUIET,
         raise_on_error=False,
     )
+
+
+def run_video_batches(
+    defs: dg.Definitions, requests: list[dg.RunRequest], instance: dg.DagsterInstance
+) -> None:
+    """Execute the batched runs; a failed one is handed to `split_failed_video_batches`, as the
+    daemon would, and the runs it requests (the good videos again, each bad video alone) are
+    executed in turn."""
+    splitter = defs.resolve_sensor_def("split_failed_video_batches")
+    queue = list(requests)
+    while queue:
+        request = queue.pop(0)
+        outcome = execute_run_request(defs, "video_pipeline", request, instance)
+        batch = request.partition_key or "..".join(request.partition_key_range or ())
+        print(f"  video_pipeline [{batch}]: {'ok' if outcome.success else 'FAILED'}")
+        if outcome.success:
+            continue
+        context = dg.build_run_status_sensor_context(
+            sensor_name=splitter.name,
+            dagster_instance=instance,
+            dagster_run=outcome.dagster_run,
+            dagster_event=outcome.get_run_failure_event(),
+        ).for_run_failure()
+        retries = splitter(context)
+        if not isinstance(retries, dg.SkipReason):
+            print(f"  split into {len(retries)} runs by {splitter.name}")
+            queue.extend(retries)
+
+
+def _videos_done(instance: dg.DagsterInstance) -> set[str]:
+    """Videos with every per-video table materialized (both feature tables are the last)."""
+    handcrafted, scaled = (
+        instance.get_materialized_partitions(dg.AssetKey(key))
+        for key in ("handcrafted_features", "scaled_features")
+    )
+    return handcrafted & scaled
+
+
+def _print_failed_videos(failed: list[str]) -> None:
+    if failed:
+        print(
+            f"\nvideos that failed in video_pipeline, not in training ({len(failed)}): "
+            f"{', '.join(failed)}; their runs say why (make dev)"
+        )
 
 
 def _latest_timestamp(instance: dg.DagsterInstance, key: str) -> float:
@@ -73,17 +118,15 @@ def run_demo(data_dir: Path, n_videos: int = 60, n_archives: int = 3, seed: int 
     requests = list(result.run_requests or [])
 
     registered = instance.get_dynamic_partitions(videos_partitions.name)
-    done = instance.get_materialized_partitions(dg.AssetKey("handcrafted_features"))
-    pending = [k for k in registered if k not in done]
+    pending = [k for k in registered if k not in _videos_done(instance)]
     if not requests and pending:  # an earlier demo stopped half-way: finish its videos
         from fvc_dagster.defs.ingest.sensors import batch_run_requests
 
         requests = batch_run_requests(registered, pending, "demo")
     print(f"{len(registered)} videos registered; {len(requests)} batched runs to launch")
-    for request in requests:
-        outcome = execute_run_request(defs, "video_pipeline", request, instance)
-        batch = request.partition_key or "..".join(request.partition_key_range or ())
-        print(f"  video_pipeline [{batch}]: {'ok' if outcome.success else 'FAILED'}")
+    run_video_batches(defs, requests, instance)
+    done = _videos_done(instance)
+    failed = [k for k in registered if k not in done]
 
     if _latest_timestamp(instance, "model_comparison") < _latest_timestamp(
         instance, "handcrafted_features"
@@ -94,9 +137,11 @@ def run_demo(data_dir: Path, n_videos: int = 60, n_archives: int = 3, seed: int 
         outcome = execute_run_request(defs, "training", all_folds, instance)
         if not outcome.success:
             print("training failed; see the run in the Dagster UI (make dev)")
+            _print_failed_videos(failed)
             return 1
     else:
         print("models are up to date with the features; reusing them")
     _print_comparison(data_dir / "warehouse.duckdb")
     print(f"\ndemo finished in {time.perf_counter() - start:.1f} s; `make dev` opens it in the UI")
-    return 0
+    _print_failed_videos(failed)
+    return 1 if failed else 0

@@ -4,7 +4,13 @@ import pytest
 
 from fvc_dagster.lib.metrics import compare_models, comparison_markdown, fold_scores
 from fvc_dagster.lib.models import BASELINES, CorrelationPruner, baseline_pipeline, kept_features
-from fvc_dagster.lib.training import assign_clips, fold_data, leaked_training_clips, train_fold
+from fvc_dagster.lib.training import (
+    assign_clips,
+    clip_owners,
+    fold_data,
+    leak_report,
+    train_fold,
+)
 
 FEATURES = ["signal", "copy_of_signal", "constant", "noise"]
 
@@ -35,16 +41,80 @@ def test_held_out_fold_validates_on_original_clips_only():
     assert len(data.train) == 32 * 3  # every clip of the 32 training videos
 
 
-def test_leakage_check_passes_on_assignments_and_catches_a_planted_clip():
+def owners(clips: pd.DataFrame) -> pd.DataFrame:
+    return clips[["clip_id", "video_id"]].rename(columns={"video_id": "owner"})
+
+
+def stores(clips: pd.DataFrame, scaled: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    return {"clips": owners(clips), "scaled": owners(clips if scaled is None else scaled)}
+
+
+def test_leak_report_passes_on_the_assigned_clips():
     clips, folds = clip_table()
-    assignments = assign_clips(clips, folds, 5)
-    assert leaked_training_clips(assignments, folds, clips).empty
-    held_out_clip = clips[clips["video_id"] == "v0"].iloc[1]  # v0 is in fold 0
-    planted = {"fold": 0, "role": "train", "clip_id": held_out_clip["clip_id"], "aug_index": 0}
-    # even a row that lies about its video is caught: the clip's owner comes from the clip table
-    lying = pd.concat([assignments, pd.DataFrame([{**planted, "video_id": "v1", "label": "real"}])])
-    leaked = leaked_training_clips(lying, folds, clips)
-    assert leaked["clip_id"].tolist() == [held_out_clip["clip_id"]]
+    report = leak_report(assign_clips(clips, folds, 5), folds, stores(clips))
+    assert report.passed
+    assert report.leaked.empty and report.unknown.empty and report.conflicting.empty
+
+
+def test_a_training_row_lying_about_its_video_is_caught_by_its_files_owner():
+    clips, folds = clip_table()
+    held_out_clip = clips[clips["video_id"] == "v0"].iloc[1]["clip_id"]  # v0 is in fold 0
+    lying = {"fold": 0, "role": "train", "clip_id": held_out_clip, "video_id": "v1",
+             "aug_index": 0, "label": "fake"}  # fmt: skip
+    assignments = pd.concat([assign_clips(clips, folds, 5), pd.DataFrame([lying])])
+    report = leak_report(assignments, folds, stores(clips))
+    assert not report.passed
+    assert report.leaked[["fold", "clip_id", "video_id", "owner"]].to_dict("records") == [
+        {"fold": 0, "clip_id": held_out_clip, "video_id": "v1", "owner": "v0"}
+    ]
+    assert report.unknown.empty and report.conflicting.empty
+
+
+def test_unknown_training_clip_fails_the_leak_check():
+    clips, folds = clip_table()
+    ghost = {"fold": 0, "role": "train", "clip_id": "ghost", "video_id": "v1", "aug_index": 0,
+             "label": "fake"}  # fmt: skip
+    assignments = pd.concat([assign_clips(clips, folds, 5), pd.DataFrame([ghost])])
+    report = leak_report(assignments, folds, stores(clips))
+    assert not report.passed and report.leaked.empty
+    assert report.unknown[["fold", "clip_id", "missing_from"]].to_dict("records") == [
+        {"fold": 0, "clip_id": "ghost", "missing_from": "clips, scaled"}
+    ]
+
+
+def test_a_clip_without_its_scaled_file_is_unknown_in_every_fold_it_trains():
+    clips, folds = clip_table()
+    report = leak_report(
+        assign_clips(clips, folds, 5), folds, stores(clips, clips[clips["clip_id"] != "v1_0"])
+    )
+    assert not report.passed
+    assert report.unknown["clip_id"].unique().tolist() == ["v1_0"]
+    assert report.unknown["fold"].tolist() == [0, 2, 3, 4]  # v1 is held out by fold 1
+    assert set(report.unknown["missing_from"]) == {"scaled"}
+
+
+def test_files_under_two_videos_conflict_and_each_owner_is_checked_for_leaks():
+    clips, folds = clip_table()
+    scaled = clips.assign(video_id=clips["video_id"].mask(clips["clip_id"] == "v1_0", "v2"))
+    report = leak_report(assign_clips(clips, folds, 5), folds, stores(clips, scaled))
+    assert report.conflicting.to_dict("records") == [{"clip_id": "v1_0", "owners": ["v1", "v2"]}]
+    # v1_0 trains folds 0, 2, 3 and 4; fold 2 holds out v2, which its scaled file names
+    assert report.leaked[["fold", "clip_id", "owner"]].to_dict("records") == [
+        {"fold": 2, "clip_id": "v1_0", "owner": "v2"}
+    ]
+    assert report.unknown.empty and not report.passed
+
+
+def test_clip_owners_are_the_folders_the_files_live_in(tmp_path):
+    for relative in ("va/va__orig.avi", "vb/vb__aug00.avi", "va/.va__aug01.tmp1.avi", "va/x.txt"):
+        (tmp_path / relative).parent.mkdir(exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    found = clip_owners(tmp_path).sort_values("clip_id").to_dict("records")
+    assert found == [
+        {"clip_id": "va__orig", "owner": "va"},
+        {"clip_id": "vb__aug00", "owner": "vb"},
+    ]
+    assert list(clip_owners(tmp_path / "absent").columns) == ["clip_id", "owner"]
 
 
 def test_training_refuses_a_fold_whose_training_set_holds_a_validation_video():

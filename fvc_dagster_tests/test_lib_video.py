@@ -69,6 +69,7 @@ def test_truncated_video_fails_naming_the_video(tmp_path: Path):
     path.write_bytes(full[: len(full) // 3])
     with pytest.raises(VideoError, match="cut_clip"):
         probe_video(path, name="cut_clip")
+    with pytest.raises(VideoError, match="cut_clip"):
         sample_frames(path, 16, name="cut_clip")
 
 

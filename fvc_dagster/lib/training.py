@@ -7,12 +7,14 @@ A fold validates on the original clips of its held-out videos only; it trains on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from fvc_dagster.lib.clips import ORIGINAL
+from fvc_dagster.lib.clipstore import CLIP_SUFFIX
 from fvc_dagster.lib.metrics import fold_scores
 from fvc_dagster.lib.models import baseline_pipeline, kept_features
 
@@ -39,23 +41,73 @@ def assign_clips(clips: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> pd.D
     return pd.concat(parts, ignore_index=True)[columns].sort_values(["fold", "role", "clip_id"])
 
 
-def leaked_training_clips(
-    assignments: pd.DataFrame, folds: pd.DataFrame, clip_videos: pd.DataFrame
-) -> pd.DataFrame:
-    """Training rows whose clip belongs to a video held out by that fold.
+def clip_owners(store: Path) -> pd.DataFrame:
+    """`clip_id, owner` for every clip file in `store`, which holds `<video_id>/<clip_id>.avi`.
 
-    The clip's video comes from `clip_videos` (`clip_id, video_id`: every original, augmented and
-    scaled clip and its source video), not from the row itself, so a mislabelled row is caught.
+    The owner is the folder the file lives in, so it comes from the files, not from any table.
     """
-    owners = (
-        clip_videos[["clip_id", "video_id"]]
-        .drop_duplicates()
-        .rename(columns={"video_id": "source_video"})
+    files = [p for p in store.glob(f"*/*{CLIP_SUFFIX}") if not p.name.startswith(".")]
+    return pd.DataFrame(
+        {"clip_id": [p.stem for p in files], "owner": [p.parent.name for p in files]},
+        columns=["clip_id", "owner"],
     )
-    held_out = folds[["video_id", "fold"]].rename(columns={"video_id": "source_video"})
-    training = assignments[assignments["role"] == TRAIN].merge(owners, on="clip_id", how="left")
-    training["source_video"] = training["source_video"].fillna(training["video_id"])
-    return training.merge(held_out, on=["source_video", "fold"])
+
+
+@dataclass
+class LeakReport:
+    """Why training rows cannot be trusted; the check passes when all three are empty."""
+
+    leaked: pd.DataFrame  # `fold, clip_id, video_id, owner`: a file's owner the fold holds out
+    unknown: pd.DataFrame  # `fold, clip_id, video_id, missing_from`: a store has no file for it
+    conflicting: pd.DataFrame  # `clip_id, owners`: its files live under several videos
+
+    @property
+    def passed(self) -> bool:
+        return self.leaked.empty and self.unknown.empty and self.conflicting.empty
+
+
+def leak_report(
+    assignments: pd.DataFrame,
+    folds: pd.DataFrame,
+    store_owners: dict[str, pd.DataFrame],
+) -> LeakReport:
+    """Check every training row against the owners its clip's files give in each store.
+
+    `store_owners` maps a store name (`clips`, `scaled`) to its `clip_owners`. A training clip
+    must have a file in every store (it trains on features of both) and all of them must lie
+    under one video; a clip missing from a store is unknown, one under several videos is
+    conflicting, and any owner of a clip that the fold holds out is a leak. The row's own
+    `video_id` is never trusted.
+    """
+    training = assignments.loc[assignments["role"] == TRAIN, ["fold", "clip_id", "video_id"]]
+    owners = pd.concat(
+        [table.assign(store=name) for name, table in store_owners.items()], ignore_index=True
+    )
+    clips = training["clip_id"].drop_duplicates()
+    present = owners[owners["clip_id"].isin(clips)]
+
+    stores_of = present.groupby("clip_id")["store"].agg(set)
+    missing = {
+        clip: ", ".join(s for s in store_owners if s not in stores_of.get(clip, set()))
+        for clip in clips
+    }
+    unknown = training.assign(missing_from=training["clip_id"].map(missing))
+    unknown = unknown[unknown["missing_from"] != ""]
+
+    owner_sets = present.groupby("clip_id")["owner"].agg(lambda o: sorted(set(o)))
+    conflicting = owner_sets[owner_sets.map(len) > 1].rename("owners").reset_index()
+
+    held_out = folds[["video_id", "fold"]].rename(columns={"video_id": "owner"})
+    leaked = (
+        training.merge(present[["clip_id", "owner"]].drop_duplicates(), on="clip_id")
+        .merge(held_out, on=["owner", "fold"])
+        .sort_values(["fold", "clip_id", "owner"])
+    )
+    return LeakReport(
+        leaked=leaked.reset_index(drop=True),
+        unknown=unknown.sort_values(["fold", "clip_id"]).reset_index(drop=True),
+        conflicting=conflicting,
+    )
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """Blocking checks: no cascade straddles folds, every fold holds both classes, and no clip of a
-held-out video (original, augmented or scaled) trains its fold."""
+held-out video (original, augmented or scaled, as its files say) trains its fold."""
 
 import dagster as dg
 import pandas as pd
 
 from fvc_dagster.defs.partitions import N_FOLDS
-from fvc_dagster.defs.training.assets import ALL_VIDEOS, cv_folds, training_clips
+from fvc_dagster.defs.resources import FvcStorage
+from fvc_dagster.defs.training.assets import cv_folds, training_clips
 from fvc_dagster.lib.splits import folds_missing_a_class, groups_in_several_folds
-from fvc_dagster.lib.training import leaked_training_clips
+from fvc_dagster.lib.training import TRAIN, clip_owners, leak_report
 
 
 @dg.asset_check(asset=cv_folds, blocking=True)
@@ -35,31 +36,34 @@ def every_fold_has_both_classes(cv_folds: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(
-    asset=training_clips,
-    blocking=True,
-    additional_ins={
-        "cv_folds": dg.AssetIn(),
-        "augmented_clips": ALL_VIDEOS,
-        "scaled_clips": ALL_VIDEOS,
-    },
-)
+@dg.asset_check(asset=training_clips, blocking=True, additional_ins={"cv_folds": dg.AssetIn()})
 def no_held_out_clip_in_training(
-    training_clips: pd.DataFrame,
-    cv_folds: pd.DataFrame,
-    augmented_clips: pd.DataFrame,
-    scaled_clips: pd.DataFrame,
+    training_clips: pd.DataFrame, cv_folds: pd.DataFrame, storage: FvcStorage
 ) -> dg.AssetCheckResult:
-    """No fold trains on any clip whose source video that fold holds out."""
-    clip_videos = pd.concat([augmented_clips, scaled_clips])[["clip_id", "video_id"]]
-    leaked = leaked_training_clips(training_clips, cv_folds, clip_videos)
+    """No fold trains on a clip whose files lie under a video it holds out, and every training
+    clip has exactly one owner: its clip file and scaled file, under the same video's folder.
+
+    Owners come from the clip and scaled stores (`<store>/<video_id>/<clip_id>.avi`), never from
+    a table row. Fails on leaked clips, unknown clips (a file missing from a store) and
+    conflicting clips (files under several videos)."""
+    report = leak_report(
+        training_clips,
+        cv_folds,
+        {"clips": clip_owners(storage.clip_store), "scaled": clip_owners(storage.scaled_store)},
+    )
+    found = {
+        "leaked": report.leaked[["fold", "clip_id", "video_id", "owner"]],
+        "unknown": report.unknown[["fold", "clip_id", "video_id", "missing_from"]],
+        "conflicting": report.conflicting,
+    }
     return dg.AssetCheckResult(
-        passed=leaked.empty,
+        passed=report.passed,
         metadata={
-            "leaked_clips": dg.MetadataValue.int(len(leaked)),
-            "examples": dg.MetadataValue.json(
-                leaked[["fold", "clip_id", "source_video"]].head(20).to_dict("records")
-            ),
-            "training_rows": dg.MetadataValue.int(int((training_clips["role"] == "train").sum())),
+            "training_rows": dg.MetadataValue.int(int((training_clips["role"] == TRAIN).sum())),
+            **{f"{kind}_clips": dg.MetadataValue.int(len(rows)) for kind, rows in found.items()},
+            **{
+                f"{kind}_examples": dg.MetadataValue.json(rows.head(20).to_dict("records"))
+                for kind, rows in found.items()
+            },
         },
     )
