@@ -1,8 +1,12 @@
-"""Naive baselines: what an unoptimised script would do for the same stages.
+"""Naive baselines: what an unoptimised script would do for the same stages, from the same inputs.
 
-Frames come from `cv2.VideoCapture` reading every frame of a file; features loop in Python
-over 8x8 blocks (`cv2.dct` per block) and over block boundaries. The values agree with
-`fvc_dagster.lib.features` up to float round-off; only the way they are computed differs.
+Each naive function does the job of its library stage and nothing more, the straightforward way:
+frames come from `cv2.VideoCapture` reading a file one frame after another (the sampler decodes
+the source in order up to the last frame it wants, and converts and keeps only the K frames it
+wants; the feature stages read the same stored clip files as the library); features loop in
+Python over 8x8 blocks (`cv2.dct` per block) and over block boundaries. The values agree with
+`fvc_dagster.lib.features` up to float round-off (the bench checks this before it reports times);
+only the way they are computed differs.
 """
 
 from __future__ import annotations
@@ -31,10 +35,20 @@ def read_all(path: Path) -> list[np.ndarray]:
 
 
 def sample(path: Path, k: int) -> np.ndarray:
-    """K uniformly spaced frames, found by decoding the whole video and keeping K of them."""
-    frames = read_all(path)
-    picks = np.linspace(0, len(frames) - 1, k).round().astype(int)
-    return np.stack([frames[i] for i in picks])
+    """K uniformly spaced frames (the frame count from the container header): decode every frame
+    in order up to the last one wanted (`grab`), convert and keep only the wanted ones."""
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    picks = np.linspace(0, count - 1, k).round().astype(int).tolist()
+    wanted = set(picks)
+    kept: dict[int, np.ndarray] = {}
+    for number in range(picks[-1] + 1):
+        if not capture.grab():
+            break
+        if number in wanted:
+            kept[number] = cv2.cvtColor(capture.retrieve()[1], cv2.COLOR_BGR2RGB)
+    capture.release()
+    return np.stack([kept[i] for i in picks])
 
 
 def _blockiness(g: np.ndarray) -> float:
@@ -89,10 +103,19 @@ def handcrafted_features(clip: np.ndarray, cues: CodecCues) -> list[float]:
     return [*per_frame.mean(axis=0), bitrate, fps, cues.width * cues.height]
 
 
-def features_stage(source: Path, clips: list[np.ndarray], cues: CodecCues) -> list[list[float]]:
-    """Decode the whole source video with OpenCV, then the naive features of every clip."""
-    read_all(source)
-    return [handcrafted_features(clip, cues) for clip in clips]
+def features_stage(
+    clips: list[tuple[Path, tuple[int, int, int, int] | None]], cues: CodecCues
+) -> list[list[float]]:
+    """The stage `handcrafted_features` does: read each stored clip file (inside its content
+    box, for a scaled clip), then its naive features."""
+    rows = []
+    for path, box in clips:
+        frames = np.stack(read_all(path))
+        if box is not None:
+            x, y, w, h = box
+            frames = frames[:, y : y + h, x : x + w]
+        rows.append(handcrafted_features(frames, cues))
+    return rows
 
 
 def scaled_features(path: Path, box: tuple[int, int, int, int]) -> list[float]:
