@@ -1,0 +1,174 @@
+"""The clip data path: stored scaled clips to uint8 tensors, boxes, cached flow, loaders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from fvc_dagster.lib import clip_data
+from fvc_dagster.lib.clip_data import (
+    ClipDataset,
+    make_loader,
+    model_options,
+    normalise_on_device,
+    sample_indices,
+)
+from fvc_dagster.lib.clipstore import write_clip
+from fvc_dagster.lib.models import optical_flow
+from fvc_dagster.lib.models.video_resnet import BoxPooled
+
+K, CANVAS = 8, 64
+BOX = dict(content_x=0, content_y=16, scaled_width=64, scaled_height=32)  # a 2:1 letterbox
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def letterboxed(n: int) -> np.ndarray:
+    """K frames of a 64 x 64 canvas: black bars, a picture in the box whose green is 20 * frame
+    number and whose texture moves one pixel right per frame."""
+    rng = np.random.default_rng(n)
+    texture = rng.integers(0, 255, (32, 80), dtype=np.uint8)
+    frames = np.zeros((K, CANVAS, CANVAS, 3), np.uint8)
+    for k in range(K):
+        picture = frames[k, 16:48]
+        picture[..., 0] = texture[:, 8 - k : 72 - k]
+        picture[..., 1] = 20 * k + 10
+        picture[..., 2] = 200
+    return frames
+
+
+@pytest.fixture
+def rows(tmp_path):
+    rows = []
+    for n in range(4):
+        path = tmp_path / "scaled" / f"v{n}" / f"c{n}.avi"
+        sha = write_clip(letterboxed(n), path)
+        label = "fake" if n % 2 else "real"
+        rows.append(dict(clip_id=f"c{n}", path=str(path), sha256=sha, label=label, **BOX))
+    return rows
+
+
+def test_uniform_temporal_sampling():
+    assert sample_indices(16, 16).tolist() == list(range(16))
+    assert sample_indices(16, 4).tolist() == [2, 6, 10, 14]
+    assert sample_indices(8, 4).tolist() == [1, 3, 5, 7]
+    assert sample_indices(4, 8).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_items_are_uint8_clips_of_the_model_size_cropped_to_the_picture(rows):
+    data = ClipDataset(pd.DataFrame(rows), frames=4, pixels=32)
+    item = data[1]
+    assert item["clip"].shape == (3, 4, 32, 32) and item["clip"].dtype == torch.uint8
+    assert item["label"].dtype == torch.float32 and item["label"].item() == 1.0
+    assert data.labels.tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert set(item) == {"clip", "label"}
+    green = item["clip"][1].float().mean((1, 2))  # the sampled frames 1, 3, 5, 7
+    assert green.tolist() == [30.0, 70.0, 110.0, 150.0]
+    assert (item["clip"][2] == 200).all()  # cropped: no bar pixel left
+
+
+def test_without_crop_the_box_is_given_in_pixels_of_the_resized_frame(rows):
+    data = ClipDataset.for_input(rows, "clip+box", frames=4, pixels=32)
+    item = data[0]
+    assert set(item) == {"clip", "label", "box"}
+    assert item["box"].tolist() == [0.0, 8.0, 32.0, 16.0]
+    blue = item["clip"][2, 0]
+    assert (blue[:8] == 0).all() and (blue[24:] == 0).all() and (blue[8:24] == 200).all()
+
+
+def test_box_pooled_with_the_data_paths_canvas_ignores_the_bars(rows):
+    batch = next(iter(make_loader(ClipDataset.for_input(rows, "clip+box", 4, 32), 2)))
+    clip = batch["clip"].float()
+    torch.manual_seed(0)
+    model = BoxPooled(nn.Conv3d(3, 8, 1), dim=8, dropout=0.0, **model_options("clip+box", 32))
+    model.eval()
+    painted = clip.clone()
+    painted[..., :8, :] = 255.0  # the top bar
+    with torch.no_grad():
+        torch.testing.assert_close(model(painted, batch["box"]), model(clip, batch["box"]))
+
+
+def test_unscaled_rows_without_a_box_are_used_whole(tmp_path):
+    path = tmp_path / "c.avi"
+    write_clip(letterboxed(0), path)
+    item = ClipDataset([dict(path=str(path), label=0)], 4, 16, with_box=True)[0]
+    assert item["box"].tolist() == [0.0, 0.0, 16.0, 16.0]
+    assert item["clip"].shape == (3, 4, 16, 16)
+
+
+def test_a_bad_label_or_box_is_an_error(rows):
+    with pytest.raises(ValueError, match="label"):
+        ClipDataset([{**rows[0], "label": "unknown"}], 4, 32)
+    with pytest.raises(ValueError, match="does not fit"):
+        ClipDataset([{**rows[0], "content_y": 40}], 4, 32)[0]
+
+
+def test_clips_are_decoded_once_and_served_from_memory(rows, monkeypatch):
+    reads = []
+    real = clip_data.read_clip
+    monkeypatch.setattr(clip_data, "read_clip", lambda p: reads.append(p) or real(p))
+    data = ClipDataset(rows, 4, 32)
+    loader = make_loader(data, 2, shuffle=True)
+    first = [b["clip"] for b in loader]
+    for _ in range(2):
+        list(loader)
+    assert len(reads) == len(rows)
+    uncached = ClipDataset(rows, 4, 32, cache_clips=False)
+    assert torch.equal(uncached[0]["clip"], data[0]["clip"])
+    assert len(first) == 2
+
+
+def test_flow_is_computed_once_per_clip_and_reused_from_its_file(rows, tmp_path):
+    calls = []
+
+    def counting(clip):
+        calls.append(clip.shape)
+        return optical_flow(clip)
+
+    cache = tmp_path / "flow"
+    data = ClipDataset.for_input(rows, "clip+flow", 4, 32, flow_cache_dir=cache, flow_fn=counting)
+    loader = make_loader(data, 2, shuffle=True)
+    for _ in range(3):
+        batches = list(loader)
+    assert len(calls) == len(rows) and calls[0] == (4, 32, 32, 3)
+    flow = batches[0]["flow"]
+    assert flow.shape == (2, 2, 3, 32, 32) and flow.dtype == torch.float32
+    assert len(list(cache.glob("*.npy"))) == len(rows)
+
+    again = ClipDataset.for_input(rows, "clip+flow", 4, 32, flow_cache_dir=cache, flow_fn=counting)
+    item = again[0]
+    assert len(calls) == len(rows)  # read from the .npy files, not recomputed
+    frames, _ = again.clip(0)
+    expected = optical_flow(frames).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(item["flow"].permute(1, 2, 3, 0).numpy(), expected)
+    assert float(item["flow"][0].mean()) > 0.5  # the texture moves right
+
+
+def test_normalisation_happens_after_the_transfer_and_leaves_other_keys():
+    batch = {"clip": torch.full((2, 3, 1, 2, 2), 255, dtype=torch.uint8), "label": torch.ones(2)}
+    out = normalise_on_device(batch, mean=(0.5, 0.5, 0.0), std=(0.5, 0.25, 1.0))
+    assert out["clip"].dtype == torch.float32
+    assert out["clip"][0, :, 0, 0, 0].tolist() == [1.0, 2.0, 1.0]
+    assert out["label"] is batch["label"] and batch["clip"].dtype == torch.uint8
+    assert clip_data.normaliser("x3d")(batch)["clip"].dtype == torch.float32
+
+
+def test_the_loader_order_is_fixed_by_its_seed(rows):
+    data = ClipDataset(rows * 4, 2, 8)
+
+    def order(seed):
+        return [b["clip"][:, 0, 0, 0, 0].tolist() + b["label"].tolist()
+                for b in make_loader(data, 4, shuffle=True, seed=seed)]  # fmt: skip
+
+    assert order(0) == order(0)
+    assert order(0) != order(1)
+    assert make_loader(data, 4).num_workers == 0
