@@ -337,3 +337,17 @@ def test_features_are_identical_on_every_call():
         assert handcrafted_features(clip.copy(), cues) == first
     scaled = scaled_features(clip, (260, 180), (130, 90))
     assert scaled_features(clip.copy(), (260, 180), (130, 90)) == scaled
+
+
+@pytest.mark.parametrize("box", [None, (3, 5, 61, 37)])
+def test_strips_of_eight_rows_give_the_features_of_whole_frames(monkeypatch, box):
+    """The strip seams (halo rows of the 3x3 filters, block rows, boundary pairs) add nothing
+    and lose nothing: 8-row strips agree with one strip per frame."""
+    clip = _random_clip(k=3, h=75, w=70, seed=4)
+    monkeypatch.setattr(F, "_STRIP_BYTES", 1 << 30)  # one strip: the whole frame
+    whole = handcrafted_features(clip, CUES, box)
+    monkeypatch.setattr(F, "_STRIP_BYTES", 1)  # the smallest strip: 8 rows
+    assert F._strip_rows(75, 70) == 8
+    stripped = handcrafted_features(clip, CUES, box)
+    for name in whole:
+        assert stripped[name] == pytest.approx(whole[name], rel=1e-9, abs=1e-12), name

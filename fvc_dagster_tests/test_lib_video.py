@@ -73,6 +73,15 @@ def test_truncated_video_fails_naming_the_video(tmp_path: Path):
         sample_frames(path, 16, name="cut_clip")
 
 
+@pytest.mark.parametrize("kept", [0.6, 0.8])
+def test_a_video_cut_part_way_is_truncated_not_a_shorter_video(tmp_path: Path, kept: float):
+    full = write_video(tmp_path / "full.mkv", frames=60, codec="mpeg4").read_bytes()
+    path = tmp_path / "cut.mkv"
+    path.write_bytes(full[: int(len(full) * kept)])
+    with pytest.raises(VideoError, match=r"cut_clip.*truncated \(the container declares 2.40 s"):
+        probe_video(path, name="cut_clip")
+
+
 def test_audio_only_file_has_no_video_stream(tmp_path: Path):
     path = tmp_path / "a.m4a"
     with av.open(str(path), "w") as container:

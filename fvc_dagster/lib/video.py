@@ -139,6 +139,12 @@ def probe_video(path: Path, name: str | None = None) -> VideoProbe:
         else:
             fps = float(rate or 0)
             duration = float(container.duration or 0) / av.time_base
+        declared = _declared_seconds(container, stream)
+        if index.frame_pts is not None and fps and declared and duration < 0.9 * declared:
+            raise VideoError(
+                f"video {name!r}: truncated (the container declares {declared:.2f} s of video, "
+                f"its frames cover {duration:.2f} s)"
+            )
         keyframes = index.keyframe_positions
         gop = float(np.diff(keyframes).mean()) if len(keyframes) > 1 else float(frame_count)
         container.seek(0)
@@ -157,6 +163,23 @@ def probe_video(path: Path, name: str | None = None) -> VideoProbe:
             has_audio=has_audio,
             index=index,
         )
+
+
+def _declared_seconds(container, stream) -> float | None:
+    """The video stream's length as the container's header declares it, when it does: the
+    stream's own duration, Matroska's per-stream DURATION tag, or the container's duration when
+    no audio stream could make it longer."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if tag := stream.metadata.get("DURATION"):  # Matroska: HH:MM:SS.nnnnnnnnn
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    if not container.streams.audio and container.duration:
+        return float(container.duration) / av.time_base
+    return None
 
 
 def _first_frame(container, name: str):
