@@ -136,6 +136,17 @@ def tiny_vae_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (small models: threads cost more than they give)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 REPO = Path(__file__).resolve().parents[1]
 TOOL_CACHES = {".pytest_cache", ".ruff_cache", "__pycache__"}
 

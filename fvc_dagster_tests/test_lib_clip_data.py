@@ -24,12 +24,7 @@ K, CANVAS = 8, 64
 BOX = dict(content_x=0, content_y=16, scaled_width=64, scaled_height=32)  # a 2:1 letterbox
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def letterboxed(n: int) -> np.ndarray:

@@ -25,12 +25,8 @@ BOXES = torch.tensor([[0.0, 64.0, 256.0, 128.0], [64.0, 0.0, 128.0, 256.0]])  # 
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def seeded(one_torch_thread):
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def inputs(name: str, frames: int = 4, pixels: int = 32) -> tuple[torch.Tensor, ...]:

@@ -23,12 +23,7 @@ from fvc_dagster.lib.trainer import TrainConfig, _amp_plan, fit, load_best, lr_l
 TIMING = ("seconds", "train_seconds", "data_wait_share", "clips_per_s")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Tensors(Dataset):
