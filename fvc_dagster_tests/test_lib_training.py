@@ -4,8 +4,10 @@ import pytest
 
 from fvc_dagster.lib.metrics import compare_models, comparison_markdown, fold_scores
 from fvc_dagster.lib.models import BASELINES, CorrelationPruner, baseline_pipeline, kept_features
+from fvc_dagster.lib.models.baselines import SignificantFeatures, selected_features
 from fvc_dagster.lib.training import (
     assign_clips,
+    baseline_training_rows,
     clip_owners,
     fold_data,
     leak_report,
@@ -160,3 +162,61 @@ def test_comparison_ranks_models_by_mean_roc_auc():
     table = compare_models(pd.DataFrame(rows))
     assert table["model"].tolist() == ["good", "bad"] and table.loc[0, "roc_auc_mean"] == 1.0
     assert table.loc[0, "folds"] == 3 and "good | 3 | 1.000 ± 0.000" in comparison_markdown(table)
+
+
+def test_baselines_fit_on_the_original_clips_of_the_training_videos():
+    clips, folds = clip_table(augmented=3)
+    data = fold_data(assign_clips(clips, folds, 5), clips, 0, FEATURES)
+    assert len(data.train) == 32 * 4  # the fold data still lists every training clip
+    rows = baseline_training_rows(data.train)
+    assert set(rows["aug_index"]) == {-1} and len(rows) == 32
+    assert set(rows["video_id"]) == set(data.train["video_id"])
+    result = train_fold("logistic_regression", data)
+    assert result.n_train == 32 and result.n_validation == 8
+    with pytest.raises(ValueError, match="aug_index"):
+        baseline_training_rows(data.train.drop(columns="aug_index"))
+
+
+def test_augmented_clips_that_erase_the_signal_do_not_train_the_baselines():
+    # The augmented clips of fakes look real (as a resampling augmentation erases block
+    # artefacts): fitted on them, the model would learn the signal half as well; it is fitted on
+    # the originals, so it separates the held-out originals perfectly.
+    clips, folds = clip_table(augmented=6)
+    fake = clips["video_id"].map(folds.set_index("video_id")["label"]) == "fake"
+    rng = np.random.default_rng(1)
+    clips["signal"] = np.where(fake & (clips["aug_index"] == -1), 3.0, 0.0) + rng.normal(
+        0, 0.3, len(clips)
+    )
+    clips["copy_of_signal"] = 2 * clips["signal"] + 1
+    for model in BASELINES:
+        result = train_fold(model, fold_data(assign_clips(clips, folds, 5), clips, 3, FEATURES))
+        assert result.scores["roc_auc"] == 1.0, model
+        assert result.kept_features == ["signal"], model
+
+
+def test_significant_features_keeps_what_separates_the_classes_on_the_training_rows():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    x = np.c_[rng.normal(size=(60, 5)), y * 2.0 + rng.normal(0, 0.5, 60)]
+    selector = SignificantFeatures(0.05).fit(x, y)
+    assert selector.keep_.tolist() == [5] and selector.transform(x).shape == (60, 1)
+    # nothing significant: the strongest feature is kept, so the classifier has an input
+    noise = rng.normal(size=(60, 3))
+    weakest_p = SignificantFeatures(0.05).fit(noise, y)
+    assert weakest_p.keep_.tolist() == [int(np.argmax(weakest_p.f_))]
+    assert (weakest_p.p_ >= 0.05 / 3).all()
+
+
+def test_selected_features_names_what_the_classifier_sees():
+    clips, folds = clip_table()
+    y = clips["video_id"].map(folds.set_index("video_id")["label"]) == "fake"
+    pipeline = baseline_pipeline("logistic_regression").fit(clips[FEATURES], y)
+    assert kept_features(pipeline, FEATURES) == ["signal", "noise"]
+    assert selected_features(pipeline, FEATURES) == ["signal"]
+
+
+def test_svm_calibrates_with_as_many_folds_as_the_smaller_class_allows():
+    clips, folds = clip_table(n_videos=10)  # 8 training videos per fold, 4 of each class
+    result = train_fold("svm", fold_data(assign_clips(clips, folds, 5), clips, 0, FEATURES))
+    assert result.pipeline.named_steps["classify"].cv == 4 and result.n_train == 8
+    assert 0.0 <= result.scores["roc_auc"] <= 1.0
