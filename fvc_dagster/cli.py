@@ -35,11 +35,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    """`--models`: comma-separated network names, `all` or `none`."""
+    from fvc_dagster.lib.models import list_models
+
+    networks = list_models(networks_only=True)
+    if value in ("all", "none"):
+        return tuple(networks) if value == "all" else ()
+    names = tuple(value.split(","))
+    unknown = [n for n in names if n not in networks]
+    if unknown:
+        raise SystemExit(f"unknown networks {unknown}; choose from {', '.join(networks)} or all")
+    return names
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fvc_dagster.demo import run_demo
+    from fvc_dagster.demo import DEMO_NETWORKS, run_demo
 
     return run_demo(
-        _data_dir(args.data_dir), n_videos=args.videos, n_archives=args.archives, seed=args.seed
+        _data_dir(args.data_dir),
+        n_videos=args.videos,
+        n_archives=args.archives,
+        seed=args.seed,
+        networks=_networks(args.models) if args.models else DEMO_NETWORKS,
     )
 
 
@@ -81,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--videos", type=int, default=60)
         sub.add_argument("--archives", type=int, default=3)
         sub.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--models",
+        help="video networks to train after the baselines: NAME,..., all or none "
+        "(default: the two cheapest, naive_cnn and slowfast_attention)",
+    )
     models = commands.add_parser("models", help="the model portfolio and where its weights are")
     models.add_argument("--json", action="store_true", help="print JSON rows")
     generate.set_defaults(func=cmd_generate)

@@ -11,7 +11,7 @@ from fvc_dagster.defs.clips import assets as clip_assets
 from fvc_dagster.defs.features import assets as feature_assets
 from fvc_dagster.defs.ingest import assets as ingest_assets
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
-from fvc_dagster.defs.jobs import training_job, video_pipeline_job
+from fvc_dagster.defs.jobs import networks_job, training_job, video_pipeline_job
 from fvc_dagster.defs.resources import (
     ClipSampling,
     ClipScaling,
@@ -21,9 +21,10 @@ from fvc_dagster.defs.resources import (
 )
 from fvc_dagster.defs.training import assets as training_assets
 from fvc_dagster.defs.training import checks as training_checks
+from fvc_dagster.defs.training import networks as network_assets
 from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA
 
-DOMAINS = [ingest_assets, clip_assets, feature_assets, training_assets]
+DOMAINS = [ingest_assets, clip_assets, feature_assets, training_assets, network_assets]
 
 
 def build_defs(
@@ -37,7 +38,7 @@ def build_defs(
         assets=dg.load_assets_from_modules(DOMAINS),
         asset_checks=dg.load_asset_checks_from_modules([training_checks]),
         sensors=[archive_sensor, split_failed_video_batches],
-        jobs=[video_pipeline_job, training_job],
+        jobs=[video_pipeline_job, training_job, networks_job],
         executor=dg.in_process_executor,
         resources={
             "io_manager": DuckDBPandasIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),

@@ -1,5 +1,6 @@
 """The demo: a generated corpus through the archive sensor, batched runs (a failed batch split
-by the run-failure sensor), training, comparison; it exits non-zero naming videos that failed.
+by the run-failure sensor), baselines and two small video networks trained, comparison; it exits
+non-zero naming videos that failed.
 
 It drives the same Definitions, sensor and jobs as `dagster dev`, on the persistent instance in
 `$DAGSTER_HOME`, so its runs, partitions and materializations are in the UI afterwards.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -17,17 +19,36 @@ import duckdb
 from fvc_dagster.defs.partitions import folds_partitions, partition_range_tags, videos_partitions
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The two networks that train fastest on CPU (4 x 32 px clips, one core: naive_cnn 34 clips/s,
+# slowfast_attention 17, slowfast 18, x3d 14), with settings that keep them to a few minutes on
+# the 60-video corpus: random weights (nothing to download), tiny clips, one epoch.
+DEMO_NETWORKS = ("naive_cnn", "slowfast_attention")
+DEMO_NETWORK_CONFIG = {
+    "weights": "random",
+    "frames": 4,
+    "pixels": 32,
+    "epochs": 1,
+    "batch_size": 32,
+    "lr": 1e-3,
+}
 
 
 def execute_run_request(
-    defs: dg.Definitions, job_name: str, request: dg.RunRequest, instance: dg.DagsterInstance
+    defs: dg.Definitions,
+    job_name: str,
+    request: dg.RunRequest,
+    instance: dg.DagsterInstance,
+    asset_selection: Sequence[dg.AssetKey] | None = None,
+    ops_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Run what a sensor requested, in this process, on the given instance."""
+    """Run what a sensor requested (of the job's assets, those selected), in this process, on
+    the given instance."""
     return defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
         tags=request.tags,
         partition_key=request.partition_key,
-        run_config=QUIET,
+        run_config={**QUIET, "ops": ops_config or {}},
+        asset_selection=asset_selection,
         raise_on_error=False,
     )
 
@@ -81,6 +102,36 @@ def _latest_timestamp(instance: dg.DagsterInstance, key: str) -> float:
     return records[0].timestamp if records else 0.0
 
 
+def _all_folds() -> dg.RunRequest:
+    folds = folds_partitions.get_partition_keys()
+    return dg.RunRequest(tags=partition_range_tags(folds[0], folds[-1]))
+
+
+def train_networks(
+    defs: dg.Definitions,
+    networks: Sequence[str],
+    instance: dg.DagsterInstance,
+    config: dict = DEMO_NETWORK_CONFIG,
+) -> bool:
+    """Train the networks whose rows are older than the folds' clips (or missing) on every fold
+    with `config`, in one run with the metrics and the comparison; whether it succeeded."""
+    from fvc_dagster.defs.training.networks import network_asset_name
+
+    clips_at = _latest_timestamp(instance, "training_clips")
+    stale = [m for m in networks if _latest_timestamp(instance, network_asset_name(m)) < clips_at]
+    if not stale:
+        return True
+    print(f"training networks on every fold: {', '.join(stale)}")
+    start = time.perf_counter()
+    selection = [dg.AssetKey(network_asset_name(m)) for m in stale]
+    selection += [dg.AssetKey("fold_metrics"), dg.AssetKey("model_comparison")]
+    ops = {network_asset_name(m): {"config": config} for m in stale}
+    outcome = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
+    seconds = time.perf_counter() - start
+    print(f"  networks: {'ok' if outcome.success else 'FAILED'} in {seconds:.0f} s")
+    return outcome.success
+
+
 def _print_comparison(warehouse: Path) -> None:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         table = con.execute("select * from fvc.model_comparison order by roc_auc_mean desc").df()
@@ -90,7 +141,13 @@ def _print_comparison(warehouse: Path) -> None:
     print(comparison_markdown(table))
 
 
-def run_demo(data_dir: Path, n_videos: int = 60, n_archives: int = 3, seed: int = 0) -> int:
+def run_demo(
+    data_dir: Path,
+    n_videos: int = 60,
+    n_archives: int = 3,
+    seed: int = 0,
+    networks: Sequence[str] = DEMO_NETWORKS,
+) -> int:
     from fvc_dagster.definitions import build_defs
     from fvc_dagster.lib.archives import archive_paths
     from fvc_dagster.lib.corpus import CorpusSpec, generate_corpus
@@ -132,15 +189,17 @@ def run_demo(data_dir: Path, n_videos: int = 60, n_archives: int = 3, seed: int 
         instance, "handcrafted_features"
     ):
         print("training baselines on every fold")
-        folds = folds_partitions.get_partition_keys()
-        all_folds = dg.RunRequest(tags=partition_range_tags(folds[0], folds[-1]))
-        outcome = execute_run_request(defs, "training", all_folds, instance)
+        outcome = execute_run_request(defs, "training", _all_folds(), instance)
         if not outcome.success:
             print("training failed; see the run in the Dagster UI (make dev)")
             _print_failed_videos(failed)
             return 1
     else:
-        print("models are up to date with the features; reusing them")
+        print("baselines are up to date with the features; reusing them")
+    if not train_networks(defs, networks, instance):
+        print("network training failed; see the run in the Dagster UI (make dev)")
+        _print_failed_videos(failed)
+        return 1
     _print_comparison(data_dir / "warehouse.duckdb")
     print(f"\ndemo finished in {time.perf_counter() - start:.1f} s; `make dev` opens it in the UI")
     _print_failed_videos(failed)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from fvc_dagster import definitions
+from fvc_dagster.lib.models import list_models
 
 
 def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
@@ -19,10 +20,12 @@ def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
         "model_comparison",
     } <= keys
     assert {"baseline_logistic_regression", "baseline_svm", "baseline_xgboost"} <= keys
+    assert {f"network_{m}" for m in list_models(networks_only=True)} <= keys
     assert defs.resolve_sensor_def("archive_sensor") and defs.resolve_sensor_def(
         "split_failed_video_batches"
     )
     assert defs.resolve_job_def("video_pipeline") and defs.resolve_job_def("training")
+    assert defs.resolve_job_def("networks")
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert checks >= {"no_cascade_in_two_folds", "every_fold_has_both_classes"}
     inbox = defs.resources["inbox"]

@@ -1,4 +1,5 @@
-"""Jobs: the per-video pipeline the sensors launch, and training over all folds."""
+"""Jobs: the per-video pipeline the sensors launch, baseline training over all folds, and video
+networks on request."""
 
 import dagster as dg
 
@@ -19,4 +20,13 @@ training_job = dg.define_asset_job(
     partitions_def=folds_partitions,
     description="Folds, baseline models on a range of folds (all of them in one run by default), "
     "their metrics and the comparison.",
+)
+
+networks_job = dg.define_asset_job(
+    "networks",
+    selection=dg.AssetSelection.groups("networks")
+    | dg.AssetSelection.assets("fold_metrics", "model_comparison"),
+    partitions_def=folds_partitions,
+    description="Video networks on a range of folds (pick them with an asset selection; each "
+    "network's hyperparameters in its config), then the metrics and the comparison.",
 )

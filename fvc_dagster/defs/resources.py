@@ -102,15 +102,22 @@ class MlflowTracking(dg.ConfigurableResource):
     tracking_uri: str
     artifact_root: str = Field(description="Where the experiment's artifacts (models) are kept.")
     experiment: str = "fvc-baselines"
+    network_experiment: str = Field(
+        default="fvc-networks", description="The experiment of the video networks' fold runs."
+    )
 
     @contextlib.contextmanager
-    def start_run(self, run_name: str, tags: dict[str, str]) -> Iterator:
+    def start_run(
+        self, run_name: str, tags: dict[str, str], experiment: str | None = None
+    ) -> Iterator:
+        """An MLflow run in `experiment` (default: the baselines' one), created if new."""
         import mlflow
 
+        experiment = experiment or self.experiment
         mlflow.set_tracking_uri(self.tracking_uri)
-        if mlflow.get_experiment_by_name(self.experiment) is None:
-            location = Path(self.artifact_root, self.experiment).resolve().as_uri()
-            mlflow.create_experiment(self.experiment, artifact_location=location)
-        mlflow.set_experiment(self.experiment)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = Path(self.artifact_root, experiment).resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=location)
+        mlflow.set_experiment(experiment)
         with mlflow.start_run(run_name=run_name, tags=tags) as run:
             yield run

@@ -32,10 +32,12 @@ def fold_scores(
 
 
 def compare_models(fold_metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std of every metric per model, best mean ROC-AUC first."""
-    grouped = fold_metrics.groupby("model")[list(METRICS)]
+    """Mean and std of every metric per model (and per `weights`, random or pretrained, where the
+    rows say), best mean ROC-AUC first."""
+    keys = [k for k in ("model", "weights") if k in fold_metrics]
+    grouped = fold_metrics.groupby(keys)[list(METRICS)]
     table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
-    table["folds"] = fold_metrics.groupby("model")["fold"].nunique()
+    table["folds"] = fold_metrics.groupby(keys)["fold"].nunique()
     ordered = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
     return (
         table[["folds", *ordered]]
@@ -46,13 +48,17 @@ def compare_models(fold_metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison_markdown(comparison: pd.DataFrame) -> str:
-    """A markdown table of mean ± std per model."""
-    header = "| model | folds | " + " | ".join(METRICS) + " |"
-    rule = "|---" * (len(METRICS) + 2) + "|"
+    """A markdown table of mean ± std per model (and its weights, where the table has them)."""
+    extra = [c for c in ("weights",) if c in comparison]
+    header = "| model | folds | " + " | ".join([*METRICS, *extra]) + " |"
+    rule = "|---" * (len(METRICS) + len(extra) + 2) + "|"
     rows = [
         f"| {r.model} | {r.folds} | "
         + " | ".join(
-            f"{getattr(r, m + '_mean'):.3f} ± {getattr(r, m + '_std'):.3f}" for m in METRICS
+            [
+                *(f"{getattr(r, m + '_mean'):.3f} ± {getattr(r, m + '_std'):.3f}" for m in METRICS),
+                *(str(getattr(r, c)) for c in extra),
+            ]
         )
         + " |"
         for r in comparison.itertuples()

@@ -1,8 +1,11 @@
-"""What one fold's training run records in MLflow."""
+"""What one fold's training run records in MLflow: a baseline's, or a network's."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import mlflow.sklearn
@@ -10,6 +13,12 @@ import skops.io
 from mlflow.models import infer_signature
 
 from fvc_dagster.lib.training import FoldData, FoldResult
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fvc_dagster.lib.network_training import NetworkPlan
+    from fvc_dagster.lib.trainer import TrainResult
 
 
 def log_fold_run(result: FoldResult, model: str, fold: str, data: FoldData) -> None:
@@ -40,3 +49,61 @@ def log_fold_run(result: FoldResult, model: str, fold: str, data: FoldData) -> N
 
 def _loggable(value) -> bool:
     return isinstance(value, (int, float, str, bool)) and len(str(value)) < 250
+
+
+# What each epoch of a network's fold run records, with step=epoch.
+EPOCH_METRICS = (
+    "train_loss",
+    "val_loss",
+    "val_roc_auc",
+    "data_wait_share",
+    "seconds",
+    "skipped_steps",
+)
+
+
+def log_network_params(
+    plan: NetworkPlan, fold: str, checkpoint: Path, n_train: int, n_validation: int
+) -> None:
+    """The active run's params: the plan (model, weights, clip size, trainer config), fold,
+    clip counts and the checkpoint directory."""
+    mlflow.log_params(
+        {
+            "model": plan.model,
+            "fold": fold,
+            "weights": plan.weights,
+            "weights_file": plan.weights_file,
+            "frames": plan.frames,
+            "pixels": plan.pixels,
+            **asdict(plan.train),
+            "n_train_clips": n_train,
+            "n_validation_clips": n_validation,
+            "checkpoint_dir": str(checkpoint),
+        }
+    )
+
+
+def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    """One epoch's metrics of the active run, at step `epoch`."""
+    logged = {k: float(metrics[k]) for k in EPOCH_METRICS}
+    mlflow.log_metrics({k: v for k, v in logged.items() if math.isfinite(v)}, step=epoch)
+
+
+def log_network_result(result: TrainResult, model: nn.Module, scores: dict[str, float]) -> None:
+    """The epochs this run resumed past, the validation scores of the best epoch, and the best
+    model (an MLflow PyTorch model)."""
+    import mlflow.pytorch
+
+    for metrics in result.history[: result.resumed_from_epoch]:
+        log_epoch(metrics["epoch"], metrics)
+    mlflow.log_params({"resumed_from_epoch": result.resumed_from_epoch})
+    finite = {k: float(v) for k, v in scores.items() if math.isfinite(float(v))}
+    mlflow.log_metrics({**finite, "best_epoch": result.best_epoch})
+    # pickle, not MLflow's default pt2: torch.export traces forward on an input example, which
+    # networks with several inputs or data-dependent pooling do not all survive.
+    mlflow.pytorch.log_model(
+        model.cpu().eval(),
+        name="model",
+        serialization_format="pickle",
+        pip_requirements=["torch", "torchvision", "pytorchvideo"],
+    )

@@ -1,4 +1,5 @@
-"""Folds, one baseline model asset per classifier (partitioned by fold), metrics, comparison."""
+"""Folds, one baseline model asset per classifier (partitioned by fold), metrics over the
+baselines and the networks trained so far, comparison."""
 
 import dagster as dg
 import pandas as pd
@@ -6,6 +7,7 @@ from dagster_duckdb import DuckDBResource
 
 from fvc_dagster.defs.partitions import N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
+from fvc_dagster.defs.training.networks import NETWORKS, network_asset_name, network_assets
 from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.metrics import compare_models, comparison_markdown
@@ -130,19 +132,35 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
 baseline_assets = [build_baseline_asset(model) for model in BASELINES]
 
 
+# The weights column of the baselines' rows (only networks have pretrained or random weights).
+NO_WEIGHTS = "-"
+
+
 @dg.asset(
     pool="duckdb",
     group_name="training",
     kinds={"duckdb"},
     ins={f"baseline_{m}": dg.AssetIn() for m in BASELINES},
+    deps=network_assets,
     automation_condition=UPDATE_ON_NEW_DATA,
 )
-def fold_metrics(context: dg.AssetExecutionContext, **baselines: pd.DataFrame) -> pd.DataFrame:
-    """One row per model and fold: accuracy, precision, recall, F1, ROC-AUC, PR-AUC, confusion."""
-    table = pd.concat(baselines.values(), ignore_index=True).assign(
-        fold=lambda t: t["fold"].astype(int)
+def fold_metrics(
+    context: dg.AssetExecutionContext, warehouse: DuckDBResource, **baselines: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per model and fold: accuracy, precision, recall, F1, ROC-AUC, PR-AUC, confusion,
+    and the weights a network started from. Networks come from their tables as they are: one
+    never trained is absent."""
+    networks = [existing_table(warehouse, network_asset_name(m)) for m in NETWORKS]
+    trained = [t for t in networks if t is not None]
+    table = pd.concat(
+        [*(t.assign(weights=NO_WEIGHTS) for t in baselines.values()), *trained], ignore_index=True
+    ).assign(fold=lambda t: t["fold"].astype(int))
+    context.add_output_metadata(
+        {
+            "rows": dg.MetadataValue.int(len(table)),
+            "models": dg.MetadataValue.json(sorted(table["model"].unique())),
+        }
     )
-    context.add_output_metadata({"rows": dg.MetadataValue.int(len(table))})
     return table.sort_values(["model", "fold"]).reset_index(drop=True)
 
 
@@ -153,7 +171,8 @@ def fold_metrics(context: dg.AssetExecutionContext, **baselines: pd.DataFrame) -
     automation_condition=UPDATE_ON_NEW_DATA,
 )
 def model_comparison(context: dg.AssetExecutionContext, fold_metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: mean and std of every metric over the folds, best ROC-AUC first."""
+    """One row per model (and weights, for networks): mean and std of every metric over the
+    folds, best ROC-AUC first."""
     table = compare_models(fold_metrics)
     context.add_output_metadata(
         {

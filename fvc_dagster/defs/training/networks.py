@@ -1,0 +1,133 @@
+"""One fold-partitioned asset per video network of the registry, materialized on request only."""
+
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from fvc_dagster.defs.partitions import folds_partitions
+from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
+from fvc_dagster.lib.metrics import fold_scores
+from fvc_dagster.lib.models import list_models
+from fvc_dagster.lib.network_training import (
+    checkpoint_dir,
+    fold_clips,
+    plan_network,
+    train_network,
+)
+from fvc_dagster.lib.tracking import log_epoch, log_network_params, log_network_result
+
+NETWORKS = list_models(networks_only=True)
+
+
+class NetworkTraining(dg.Config):
+    """Hyperparameters of a network's fold runs; empty fields take the registry row's values."""
+
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    frames: int | None = Field(default=None, ge=1, description="frames per clip (T)")
+    pixels: int | None = Field(default=None, ge=8, description="frame side (P x P)")
+    device: str = Field(default="", description='"cpu", "cuda" or empty: CUDA when present')
+    weights: Literal["random", "pretrained"] = Field(
+        default="pretrained",
+        description="pretrained: the registry checkpoint from $TORCH_HOME/hub/checkpoints/ "
+        "(or weights_file); random: trained from scratch",
+    )
+    weights_file: str | None = Field(default=None, description="pretrained weights to read")
+    grad_accumulation: int = Field(default=1, ge=1)
+    patience: int | None = Field(
+        default=None, ge=1, description="epochs without a better validation ROC-AUC before "
+        "stopping; empty: the trainer's default (5)"
+    )  # fmt: skip
+
+
+def network_asset_name(model: str) -> str:
+    return f"network_{model}"
+
+
+def build_network_asset(model: str) -> dg.AssetsDefinition:
+    """A fold-partitioned asset that trains `model` on a fold's clips and records its
+    evaluation row; a fold's checkpoints make a rerun resume where the last one stopped."""
+
+    @dg.asset(
+        name=network_asset_name(model),
+        partitions_def=folds_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        group_name="networks",
+        kinds={"duckdb", "mlflow", "pytorch"},
+        metadata={"partition_expr": "fold"},
+        ins={
+            "training_clips": dg.AssetIn(),
+            "scaled_clips": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+        },
+    )
+    def _network(
+        context: dg.AssetExecutionContext,
+        config: NetworkTraining,
+        training_clips: pd.DataFrame,
+        scaled_clips: pd.DataFrame,
+        storage: FvcStorage,
+        mlflow: MlflowTracking,
+    ) -> pd.DataFrame:
+        folds = [int(key) for key in context.partition_keys]
+        plans = {fold: plan_network(model, fold, **config.model_dump()) for fold in folds}
+        clips = fold_clips(
+            training_clips, scaled_clips, folds, plans[folds[0]], storage.root / "flow"
+        )
+        rows, resumed = [], {}
+        for fold_key in context.partition_keys:
+            plan, data = plans[int(fold_key)], clips[int(fold_key)]
+            checkpoint = checkpoint_dir(storage.root, plan, data)
+
+            def on_epoch_end(epoch: int, metrics: dict[str, float], fold_key=fold_key) -> None:
+                log_epoch(epoch, metrics)
+                context.log.info(
+                    f"{model} fold {fold_key} epoch {epoch}: train_loss="
+                    f"{metrics['train_loss']:.4f} val_roc_auc={metrics['val_roc_auc']:.3f}"
+                )
+
+            with mlflow.start_run(
+                run_name=f"{model}-fold{fold_key}",
+                tags={"dagster_run_id": context.run_id, "model": model, "fold": fold_key},
+                experiment=mlflow.network_experiment,
+            ) as run:
+                log_network_params(
+                    plan, fold_key, checkpoint, len(data.train), len(data.validation)
+                )
+                result, network = train_network(plan, data, checkpoint, on_epoch_end)
+                scores = fold_scores(data.validation.labels, result.val_probabilities)
+                log_network_result(result, network, scores)
+            resumed[fold_key] = result.resumed_from_epoch
+            rows.append(
+                {
+                    "model": model,
+                    "fold": fold_key,
+                    **scores,
+                    "n_train": len(data.train),
+                    "n_validation": len(data.validation),
+                    "mlflow_run_id": run.info.run_id,
+                    "weights": plan.weights,
+                }
+            )
+        table = pd.DataFrame(rows)
+        context.add_output_metadata(
+            {
+                "scores": dg.MetadataValue.md(
+                    table.drop(columns="mlflow_run_id").to_markdown(index=False)
+                ),
+                "resumed_from_epoch": dg.MetadataValue.json(resumed),
+            }
+        )
+        return table
+
+    _network.__doc__ = (
+        f"One row per fold: the {model} network trained on the fold's training clips (original "
+        "and augmented), scored on its held-out original clips."
+    )
+    return _network
+
+
+network_assets = [build_network_asset(model) for model in NETWORKS]
