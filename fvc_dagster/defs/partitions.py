@@ -15,6 +15,9 @@ folds_partitions = dg.StaticPartitionsDefinition([str(fold) for fold in range(N_
 VIDEO_BATCH_SIZE = 32
 video_backfill_policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=VIDEO_BATCH_SIZE)
 
+# A fold-partitioned (or unpartitioned) asset reading every video partition of a per-video one.
+ALL_VIDEOS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
+
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover the partitions `first`..`last` of its job."""

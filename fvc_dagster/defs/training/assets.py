@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from fvc_dagster.defs.partitions import N_FOLDS, folds_partitions
+from fvc_dagster.defs.partitions import ALL_VIDEOS, N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.training.networks import NETWORKS, network_asset_name, network_assets
 from fvc_dagster.defs.warehouse import existing_table
@@ -47,7 +47,6 @@ def cv_folds(
     return folds
 
 
-ALL_VIDEOS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 CLIP_FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from fvc_dagster.defs.partitions import folds_partitions
+from fvc_dagster.defs.partitions import ALL_VIDEOS, folds_partitions
 from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
 from fvc_dagster.lib.metrics import fold_scores
 from fvc_dagster.lib.models import list_models
@@ -61,7 +61,7 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
         metadata={"partition_expr": "fold"},
         ins={
             "training_clips": dg.AssetIn(),
-            "scaled_clips": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+            "scaled_clips": ALL_VIDEOS,
         },
     )
     def _network(
