@@ -38,6 +38,7 @@ format: $(BIN)/fvc
 
 bench: $(BIN)/fvc
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.training_input
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -2,7 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fvc_dagster.lib.metrics import compare_models, comparison_markdown, fold_scores
+from fvc_dagster.lib.metrics import (
+    NO_WEIGHTS,
+    compare_models,
+    comparison_markdown,
+    evaluation_row,
+    fold_scores,
+)
 from fvc_dagster.lib.models import BASELINES, CorrelationPruner, baseline_pipeline, kept_features
 from fvc_dagster.lib.models.baselines import SignificantFeatures, selected_features
 from fvc_dagster.lib.training import (
@@ -155,13 +161,14 @@ def test_fold_scores_count_the_confusion_matrix():
 def test_comparison_ranks_models_by_mean_roc_auc():
     scores = {"good": [0.1, 0.9, 0.2, 0.8], "bad": [0.9, 0.1, 0.6, 0.7]}
     rows = [
-        {"model": m, "fold": f, **fold_scores(np.array([0, 1, 0, 1]), np.array(s))}
+        evaluation_row(m, str(f), fold_scores(np.array([0, 1, 0, 1]), np.array(s)), 4, 4, "id")
         for m, s in scores.items()
         for f in range(3)
     ]
     table = compare_models(pd.DataFrame(rows))
     assert table["model"].tolist() == ["good", "bad"] and table.loc[0, "roc_auc_mean"] == 1.0
     assert table.loc[0, "folds"] == 3 and "good | 3 | 1.000 ± 0.000" in comparison_markdown(table)
+    assert set(table["weights"]) == {NO_WEIGHTS}
 
 
 def test_baselines_fit_on_the_original_clips_of_the_training_videos():

@@ -7,6 +7,8 @@ import pandas as pd
 from sklearn import metrics as skm
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+# The `weights` of a model that has no pretrained or random initial weights (the baselines).
+NO_WEIGHTS = "-"
 
 
 def fold_scores(
@@ -31,10 +33,36 @@ def fold_scores(
     }
 
 
+def evaluation_row(
+    model: str,
+    fold: str,
+    scores: dict[str, float],
+    n_train: int,
+    n_validation: int,
+    mlflow_run_id: str,
+    weights: str = NO_WEIGHTS,
+) -> dict:
+    """A model's row of `fold_metrics` for one fold: the same columns for every model."""
+    return {
+        "model": model,
+        "fold": fold,
+        **scores,
+        "n_train": n_train,
+        "n_validation": n_validation,
+        "mlflow_run_id": mlflow_run_id,
+        "weights": weights,
+    }
+
+
+def scores_markdown(rows: pd.DataFrame) -> str:
+    """Evaluation rows as the markdown table a model asset shows (MLflow run ids left out)."""
+    return rows.drop(columns="mlflow_run_id").to_markdown(index=False)
+
+
 def compare_models(fold_metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std of every metric per model (and per `weights`, random or pretrained, where the
-    rows say), best mean ROC-AUC first."""
-    keys = [k for k in ("model", "weights") if k in fold_metrics]
+    """Mean and std of every metric per model and initial weights (random, pretrained, or
+    `NO_WEIGHTS`), best mean ROC-AUC first."""
+    keys = ["model", "weights"]
     grouped = fold_metrics.groupby(keys)[list(METRICS)]
     table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
     table["folds"] = fold_metrics.groupby(keys)["fold"].nunique()
@@ -48,8 +76,8 @@ def compare_models(fold_metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison_markdown(comparison: pd.DataFrame) -> str:
-    """A markdown table of mean ± std per model (and its weights, where the table has them)."""
-    extra = [c for c in ("weights",) if c in comparison]
+    """A markdown table of mean ± std per model and its initial weights."""
+    extra = ["weights"]
     header = "| model | folds | " + " | ".join([*METRICS, *extra]) + " |"
     rule = "|---" * (len(METRICS) + len(extra) + 2) + "|"
     rows = [

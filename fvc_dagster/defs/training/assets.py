@@ -10,7 +10,12 @@ from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.training.networks import NETWORKS, network_asset_name, network_assets
 from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
-from fvc_dagster.lib.metrics import compare_models, comparison_markdown
+from fvc_dagster.lib.metrics import (
+    compare_models,
+    comparison_markdown,
+    evaluation_row,
+    scores_markdown,
+)
 from fvc_dagster.lib.models import BASELINES
 from fvc_dagster.lib.splits import assign_folds, videos_keeping_their_fold
 from fvc_dagster.lib.tracking import log_fold_run
@@ -110,18 +115,13 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
                 log_fold_run(result, model, fold_key, data)
             context.log.info(f"{model} fold {fold_key}: roc_auc={result.scores['roc_auc']:.3f}")
             rows.append(
-                {
-                    "model": model,
-                    "fold": fold_key,
-                    **result.scores,
-                    "n_train": result.n_train,
-                    "n_validation": result.n_validation,
-                    "mlflow_run_id": run.info.run_id,
-                }
-            )
+                evaluation_row(
+                    model, fold_key, result.scores, result.n_train, result.n_validation,
+                    run.info.run_id,
+                )
+            )  # fmt: skip
         table = pd.DataFrame(rows)
-        scores = table.drop(columns="mlflow_run_id").to_markdown(index=False)
-        context.add_output_metadata({"scores": dg.MetadataValue.md(scores)})
+        context.add_output_metadata({"scores": dg.MetadataValue.md(scores_markdown(table))})
         return table
 
     _baseline.__doc__ = f"One row per fold: {model} trained on the other folds, scored on this one."
@@ -129,10 +129,6 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
 
 
 baseline_assets = [build_baseline_asset(model) for model in BASELINES]
-
-
-# The weights column of the baselines' rows (only networks have pretrained or random weights).
-NO_WEIGHTS = "-"
 
 
 @dg.asset(
@@ -151,9 +147,9 @@ def fold_metrics(
     never trained is absent."""
     networks = [existing_table(warehouse, network_asset_name(m)) for m in NETWORKS]
     trained = [t for t in networks if t is not None]
-    table = pd.concat(
-        [*(t.assign(weights=NO_WEIGHTS) for t in baselines.values()), *trained], ignore_index=True
-    ).assign(fold=lambda t: t["fold"].astype(int))
+    table = pd.concat([*baselines.values(), *trained], ignore_index=True).assign(
+        fold=lambda t: t["fold"].astype(int)
+    )
     context.add_output_metadata(
         {
             "rows": dg.MetadataValue.int(len(table)),

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from fvc_dagster.defs.partitions import ALL_VIDEOS, folds_partitions
 from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
-from fvc_dagster.lib.metrics import fold_scores
+from fvc_dagster.lib.metrics import evaluation_row, fold_scores, scores_markdown
 from fvc_dagster.lib.models import list_models
 from fvc_dagster.lib.network_training import (
     checkpoint_dir,
@@ -102,22 +102,15 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
                 log_network_result(result, network, scores)
             resumed[fold_key] = result.resumed_from_epoch
             rows.append(
-                {
-                    "model": model,
-                    "fold": fold_key,
-                    **scores,
-                    "n_train": len(data.train),
-                    "n_validation": len(data.validation),
-                    "mlflow_run_id": run.info.run_id,
-                    "weights": plan.weights,
-                }
-            )
+                evaluation_row(
+                    model, fold_key, scores, len(data.train), len(data.validation),
+                    run.info.run_id, plan.weights,
+                )
+            )  # fmt: skip
         table = pd.DataFrame(rows)
         context.add_output_metadata(
             {
-                "scores": dg.MetadataValue.md(
-                    table.drop(columns="mlflow_run_id").to_markdown(index=False)
-                ),
+                "scores": dg.MetadataValue.md(scores_markdown(table)),
                 "resumed_from_epoch": dg.MetadataValue.json(resumed),
             }
         )
