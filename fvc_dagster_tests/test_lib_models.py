@@ -39,8 +39,8 @@ def inputs(name: str, frames: int = 4, pixels: int = 32) -> tuple[torch.Tensor, 
     return (clip,)
 
 
-def test_registry_lists_ten_networks_and_three_baselines():
-    assert len(NETWORKS) == 10
+def test_registry_lists_fourteen_networks_and_three_baselines():
+    assert len(NETWORKS) == 14
     assert [n for n in REGISTRY if n not in NETWORKS] == ["logistic_regression", "svm", "xgboost"]
     assert all(REGISTRY[n].checkpoint and REGISTRY[n].recipe for n in NETWORKS)
 
@@ -156,13 +156,15 @@ def test_wrong_requests_are_errors_that_name_the_problem():
         build_model("x3d", weights_file="X3D_M.pyth")
 
 
-def test_fvc_models_json_lists_ten_networks_with_distinct_sizes(capsys, tmp_path, monkeypatch):
+def test_fvc_models_json_lists_the_networks_with_distinct_sizes(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     counts = {n: rows[n]["parameters"] for n in NETWORKS}
-    assert len(set(counts.values())) == 10
+    assert len(set(counts.values())) == len(NETWORKS) == 14
     assert 2_900_000 < counts["x3d"] < 4_000_000
+    assert 86_000_000 < counts["vit_gru"] < 88_000_000  # ViT-B/16 (86 M) + the GRU
+    assert 120_000_000 < counts["timesformer"] < 122_000_000
     assert 33_000_000 < counts["slowfast"] < 35_000_000
     assert counts["pretrained_inception"] > 33_371_472  # r3d_18 with its 400-class fc
     assert rows["x3d"]["weights"] == f"put X3D_M.pyth in {tmp_path / 'hub' / 'checkpoints'}"

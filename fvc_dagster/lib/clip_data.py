@@ -65,6 +65,9 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "i3d": KINETICS_PYTORCHVIDEO,
     "x3d": KINETICS_PYTORCHVIDEO,
     "slowfast": KINETICS_PYTORCHVIDEO,
+    "vit": IMAGENET,
+    "timesformer": KINETICS_PYTORCHVIDEO,  # facebook/timesformer-base-finetuned-k400's processor
+    "vivit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [-1, 1], google/vivit-b-16x2-kinetics400's
 }
 
 
@@ -135,9 +138,10 @@ def _records(rows: Any) -> list[dict[str, Any]]:
 
 
 class ClipDataset(Dataset):
-    """Clip rows (each with `path`, `label` and optionally the content box columns, `clip_id`,
-    `sha256`) as dicts of tensors: ``clip`` (3, T, P, P) uint8, ``label`` float32 (1 = fake),
-    ``box`` (4,) float32 when `with_box`, ``flow`` (2, T-1, P, P) float32 when `with_flow`.
+    """Clip rows (each with `path`, or `frames` holding the stored clip in memory, `label` and
+    optionally the content box columns, `clip_id`, `sha256`) as dicts of tensors: ``clip``
+    (3, T, P, P) uint8, ``label`` float32 (1 = fake), ``box`` (4,) float32 when `with_box`,
+    ``flow`` (2, T-1, P, P) float32 when `with_flow`.
     Items are in row order; `labels` holds them all."""
 
     def __init__(
@@ -193,7 +197,7 @@ class ClipDataset(Dataset):
         if cached is not None:
             return cached
         row = self.rows[index]
-        frames = read_clip(Path(row["path"]))
+        frames = row["frames"] if "frames" in row else read_clip(Path(row["path"]))
         result = prepare_clip(frames, self.frames, self.pixels, row_box(row), self.crop)
         if self.cache_clips and self._cached_bytes + result[0].nbytes <= self.max_cache_bytes:
             self._clips[index] = result

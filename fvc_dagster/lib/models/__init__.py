@@ -19,13 +19,14 @@ from fvc_dagster.lib.models.registry import (
     list_models,
     portfolio,
 )
-from fvc_dagster.lib.models.weights import Checkpoint, WeightsMissing
+from fvc_dagster.lib.models.weights import Checkpoint, HubCheckpoint, WeightsMissing
 
 __all__ = [
     "BASELINES",
     "REGISTRY",
     "Checkpoint",
     "CorrelationPruner",
+    "HubCheckpoint",
     "ModelSpec",
     "Recipe",
     "WeightsMissing",

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fvc_dagster.lib.models.weights import (
-    Checkpoint,
+    HubCheckpoint,
+    Pretrained,
     imagenet_checkpoint,
     pytorchvideo_checkpoint,
     torchvision_checkpoint,
@@ -45,7 +46,7 @@ class ModelSpec:
     frames: int | None = None
     pixels: int | None = None
     recipe: Recipe | None = None
-    checkpoint: Checkpoint | None = None
+    checkpoint: Pretrained | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,6 +63,15 @@ def _tabular(name: str) -> ModelSpec:
 
 TORCHVISION_CLIP = dict(frames=16, pixels=112)  # the Kinetics training size of these weights
 PYTORCHVIDEO_CLIP = dict(frames=16, pixels=224)
+VIT = imagenet_checkpoint("vit_b_16-c867db91.pth")
+TRANSFORMER = Recipe(lr=5e-5, batch_size=4, weight_decay=0.05)
+# The Hugging Face rows' clip sizes are those of their checkpoints and configs' defaults.
+TIMESFORMER = HubCheckpoint(
+    "facebook/timesformer-base-finetuned-k400", "Kinetics-400", mean=(0.45,) * 3, std=(0.225,) * 3
+)
+VIVIT = HubCheckpoint(
+    "google/vivit-b-16x2-kinetics400", "Kinetics-400", mean=(0.5,) * 3, std=(0.5,) * 3
+)
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
@@ -113,6 +123,22 @@ REGISTRY: dict[str, ModelSpec] = {
             "two_stream", "two-stream", "clip+flow", "video_resnet:build_two_stream",
             **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
         ),
+        ModelSpec(
+            "vit_gru", "vit", "clip", "transformers:build_vit_gru", frames=16, pixels=224,
+            recipe=TRANSFORMER, checkpoint=VIT,
+        ),
+        ModelSpec(
+            "vit_transformer", "vit", "clip", "transformers:build_vit_transformer", frames=16,
+            pixels=224, recipe=TRANSFORMER, checkpoint=VIT,
+        ),
+        ModelSpec(
+            "timesformer", "timesformer", "clip", "transformers:build_timesformer", frames=8,
+            pixels=224, recipe=TRANSFORMER, checkpoint=TIMESFORMER,
+        ),
+        ModelSpec(
+            "vivit", "vivit", "clip", "transformers:build_vivit", frames=32, pixels=224,
+            recipe=TRANSFORMER, checkpoint=VIVIT,
+        ),
     ]
 }  # fmt: skip
 
@@ -143,8 +169,9 @@ def build_model(
     **overrides: Any,
 ) -> nn.Module:
     """The network `name` with one output logit (B, 1), random or with its pretrained backbone
-    (from `weights_file`, or `$TORCH_HOME/hub/checkpoints/<official file>`; `WeightsMissing`
-    says where to put it). `overrides` replace the row's builder options (e.g. `dropout`)."""
+    (from `weights_file`, or `$TORCH_HOME/hub/checkpoints/<official file>`, or for Hugging Face
+    rows the folder `weights_file` or the Hugging Face cache; `WeightsMissing` says where to put
+    it). `overrides` replace the row's builder options (e.g. `dropout`)."""
     spec = get_spec(name)
     if spec.family == "tabular":
         raise ValueError(f"{name!r} is a tabular baseline: use baseline_pipeline({name!r}, seed)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -13,6 +13,20 @@ if TYPE_CHECKING:
 
 class WeightsMissing(FileNotFoundError):
     """A pretrained checkpoint is not where it was looked for."""
+
+
+class Pretrained(Protocol):
+    """A registry row's pretrained weights: the `dataset` they were trained on, with RGB `mean`
+    and `std` (of [0, 1] pixels); `status()` says where they are or where to put them; `load`
+    returns the state dict to build from, or raises `WeightsMissing`."""
+
+    dataset: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def status(self) -> str: ...
+
+    def load(self, weights_file: str | Path | None = None) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,59 @@ class Checkpoint:
 
         state = torch.load(path, map_location="cpu", weights_only=True)
         return state[self.key] if self.key else state
+
+
+def hub_cache() -> Path:
+    """The Hugging Face cache ($HF_HUB_CACHE, by default ~/.cache/huggingface/hub)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+@dataclass(frozen=True)
+class HubCheckpoint:
+    """A Hugging Face video classifier's weights, read by `from_pretrained(...,
+    local_files_only=True)` from the Hugging Face cache (`repo`) or from a folder saved with
+    `save_pretrained`; `load` returns the state dict of its backbone (`base_model`)."""
+
+    repo: str
+    dataset: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def cached(self) -> Path | None:
+        """The repo's snapshot folder in the cache, if it holds the weights."""
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(self.repo, name, cache_dir=hub_cache())
+            if isinstance(found, str):
+                return Path(found).parent
+        return None
+
+    def status(self) -> str:
+        found = self.cached()
+        return f"found {found}" if found else f"put {self.repo} in {hub_cache()}"
+
+    def load(self, weights_file: str | Path | None = None) -> dict[str, torch.Tensor]:
+        """The backbone's state dict from the folder `weights_file`, or from the cache."""
+        if weights_file is not None and not (Path(weights_file) / "config.json").is_file():
+            raise self.missing(f"{weights_file} is not a folder saved with save_pretrained")
+        if weights_file is None and self.cached() is None:
+            raise self.missing(f"put {self.repo} in {hub_cache()}")
+        from transformers import AutoModelForVideoClassification
+
+        model = AutoModelForVideoClassification.from_pretrained(
+            str(weights_file or self.repo), local_files_only=True, cache_dir=hub_cache()
+        )
+        return model.base_model.state_dict()
+
+    def missing(self, where: str) -> WeightsMissing:
+        return WeightsMissing(
+            f"{self.dataset} weights not found: {where} (the repo https://huggingface.co/"
+            f"{self.repo} in the Hugging Face cache layout; the folder is $HF_HUB_CACHE; or pass a "
+            "folder saved with save_pretrained as weights_file; nothing is downloaded)"
+        )
 
 
 TORCHVISION = "https://download.pytorch.org/models"
