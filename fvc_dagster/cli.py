@@ -1,5 +1,5 @@
 """`fvc`: generate a synthetic corpus, run the whole platform on it (`fvc demo`), list the model
-portfolio (`fvc models`)."""
+portfolio (`fvc models`), score videos with the registered champion (`fvc score`)."""
 
 from __future__ import annotations
 
@@ -86,6 +86,32 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from fvc_dagster.lib.serving import load_champion, local_tracking_uri
+
+    try:
+        model, version = load_champion(local_tracking_uri(_data_dir(args.data_dir)))
+    except LookupError as exc:
+        print(f"fvc score: {exc}", file=sys.stderr)
+        return 2
+    detector = model.unwrap_python_model().detector
+    scores = model.predict(pd.DataFrame({"path": args.videos}))
+    scores = scores.assign(model=detector.model_name, version=str(version.version))
+    if args.json:
+        print(scores.to_json(orient="records", indent=2))
+    for row in scores.itertuples():
+        if row.error:
+            print(f"fvc score: {row.error}", file=sys.stderr)
+        elif not args.json:
+            print(
+                f"{row.path}: P(fake) = {row.probability_fake:.3f} -> {row.label} "
+                f"(threshold {detector.threshold}; fvc-detector v{row.version}, {row.model})"
+            )
+    return 1 if scores["error"].notna().any() else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fvc", description=__doc__)
     parser.add_argument("--data-dir", help="data root (default: $FVC_DATA_DIR or ./data)")
@@ -106,9 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     models = commands.add_parser("models", help="the model portfolio and where its weights are")
     models.add_argument("--json", action="store_true", help="print JSON rows")
+    score = commands.add_parser(
+        "score", help="P(fake) of video files by the registered champion (fvc-detector@champion)"
+    )
+    score.add_argument("videos", nargs="+", help="video files (any container PyAV opens)")
+    score.add_argument("--json", action="store_true", help="print JSON rows")
     generate.set_defaults(func=cmd_generate)
     demo.set_defaults(func=cmd_demo)
     models.set_defaults(func=cmd_models)
+    score.set_defaults(func=cmd_score)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -7,11 +7,18 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
+from fvc_dagster.defs.champion import assets as champion_assets
 from fvc_dagster.defs.clips import assets as clip_assets
 from fvc_dagster.defs.features import assets as feature_assets
 from fvc_dagster.defs.ingest import assets as ingest_assets
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
-from fvc_dagster.defs.jobs import networks_job, training_job, video_pipeline_job
+from fvc_dagster.defs.jobs import (
+    champion_job,
+    networks_job,
+    scoring_job,
+    training_job,
+    video_pipeline_job,
+)
 from fvc_dagster.defs.resources import (
     ClipSampling,
     ClipScaling,
@@ -23,8 +30,16 @@ from fvc_dagster.defs.training import assets as training_assets
 from fvc_dagster.defs.training import checks as training_checks
 from fvc_dagster.defs.training import networks as network_assets
 from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA
+from fvc_dagster.lib.serving import local_tracking_uri
 
-DOMAINS = [ingest_assets, clip_assets, feature_assets, training_assets, network_assets]
+DOMAINS = [
+    ingest_assets,
+    clip_assets,
+    feature_assets,
+    training_assets,
+    network_assets,
+    champion_assets,
+]
 
 
 def build_defs(
@@ -38,7 +53,7 @@ def build_defs(
         assets=dg.load_assets_from_modules(DOMAINS),
         asset_checks=dg.load_asset_checks_from_modules([training_checks]),
         sensors=[archive_sensor, split_failed_video_batches],
-        jobs=[video_pipeline_job, training_job, networks_job],
+        jobs=[video_pipeline_job, training_job, networks_job, champion_job, scoring_job],
         executor=dg.in_process_executor,
         resources={
             "io_manager": DuckDBPandasIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),
@@ -50,7 +65,7 @@ def build_defs(
             "sampling": ClipSampling(),
             "scaling": ClipScaling(),
             "mlflow": MlflowTracking(
-                tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+                tracking_uri=local_tracking_uri(root),
                 artifact_root=str(root / "mlartifacts"),
             ),
         },

@@ -1,6 +1,7 @@
 """The demo: a generated corpus through the archive sensor, batched runs (a failed batch split
-by the run-failure sensor), baselines and two small video networks trained, comparison; it exits
-non-zero naming videos that failed.
+by the run-failure sensor), baselines and two small video networks trained, comparison, the
+champion registered in MLflow and scoring every video and a fresh one; it exits non-zero naming
+videos that failed.
 
 It drives the same Definitions, sensor and jobs as `dagster dev`, on the persistent instance in
 `$DAGSTER_HOME`, so its runs, partitions and materializations are in the UI afterwards.
@@ -132,6 +133,67 @@ def train_networks(
     return outcome.success
 
 
+def register_champion(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
+    """Materialize `champion_model` when the comparison is newer (it registers a new version
+    only when its lineage changed)."""
+    if _latest_timestamp(instance, "champion_model") > _latest_timestamp(
+        instance, "model_comparison"
+    ):
+        return True
+    outcome = execute_run_request(defs, "champion", dg.RunRequest(), instance)
+    if outcome.success:
+        row = outcome.output_for_node("champion_model").iloc[0]
+        news = "registered" if row["newly_registered"] else "unchanged"
+        print(f"champion: {row['model']} as fvc-detector v{row['version']} ({news})")
+    return outcome.success
+
+
+def score_videos(defs: dg.Definitions, instance: dg.DagsterInstance, videos: list[str]) -> bool:
+    """`video_scores` for those of the given videos not scored since the champion last
+    changed, in batched runs."""
+    from fvc_dagster.defs.ingest.sensors import batch_run_requests
+
+    if _latest_timestamp(instance, "video_scores") > _latest_timestamp(instance, "champion_model"):
+        scored = instance.get_materialized_partitions(dg.AssetKey("video_scores"))
+        videos = [v for v in videos if v not in scored]
+    if not videos:
+        return True
+    registered = instance.get_dynamic_partitions(videos_partitions.name)
+    outcomes = [
+        execute_run_request(defs, "scoring", request, instance)
+        for request in batch_run_requests(registered, videos, "scores")
+    ]
+    print(f"  video_scores for {len(videos)} videos: "
+          f"{'ok' if all(o.success for o in outcomes) else 'FAILED'}")  # fmt: skip
+    return all(o.success for o in outcomes)
+
+
+def _print_scores(data_dir: Path, seed: int) -> None:
+    """The champion on two videos it was trained with and one generated now, in no archive."""
+    import pandas as pd
+
+    from fvc_dagster.lib.corpus import CorpusSpec, write_videos
+    from fvc_dagster.lib.serving import load_champion, local_tracking_uri
+
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        held_in = con.execute(
+            "select path, label from fvc.source_videos where label in ('real', 'fake') "
+            "order by label, video_id"
+        ).df()
+    picks = held_in.groupby("label").head(1)
+    fresh_path, fresh_label = write_videos(
+        data_dir / "fresh", CorpusSpec(n_videos=2, n_archives=1, seed=seed + 1000)
+    )[0]
+    paths = [*picks["path"], str(fresh_path)]
+    truth = [*(f"{label}, held in" for label in picks["label"]), f"{fresh_label}, fresh"]
+    model, version = load_champion(local_tracking_uri(data_dir))
+    scores = model.predict(pd.DataFrame({"path": paths}))
+    print(f"\nfvc-detector@champion (v{version.version}) on three videos:")
+    for row, known in zip(scores.itertuples(), truth, strict=True):
+        print(f"  {Path(row.path).name}: P(fake) = {row.probability_fake:.3f} -> {row.label} "
+              f"(truth: {known})")  # fmt: skip
+
+
 def _print_comparison(warehouse: Path) -> None:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         table = con.execute("select * from fvc.model_comparison order by roc_auc_mean desc").df()
@@ -201,6 +263,11 @@ def run_demo(
         _print_failed_videos(failed)
         return 1
     _print_comparison(data_dir / "warehouse.duckdb")
+    if not (register_champion(defs, instance) and score_videos(defs, instance, sorted(done))):
+        print("champion or scoring failed; see the run in the Dagster UI (make dev)")
+        _print_failed_videos(failed)
+        return 1
+    _print_scores(data_dir, seed)
     print(f"\ndemo finished in {time.perf_counter() - start:.1f} s; `make dev` opens it in the UI")
     _print_failed_videos(failed)
     return 1 if failed else 0

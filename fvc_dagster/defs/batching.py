@@ -18,9 +18,9 @@ T = TypeVar("T")
 FAILED_VIDEOS_KEY = "failed_videos"
 
 
-def per_video_asset(*, group_name: str, kinds: set[str]):
+def per_video_asset(*, group_name: str, kinds: set[str], **asset_args):
     """`@asset` for a per-video DuckDB table: a partition per video, batched backfills, the
-    warehouse pool, and rows keyed by `video_id`."""
+    warehouse pool, and rows keyed by `video_id` (`asset_args`: more `@asset` arguments)."""
     return dg.asset(
         partitions_def=videos_partitions,
         backfill_policy=video_backfill_policy,
@@ -28,6 +28,7 @@ def per_video_asset(*, group_name: str, kinds: set[str]):
         group_name=group_name,
         kinds=kinds,
         metadata={"partition_expr": "video_id"},
+        **asset_args,
     )
 
 

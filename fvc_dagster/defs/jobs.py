@@ -1,5 +1,5 @@
-"""Jobs: the per-video pipeline the sensors launch, baseline training over all folds, and video
-networks on request."""
+"""Jobs: the per-video pipeline the sensors launch, baseline training over all folds, video
+networks on request, the champion and its scores."""
 
 import dagster as dg
 
@@ -29,4 +29,18 @@ networks_job = dg.define_asset_job(
     partitions_def=folds_partitions,
     description="Video networks on a range of folds (pick them with an asset selection; each "
     "network's hyperparameters in its config), then the metrics and the comparison.",
+)
+
+champion_job = dg.define_asset_job(
+    "champion",
+    selection=dg.AssetSelection.assets("champion_model"),
+    description="Pick the best model of the comparison, refit it on every labelled video and "
+    "register it as fvc-detector@champion (nothing new when nothing changed).",
+)
+
+scoring_job = dg.define_asset_job(
+    "scoring",
+    selection=dg.AssetSelection.assets("video_scores"),
+    partitions_def=videos_partitions,
+    description="The champion's score for a batch of videos.",
 )

@@ -105,6 +105,23 @@ class MlflowTracking(dg.ConfigurableResource):
     network_experiment: str = Field(
         default="fvc-networks", description="The experiment of the video networks' fold runs."
     )
+    champion_experiment: str = Field(
+        default="fvc-champion", description="The experiment of the champion's refit runs."
+    )
+
+    def client(self):
+        """An MlflowClient of this tracking server (its registry too)."""
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return MlflowClient(self.tracking_uri)
+
+    def load_champion(self):
+        """The registered champion (pyfunc model) and its model version."""
+        from fvc_dagster.lib.serving import load_champion
+
+        return load_champion(self.tracking_uri)
 
     @contextlib.contextmanager
     def start_run(

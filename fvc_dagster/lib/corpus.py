@@ -697,3 +697,18 @@ def generate_corpus(
     for w in writers.values():
         w.commit()
     return videos
+
+
+def write_videos(out_dir: Path, spec: CorpusSpec) -> list[tuple[Path, str]]:
+    """The videos `spec` generates as loose files `<out_dir>/<video_id>.mp4`, in no archive:
+    videos the platform has never seen. Returns each file and its label."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for casc, member, data in _iter_videos(_plan(spec), spec):
+        path = out_dir / f"{member.video_id}.mp4"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        written.append((path, casc.label))
+    return written

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from fvc_dagster.defs.partitions import ALL_VIDEOS, N_FOLDS, folds_partitions
+from fvc_dagster.defs.partitions import ALL_VIDEOS, DEFAULT_FOLDS, N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.training.networks import NETWORKS, network_asset_name, network_assets
 from fvc_dagster.defs.warehouse import existing_table
@@ -37,12 +37,22 @@ UPDATE_ON_NEW_DATA = dg.AutomationCondition.eager().without(
 def cv_folds(
     context: dg.AssetExecutionContext, source_videos: pd.DataFrame, warehouse: DuckDBResource
 ) -> pd.DataFrame:
-    """One row per labelled video: its fold, stratified by label and grouped by cascade."""
+    """One row per labelled video: its fold, stratified by label and grouped by cascade. A
+    video keeps its fold when new videos come; all are re-assigned when `FVC_FOLDS` changed."""
     previous = existing_table(warehouse, "cv_folds")
+    before = _fold_count_before(context, previous)
+    if before is not None and before != N_FOLDS:
+        context.log.warning(
+            f"FVC_FOLDS changed from {before} to {N_FOLDS}: every video's fold is re-assigned; "
+            "the models' fold tables hold the old folds until they are re-materialized"
+        )
+        previous = None
     folds = assign_folds(source_videos, N_FOLDS, FOLD_SEED, previous)
     counts = folds.pivot_table(index="fold", columns="label", values="video_id", aggfunc="count")
     context.add_output_metadata(
         {
+            "folds": dg.MetadataValue.int(N_FOLDS),
+            "reassigned": dg.MetadataValue.bool(before is not None and before != N_FOLDS),
             "videos": dg.MetadataValue.int(len(folds)),
             "cascades": dg.MetadataValue.int(folds["dup_group"].nunique()),
             "kept_from_previous": dg.MetadataValue.int(videos_keeping_their_fold(folds, previous)),
@@ -50,6 +60,20 @@ def cv_folds(
         }
     )
     return folds
+
+
+def _fold_count_before(
+    context: dg.AssetExecutionContext, previous: pd.DataFrame | None
+) -> int | None:
+    """The fold count the stored assignment was made with: its materialization's `folds`
+    (5 before that was recorded, or more if its folds say so); None when there is none."""
+    if previous is None or previous.empty:
+        return None
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    recorded = event and event.asset_materialization.metadata.get("folds")
+    if recorded is not None:
+        return int(recorded.value)
+    return max(DEFAULT_FOLDS, int(previous["fold"].max()) + 1)
 
 
 CLIP_FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
@@ -146,7 +170,8 @@ def fold_metrics(
     and the weights a network started from. Networks come from their tables as they are: one
     never trained is absent."""
     networks = [existing_table(warehouse, network_asset_name(m)) for m in NETWORKS]
-    trained = [t for t in networks if t is not None]
+    folds = folds_partitions.get_partition_keys()  # rows of other fold counts are stale
+    trained = [t[t["fold"].isin(folds)] for t in networks if t is not None]
     table = pd.concat([*baselines.values(), *trained], ignore_index=True).assign(
         fold=lambda t: t["fold"].astype(int)
     )

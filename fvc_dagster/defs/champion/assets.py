@@ -1,0 +1,201 @@
+"""The champion registered in MLflow (`champion_model`) and its score for every video
+(`video_scores`)."""
+
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from fvc_dagster.defs.batching import for_each_video, per_video_asset, rows_by_video
+from fvc_dagster.defs.partitions import ALL_VIDEOS
+from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage, MlflowTracking
+from fvc_dagster.defs.training.assets import CLIP_FEATURES, UPDATE_ON_NEW_DATA, clip_features
+from fvc_dagster.lib.champion import (
+    code_lineage,
+    labelled_clips,
+    network_settings,
+    pick_champion,
+    refit_baseline,
+    refit_network,
+    training_fingerprint,
+)
+from fvc_dagster.lib.clips import ORIGINAL
+from fvc_dagster.lib.clipstore import read_clip
+from fvc_dagster.lib.models import get_spec
+from fvc_dagster.lib.scoring import VideoInput
+from fvc_dagster.lib.serving import (
+    ALIAS,
+    REGISTERED_MODEL,
+    champion_version,
+    register_detector,
+    same_lineage,
+)
+
+# The tags that identify what a version was built from: equal tags, nothing new to register.
+LINEAGE_KEYS = (
+    "model", "weights", "training_data", "package_version", "git_commit", "frames_per_clip",
+    "scaling",
+)  # fmt: skip
+
+
+class ChampionSelection(dg.Config):
+    metric: Literal["roc_auc", "pr_auc", "f1", "accuracy", "precision", "recall"] = Field(
+        default="roc_auc",
+        description="The mean over folds that picks the champion (ties: lower std).",
+    )
+
+
+@dg.asset(
+    pool="duckdb",
+    group_name="champion",
+    kinds={"mlflow", "duckdb"},
+    ins={
+        "model_comparison": dg.AssetIn(),
+        "fold_metrics": dg.AssetIn(),
+        "cv_folds": dg.AssetIn(),
+        "augmented_clips": ALL_VIDEOS,
+        "handcrafted_features": ALL_VIDEOS,
+        "scaled_features": ALL_VIDEOS,
+        "scaled_clips": ALL_VIDEOS,
+    },
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def champion_model(
+    context: dg.AssetExecutionContext,
+    config: ChampionSelection,
+    model_comparison: pd.DataFrame,
+    fold_metrics: pd.DataFrame,
+    cv_folds: pd.DataFrame,
+    augmented_clips: pd.DataFrame,
+    handcrafted_features: pd.DataFrame,
+    scaled_features: pd.DataFrame,
+    scaled_clips: pd.DataFrame,
+    sampling: ClipSampling,
+    scaling: ClipScaling,
+    storage: FvcStorage,
+    mlflow: MlflowTracking,
+) -> pd.DataFrame:
+    """The best model of the comparison, refit on every labelled video's training clips and
+    registered as a new version of `fvc-detector` with the alias `champion` and its lineage
+    (code version and commit, training-data fingerprint, CV metrics, Dagster run id). Nothing
+    is registered when the champion's lineage has not changed."""
+    best = pick_champion(model_comparison, config.metric)
+    model, metric = str(best["model"]), config.metric
+    clips = labelled_clips(augmented_clips, cv_folds)
+    tags = {
+        "model": model,
+        "weights": str(best["weights"]),
+        "training_data": training_fingerprint(clips),
+        **code_lineage(),
+        "frames_per_clip": str(sampling.frames_per_clip),
+        "scaling": scaling.method,
+        "metric": metric,
+        f"cv_{metric}_mean": f"{best[f'{metric}_mean']:.4f}",
+        f"cv_{metric}_std": f"{best[f'{metric}_std']:.4f}",
+        "cv_folds": str(int(best["folds"])),
+        "dagster_run_id": context.run_id,
+    }
+    client = mlflow.client()
+    current = champion_version(client)
+    if same_lineage(current, tags, LINEAGE_KEYS):
+        context.log.info(f"{model} is champion as version {current.version}; nothing changed")
+        version, registered = str(current.version), False
+        run_id = current.run_id
+    else:
+        context.log.info(f"refitting {model} on {cv_folds['video_id'].nunique()} videos")
+        with mlflow.start_run(
+            run_name=f"champion-{model}",
+            tags={"dagster_run_id": context.run_id, "model": model},
+            experiment=mlflow.champion_experiment,
+        ) as run:
+            if get_spec(model).family == "tabular":
+                features = clip_features(handcrafted_features, scaled_features)
+                detector = refit_baseline(
+                    model, clips, features, CLIP_FEATURES, sampling.frames_per_clip,
+                    scaling.method,
+                )  # fmt: skip
+            else:
+                rows = fold_metrics[
+                    (fold_metrics["model"] == model) & (fold_metrics["weights"] == best["weights"])
+                ]
+                params = client.get_run(rows["mlflow_run_id"].iloc[0]).data.params
+                detector = refit_network(
+                    model, clips, scaled_clips, network_settings(params), storage.root,
+                    sampling.frames_per_clip, scaling.method,
+                )  # fmt: skip
+            version = register_detector(detector, tags)
+            run_id = run.info.run_id
+        registered = True
+        context.log.info(f"{model} registered as {REGISTERED_MODEL} version {version}")
+    table = pd.DataFrame(
+        [{"registered_model": REGISTERED_MODEL, "version": version, "alias": ALIAS,
+          "newly_registered": registered, "mlflow_run_id": run_id, "videos": len(cv_folds),
+          "clips": len(clips), **tags}]
+    )  # fmt: skip
+    context.add_output_metadata(
+        {
+            "champion": dg.MetadataValue.md(table.T.to_markdown(headers=["", "value"])),
+            "model": dg.MetadataValue.text(model),
+            "version": dg.MetadataValue.text(version),
+            "newly_registered": dg.MetadataValue.bool(registered),
+            f"cv_{metric}_mean": dg.MetadataValue.float(float(best[f"{metric}_mean"])),
+        }
+    )
+    return table
+
+
+@per_video_asset(
+    group_name="champion",
+    kinds={"duckdb", "mlflow"},
+    deps=["champion_model"],
+    # New videos once their features exist, and every video again when the champion changes;
+    # nothing while no champion exists.
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def video_scores(
+    context: dg.AssetExecutionContext,
+    source_videos: pd.DataFrame,
+    handcrafted_features: pd.DataFrame,
+    scaled_features: pd.DataFrame,
+    scaled_clips: pd.DataFrame,
+    mlflow: MlflowTracking,
+) -> pd.DataFrame:
+    """The champion's P(fake) and label for every video, labelled or not, with the version
+    that scored it; from the video's original clip as the pipeline stored it (the registered
+    model computes the same from the video file)."""
+    model, version = mlflow.load_champion()
+    detector = model.unwrap_python_model().detector
+    features = clip_features(handcrafted_features, scaled_features)
+    features = features[features["aug_index"] == ORIGINAL]
+    features_of = rows_by_video(features, "handcrafted_features and scaled_features")
+    scaled_of = rows_by_video(scaled_clips[scaled_clips["aug_index"] == ORIGINAL], "scaled_clips")
+    source_of = rows_by_video(source_videos, "source_videos")
+
+    def score(video_id: str) -> dict:
+        if detector.kind == "features":
+            p = float(detector.feature_probabilities(features_of(video_id))[0])
+        else:
+            scaled = scaled_of(video_id).iloc[0]
+            box = tuple(int(scaled[k]) for k in ("content_x", "content_y", "scaled_width",
+                                                  "scaled_height"))  # fmt: skip
+            clip = VideoInput({}, read_clip(Path(scaled["path"])), box)
+            p = float(detector.probabilities([clip])[0])
+        label = source_of(video_id)["label"].iloc[0]
+        return {
+            "video_id": video_id, "probability_fake": p, "predicted": detector.labels([p])[0],
+            "label": label, "model": detector.model_name, "model_version": str(version.version),
+        }  # fmt: skip
+
+    rows, seconds = for_each_video(context, context.partition_keys, score)
+    table = pd.DataFrame(rows)
+    context.add_output_metadata(
+        {
+            "model": dg.MetadataValue.text(
+                f"{REGISTERED_MODEL} v{version.version} ({detector.model_name})"
+            ),
+            "scores": dg.MetadataValue.md(table.head(20).to_markdown(index=False)),
+        }
+    )
+    return table

@@ -1,0 +1,146 @@
+"""The champion through Dagster: the demo with FVC_FOLDS=3 (in its own process, where the fold
+count is read at load time) on ten labelled and two unlabelled tiny videos registers
+fvc-detector@champion with its lineage and scores every video; then, in this process on the
+same instance, a re-run registers nothing, a better model moves the alias and the scores'
+automation condition asks for every video again; `fvc score` on good and bad files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from conftest import fvc_metadata, write_zip
+from fvc_dagster.cli import main
+from fvc_dagster.definitions import build_defs
+from fvc_dagster.demo import execute_run_request
+from fvc_dagster.lib.champion import labelled_clips, training_fingerprint
+from fvc_dagster.lib.serving import ALIAS, REGISTERED_MODEL, local_tracking_uri
+
+LABELLED = [f"tinyvid{n:04d}" for n in range(10)]  # five real and five fake cascades
+UNLABELLED = ["tinynew0001", "tinynew0002"]  # in an archive, not in the metadata
+
+
+def query(root: Path, sql: str) -> pd.DataFrame:
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql).df()
+
+
+def fvc(root: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), **env_vars}
+    return subprocess.run(
+        [sys.executable, "-m", "fvc_dagster.cli", "--data-dir", str(root), *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, video_bytes_factory):
+    root = tmp_path_factory.mktemp("champion")
+    (root / "inbox").mkdir()
+    videos = LABELLED + UNLABELLED
+    members = {f"{v}.mp4": video_bytes_factory(frames=8, seed=i) for i, v in enumerate(videos)}
+    write_zip(root / "inbox" / "FVC1.zip", members)
+    rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(LABELLED)]
+    write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+    done = fvc(root, "demo", "--models", "none", FVC_FOLDS="3")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        mlflow.set_tracking_uri(local_tracking_uri(root))
+        yield root, done.stdout, build_defs(root), dg.DagsterInstance.get()
+
+
+def test_three_folds_end_to_end(platform):
+    root = platform[0]
+    assert sorted(query(root, "select distinct fold from fvc.cv_folds")["fold"]) == [0, 1, 2]
+    metrics = query(root, "select * from fvc.fold_metrics")
+    assert sorted(metrics["fold"].unique()) == [0, 1, 2]
+    assert (query(root, "select folds from fvc.model_comparison")["folds"] == 3).all()
+
+
+def test_the_champion_is_registered_with_its_lineage(platform):
+    root, stdout, _, instance = platform
+    version = MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, ALIAS)
+    best = query(root, "select * from fvc.model_comparison order by roc_auc_mean desc limit 1")
+    tags = version.tags
+    assert tags["model"] == best["model"][0] and tags["cv_folds"] == "3"
+    assert float(tags["cv_roc_auc_mean"]) == pytest.approx(best["roc_auc_mean"][0], abs=1e-4)
+    clips = labelled_clips(
+        query(root, "select * from fvc.augmented_clips"), query(root, "select * from fvc.cv_folds")
+    )
+    assert set(clips["video_id"]) == set(LABELLED)
+    assert tags["training_data"] == training_fingerprint(clips)
+    assert tags["package_version"] == "0.1.0" and len(tags["git_commit"]) in (40, 7)
+    (run,) = instance.get_runs(dg.RunsFilter(job_name="champion"))
+    assert tags["dagster_run_id"] == run.run_id
+    assert MlflowClient().get_run(version.run_id).info.status == "FINISHED"
+    assert "fvc-detector@champion" in stdout and "fresh" in stdout
+
+
+def test_every_video_labelled_or_not_gets_the_champions_score(platform):
+    root = platform[0]
+    scores = query(root, "select * from fvc.video_scores order by video_id")
+    assert sorted(scores["video_id"]) == sorted(LABELLED + UNLABELLED)
+    assert scores.set_index("video_id").loc[UNLABELLED, "label"].isna().all()
+    assert scores["probability_fake"].between(0, 1).all() and (scores["model_version"] == "1").all()
+    # The registered model on the stored video file gives the score the asset stored.
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@{ALIAS}")
+    path = query(root, f"select path from fvc.source_videos where video_id = '{UNLABELLED[0]}'")
+    predicted = model.predict(pd.DataFrame({"path": path["path"]}))
+    stored = scores.set_index("video_id").loc[UNLABELLED[0], "probability_fake"]
+    assert predicted["probability_fake"][0] == pytest.approx(stored, abs=1e-9)
+
+
+def test_fvc_score_scores_good_files_and_names_a_bad_one(platform, tmp_path, capsys):
+    root = platform[0]
+    good = query(root, f"select path from fvc.source_videos where video_id = '{LABELLED[1]}'")
+    good = good["path"][0]
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    assert main(["--data-dir", str(root), "score", good, str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{good}: P(fake) = " in out and "fvc-detector v1" in out and str(bad) not in out
+    (line,) = [x for x in err.splitlines() if x.startswith("fvc score:")]
+    assert str(bad) in line
+    assert main(["--data-dir", str(root), "score", "--json", good]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["version"] == "1" and 0 <= row["probability_fake"] <= 1 and row["error"] is None
+
+
+def test_a_rerun_registers_nothing_and_a_better_model_moves_the_alias(platform):
+    root, _, defs, instance = platform
+    client = MlflowClient()
+    first = client.get_model_version_by_alias(REGISTERED_MODEL, ALIAS)
+    rerun = execute_run_request(defs, "champion", dg.RunRequest(), instance)
+    assert rerun.success and not rerun.output_for_node("champion_model")["newly_registered"][0]
+    assert len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) == 1
+
+    scores = dg.AssetSelection.assets("video_scores")
+    before = dg.evaluate_automation_conditions(defs, instance, asset_selection=scores)
+    other = "svm" if first.tags["model"] != "svm" else "xgboost"
+    with duckdb.connect(str(root / "warehouse.duckdb")) as con:
+        con.execute(
+            "update fvc.model_comparison set roc_auc_mean = 1.0, roc_auc_std = 0.0 "
+            f"where model = '{other}'"
+        )
+    better = execute_run_request(defs, "champion", dg.RunRequest(), instance)
+    assert better.success
+    now = client.get_model_version_by_alias(REGISTERED_MODEL, ALIAS)
+    assert now.tags["model"] == other and int(now.version) == int(first.version) + 1
+    assert (
+        client.get_model_version(REGISTERED_MODEL, first.version).tags["model"]
+        == (first.tags["model"])
+    )  # the old version stays: roll back with set_registered_model_alias
+    after = dg.evaluate_automation_conditions(
+        defs, instance, asset_selection=scores, cursor=before.cursor
+    )
+    requested = after.get_requested_partitions(dg.AssetKey("video_scores"))
+    assert requested == set(LABELLED + UNLABELLED)

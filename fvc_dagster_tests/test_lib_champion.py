@@ -1,0 +1,181 @@
+"""The champion's library: selection, data fingerprint, refit on labelled videos only, the
+detector on video files (good and bad), and the registered pyfunc in a fresh process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import write_video
+from fvc_dagster.lib.champion import (
+    labelled_clips,
+    pick_champion,
+    refit_baseline,
+    training_fingerprint,
+)
+from fvc_dagster.lib.clips import ORIGINAL
+from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
+from fvc_dagster.lib.models import build_model
+from fvc_dagster.lib.scoring import Detector, VideoInput, video_input
+from fvc_dagster.lib.serving import (
+    ALIAS,
+    REGISTERED_MODEL,
+    champion_version,
+    register_detector,
+    same_lineage,
+)
+
+FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
+
+
+def comparison(rows: list[tuple[str, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["model", "roc_auc_mean", "roc_auc_std"]).assign(
+        weights="-", f1_mean=0.5, f1_std=0.1
+    )
+
+
+def test_champion_is_the_best_mean_and_a_tie_goes_to_the_lower_std():
+    table = comparison([("svm", 0.90, 0.05), ("xgboost", 0.93, 0.04), ("lr", 0.93, 0.02)])
+    assert pick_champion(table)["model"] == "lr"
+    assert pick_champion(table.iloc[::-1])["model"] == "lr"  # row order does not matter
+    assert pick_champion(table, "f1")["model"] == "lr"  # all tied: lower std, then name
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        pick_champion(table, "auc")
+    with pytest.raises(ValueError, match="no model"):
+        pick_champion(comparison([("svm", float("nan"), 0.0)]))
+
+
+def clips_and_folds(n_videos: int = 12, unlabelled: int = 3):
+    """Feature rows of original and augmented clips of labelled and unlabelled videos."""
+    rng = np.random.default_rng(0)
+    clips, folds = [], []
+    for v in range(n_videos + unlabelled):
+        video = f"v{v:02d}"
+        label = "fake" if v % 2 else "real"
+        for aug in (ORIGINAL, 0, 1):
+            shift = 2.0 if label == "fake" else 0.0
+            features = dict(zip(FEATURES, rng.normal(shift, 1.0, len(FEATURES)), strict=True))
+            clips.append(
+                {"video_id": video, "clip_id": f"{video}_{aug}", "aug_index": aug,
+                 "sha256": f"{v}{aug}" * 8, **features}
+            )  # fmt: skip
+        if v < n_videos:
+            folds.append({"video_id": video, "fold": v % 3, "label": label})
+    return pd.DataFrame(clips), pd.DataFrame(folds)
+
+
+def test_refit_uses_the_original_clip_of_every_labelled_video_and_no_unlabelled_one():
+    clips, folds = clips_and_folds()
+    labelled = labelled_clips(clips[["video_id", "clip_id", "aug_index", "sha256"]], folds)
+    assert set(labelled["video_id"]) == set(folds["video_id"])  # unlabelled v12-v14 left out
+    detector = refit_baseline("logistic_regression", labelled, clips, FEATURES, 16, "letterbox")
+    rows = clips[clips["aug_index"] == ORIGINAL].merge(folds, on="video_id")
+    # The imputer's medians are those of exactly these rows: 12 labelled originals.
+    medians = detector.estimator.named_steps["impute"].statistics_
+    assert np.allclose(medians, rows[FEATURES].median().to_numpy())
+    p = detector.feature_probabilities(rows)
+    assert ((p >= 0.5) == (rows["label"] == "fake")).mean() > 0.9
+
+
+def test_fingerprint_covers_checksums_and_labels_in_any_order():
+    clips = pd.DataFrame({"sha256": ["a", "b", "c"], "label": ["fake", "real", "fake"]})
+    same = training_fingerprint(clips.iloc[::-1])
+    assert training_fingerprint(clips) == same
+    relabelled = clips.assign(label=["real", "real", "fake"])
+    assert training_fingerprint(relabelled) != same
+    assert training_fingerprint(clips.iloc[:2]) != same
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("videos")
+    out = {f"v{i}": write_video(root / f"v{i}.mp4", frames=12, seed=i) for i in range(2)}
+    out["mkv"] = write_video(root / "v2.mkv", frames=12, seed=2, size=(48, 64))
+    (root / "notes.mp4").write_text("not a video")
+    out["bad"] = root / "notes.mp4"
+    return out
+
+
+def baseline_detector(videos) -> Detector:
+    inputs = [video_input(videos[v], 4) for v in ("v0", "v1", "mkv")]
+    rows = pd.DataFrame([i.features for i in inputs] * 4)
+    labels = np.array([0, 1, 0] * 4)
+    rows = pd.concat([rows, rows + 0.5], ignore_index=True)  # two classes, separable
+    from fvc_dagster.lib.models import baseline_pipeline
+
+    pipeline = baseline_pipeline("logistic_regression").fit(
+        rows[FEATURES].to_numpy(float), np.concatenate([labels, 1 - labels])
+    )
+    return Detector("logistic_regression", "features", pipeline, 4, "letterbox", FEATURES)
+
+
+def test_a_detector_scores_video_files_and_names_a_file_it_cannot_read(videos, tmp_path):
+    detector = Detector.load(baseline_detector(videos).save(tmp_path / "detector"))
+    paths = [videos["v0"], videos["bad"], videos["mkv"]]
+    table = detector.score_paths(paths)
+    assert table["path"].tolist() == [str(p) for p in paths]
+    good = table.drop(index=1)
+    assert good["probability_fake"].between(0, 1).all() and good["error"].isna().all()
+    assert set(good["label"]) <= {"fake", "real"}
+    assert (
+        np.isnan(table.loc[1, "probability_fake"]) and str(videos["bad"]) in table.loc[1, "error"]
+    )
+
+
+def test_a_saved_network_detector_gives_the_same_probabilities(videos, tmp_path):
+    torch.manual_seed(0)
+    network = build_model("naive_cnn").eval()
+    detector = Detector("naive_cnn", "clip", network, 4, frames=2, pixels=16)
+    inputs = [video_input(videos[v], 4) for v in ("v0", "mkv")]
+    assert all(isinstance(i, VideoInput) for i in inputs)
+    before = detector.probabilities(inputs)
+    loaded = Detector.load(detector.save(tmp_path / "network"))
+    assert np.allclose(loaded.probabilities(inputs), before, atol=1e-6)
+    assert len(before) == 2 and ((before > 0) & (before < 1)).all()
+
+
+PREDICT = """
+import json, sys
+import mlflow, mlflow.pyfunc, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model("models:/fvc-detector@champion")
+out = model.predict(pd.DataFrame({"path": sys.argv[2:]}))
+print(json.dumps({"rows": out.to_dict("records"), "dagster": "dagster" in sys.modules}))
+"""
+
+
+def test_the_registered_pyfunc_scores_paths_in_a_fresh_process(videos, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("champion-test")
+    detector = baseline_detector(videos)
+    tags = {"model": "logistic_regression", "training_data": "abc"}
+    with mlflow.start_run():
+        version = register_detector(detector, tags)
+    client = MlflowClient()
+    current = champion_version(client)
+    assert str(current.version) == version and current.aliases == [ALIAS]
+    assert same_lineage(current, tags, tags) and not same_lineage(
+        current, {**tags, "training_data": "other"}, tags
+    )
+    expected = detector.score_paths([videos["v0"], videos["bad"]])
+    env = {**os.environ, "PYTHONPATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", PREDICT, uri, str(videos["v0"]), str(videos["bad"])],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["dagster"] is False
+    good, bad = result["rows"]
+    assert good["probability_fake"] == pytest.approx(expected.loc[0, "probability_fake"])
+    assert good["label"] == expected.loc[0, "label"] and bad["error"].startswith(str(videos["bad"]))
+    assert REGISTERED_MODEL == "fvc-detector"
