@@ -43,10 +43,14 @@ def comparison(rows: list[tuple[str, float, float]]) -> pd.DataFrame:
 
 
 def test_champion_is_the_best_mean_and_a_tie_goes_to_the_lower_std():
-    table = comparison([("svm", 0.90, 0.05), ("xgboost", 0.93, 0.04), ("lr", 0.93, 0.02)])
-    assert pick_champion(table)["model"] == "lr"
-    assert pick_champion(table.iloc[::-1])["model"] == "lr"  # row order does not matter
-    assert pick_champion(table, "f1")["model"] == "lr"  # all tied: lower std, then name
+    table = comparison(
+        [("svm", 0.90, 0.05), ("xgboost", 0.93, 0.04), ("logistic_regression", 0.93, 0.02),
+         ("ensemble", 0.99, 0.01)]
+    )  # fmt: skip
+    assert pick_champion(table)["model"] == "logistic_regression"  # the ensemble is no candidate
+    assert pick_champion(table.iloc[::-1])["model"] == "logistic_regression"  # any row order
+    assert pick_champion(table, "f1")["model"] == "logistic_regression"  # tied: lower std
+    assert pick_champion(table, candidate=lambda m: True)["model"] == "ensemble"
     with pytest.raises(ValueError, match="unknown metric 'auc'"):
         pick_champion(table, "auc")
     with pytest.raises(ValueError, match="no model"):
@@ -155,6 +159,7 @@ print(json.dumps({"rows": out.to_dict("records"), "dagster": "dagster" in sys.mo
 def test_the_registered_pyfunc_scores_paths_in_a_fresh_process(videos, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("champion-test", artifact_location=(tmp_path / "art").as_uri())
     mlflow.set_experiment("champion-test")
     detector = baseline_detector(videos)
     tags = {"model": "logistic_regression", "training_data": "abc"}

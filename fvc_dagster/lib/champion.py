@@ -11,9 +11,10 @@ from typing import Any
 
 import pandas as pd
 
+from fvc_dagster.lib.clip_data import INPUT_KEYS
 from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.metrics import METRICS
-from fvc_dagster.lib.models import baseline_pipeline
+from fvc_dagster.lib.models import REGISTRY, baseline_pipeline
 from fvc_dagster.lib.scoring import Detector
 from fvc_dagster.lib.training import POSITIVE, TRAIN, VALIDATION, baseline_training_rows
 
@@ -26,12 +27,23 @@ NETWORK_PARAMS = (
 )  # fmt: skip
 
 
-def pick_champion(comparison: pd.DataFrame, metric: str = "roc_auc") -> pd.Series:
-    """The row of `model_comparison` with the best mean `metric`; ties go to the lower std,
-    then to the model name, so the choice never depends on row order."""
+def servable(model: str) -> bool:
+    """Whether a champion can be refit and scored from a video file alone: the tabular
+    baselines and the video networks (the ensemble and the embedding models rank in the
+    comparison but are not candidates)."""
+    return model in REGISTRY and REGISTRY[model].input in ("features", *INPUT_KEYS)
+
+
+def pick_champion(
+    comparison: pd.DataFrame, metric: str = "roc_auc", candidate=servable
+) -> pd.Series:
+    """The row of `model_comparison` whose model is a `candidate` with the best mean `metric`;
+    ties go to the lower std, then to the model name, so the choice never depends on row
+    order."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     mean, std = f"{metric}_mean", f"{metric}_std"
+    comparison = comparison[comparison["model"].map(candidate)]
     ranked = comparison.dropna(subset=[mean]).sort_values(
         [mean, std, "model"], ascending=[False, True, True], na_position="last"
     )

@@ -77,7 +77,9 @@ def champion_model(
     storage: FvcStorage,
     mlflow: MlflowTracking,
 ) -> pd.DataFrame:
-    """The best model of the comparison, refit on every labelled video's training clips and
+    """The best servable model of the comparison (a baseline or a video network: the ensemble
+    and the embedding models are ranked, not candidates), refit on every labelled video's
+    training clips and
     registered as a new version of `fvc-detector` with the alias `champion` and its lineage
     (code version and commit, training-data fingerprint, CV metrics, Dagster run id). Nothing
     is registered when the champion's lineage has not changed."""
@@ -138,6 +140,9 @@ def champion_model(
         {
             "champion": dg.MetadataValue.md(table.T.to_markdown(headers=["", "value"])),
             "model": dg.MetadataValue.text(model),
+            "best_in_comparison": dg.MetadataValue.text(
+                str(pick_champion(model_comparison, metric, candidate=lambda m: True)["model"])
+            ),
             "version": dg.MetadataValue.text(version),
             "newly_registered": dg.MetadataValue.bool(registered),
             f"cv_{metric}_mean": dg.MetadataValue.float(float(best[f"{metric}_mean"])),
