@@ -116,6 +116,7 @@ def train_networks(
 ) -> bool:
     """Train the networks whose rows are older than the folds' clips (or missing) on every fold
     with `config`, in one run with the metrics and the comparison; whether it succeeded."""
+    from fvc_dagster.defs.jobs import NETWORK_DOWNSTREAM
     from fvc_dagster.defs.training.networks import network_asset_name
 
     clips_at = _latest_timestamp(instance, "training_clips")
@@ -125,7 +126,7 @@ def train_networks(
     print(f"training networks on every fold: {', '.join(stale)}")
     start = time.perf_counter()
     selection = [dg.AssetKey(network_asset_name(m)) for m in stale]
-    selection += [dg.AssetKey("fold_metrics"), dg.AssetKey("model_comparison")]
+    selection += [dg.AssetKey(k) for k in NETWORK_DOWNSTREAM]
     ops = {network_asset_name(m): {"config": config} for m in stale}
     outcome = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
     seconds = time.perf_counter() - start

@@ -55,8 +55,8 @@ def platform(tmp_path_factory, video_bytes_factory):
 
 def test_fold_metrics_hold_the_baselines_when_no_network_was_trained(platform):
     metrics_before = platform[4]
-    assert set(metrics_before["model"]) == set(BASELINES)
-    assert len(metrics_before) == len(BASELINES) * N_FOLDS
+    assert set(metrics_before["model"]) == {*BASELINES, "ensemble"}
+    assert len(metrics_before) == (len(BASELINES) + 1) * N_FOLDS
     assert set(metrics_before["weights"]) == {"-"}
 
 
@@ -64,15 +64,25 @@ def test_a_network_trains_every_fold_and_joins_the_comparison(platform):
     root, _, _, run, _ = platform
     assert run.status == dg.DagsterRunStatus.SUCCESS
     table = query(root, f"select * from fvc.network_{NETWORK} order by fold")
-    assert table["fold"].tolist() == [str(f) for f in range(N_FOLDS)]
-    assert set(table["weights"]) == {"random"} and table["roc_auc"].notna().all()
-    assert (table["n_train"] > 0).all() and (table["n_validation"] > 0).all()
+    assert sorted(table["fold"].unique()) == [str(f) for f in range(N_FOLDS)]
+    assert set(table["weights"]) == {"random"} and table["probability"].between(0, 1).all()
+    assert (table["n_train"] > 0).all()
+    # Every held-out original clip of every labelled video, once per fold it is held out in.
+    validation = query(root, "select * from fvc.training_clips where role = 'validation'")
+    assert sorted(table["clip_id"]) == sorted(validation["clip_id"])
+    predictions = query(root, "select * from fvc.fold_predictions")
+    assert len(predictions) == (len(BASELINES) + 2) * len(validation)  # and the ensemble
     metrics = query(root, "select * from fvc.fold_metrics")
-    assert set(metrics["model"]) == {*BASELINES, NETWORK}  # networks never trained are absent
-    assert len(metrics) == (len(BASELINES) + 1) * N_FOLDS
+    assert metrics["roc_auc"].notna().all() and (metrics["n_validation"] > 0).all()
+    # networks never trained are absent; the ensemble stacks the network too
+    assert set(metrics["model"]) == {*BASELINES, NETWORK, "ensemble"}
+    assert len(metrics) == (len(BASELINES) + 2) * N_FOLDS
+    instance = platform[2]
+    (record,) = instance.fetch_materializations(dg.AssetKey("ensemble"), limit=1).records
+    assert NETWORK + "[random]" in record.asset_materialization.metadata["base_models"].value
     comparison = query(root, "select * from fvc.model_comparison")
     assert dict(zip(comparison["model"], comparison["weights"], strict=True)) == {
-        **dict.fromkeys(BASELINES, "-"),
+        **dict.fromkeys([*BASELINES, "ensemble"], "-"),
         NETWORK: "random",
     }
     assert (comparison["folds"] == N_FOLDS).all()
@@ -88,6 +98,9 @@ def test_each_fold_is_a_finished_mlflow_run_with_epochs_and_the_best_model(platf
     assert set(runs["params.weights"]) == {"random"} and set(runs["params.pixels"]) == {"16"}
     table = query(root, f"select * from fvc.network_{NETWORK}")
     assert set(table["mlflow_run_id"]) == set(runs["run_id"])
+    metrics = query(root, f"select * from fvc.fold_metrics where model = '{NETWORK}'")
+    logged = runs.set_index("run_id")["metrics.roc_auc"]
+    assert metrics["roc_auc"].tolist() == logged[metrics["mlflow_run_id"]].tolist()
     client = mlflow.MlflowClient()
     run_id = runs.iloc[0]["run_id"]
     for metric in ("train_loss", "val_loss", "val_roc_auc", "data_wait_share", "seconds"):
@@ -97,7 +110,7 @@ def test_each_fold_is_a_finished_mlflow_run_with_epochs_and_the_best_model(platf
     assert model(torch.zeros(1, 3, 2, 16, 16)).shape == (1, 1)
 
 
-def test_a_rematerialized_fold_resumes_from_its_checkpoint_and_gives_the_same_row(platform):
+def test_a_rematerialized_fold_resumes_from_its_checkpoint_and_gives_the_same_rows(platform):
     root, defs, instance, _, _ = platform
     (checkpoint,) = (root / "checkpoints" / NETWORK / "fold0").iterdir()
     assert {p.name for p in checkpoint.iterdir()} >= {"last.pt", "best.pt"}
@@ -116,7 +129,7 @@ def test_a_rematerialized_fold_resumes_from_its_checkpoint_and_gives_the_same_ro
     assert after.drop(columns="mlflow_run_id").equals(before.drop(columns="mlflow_run_id"))
     assert len(list((root / "checkpoints" / NETWORK / "fold0").iterdir())) == 1
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    run = mlflow.get_run(after.loc[0, "mlflow_run_id"])
+    run = mlflow.get_run(after["mlflow_run_id"].iloc[0])
     assert run.info.status == "FINISHED" and run.data.params["resumed_from_epoch"] == "2"
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]

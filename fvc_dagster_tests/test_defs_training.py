@@ -50,9 +50,18 @@ def test_demo_leaves_every_table_and_leak_free_folds(demo_root):
         4,
     ]
     metrics = query(demo_root, "select * from fvc.fold_metrics")
-    assert len(metrics) == 15 and set(metrics["model"]) == {"logistic_regression", "svm", "xgboost"}
+    models = {*BASELINES, "ensemble"}
+    assert len(metrics) == 4 * N_FOLDS and set(metrics["model"]) == models
     comparison = query(demo_root, "select * from fvc.model_comparison")
-    assert len(comparison) == 3 and comparison["roc_auc_mean"].notna().all()
+    assert len(comparison) == 4 and comparison["roc_auc_mean"].notna().all()
+    # Every model's held-out probability for every validation clip.
+    validation = query(demo_root, "select * from fvc.training_clips where role = 'validation'")
+    predictions = query(demo_root, "select * from fvc.fold_predictions")
+    for model in models:
+        rows = predictions[predictions["model"] == model]
+        assert sorted(zip(rows["fold"], rows["clip_id"], strict=True)) == sorted(
+            zip(validation["fold"], validation["clip_id"], strict=True)
+        ), model
     # the corpus carries a real splice: best mean ROC-AUC 0.988 here (LR and XGBoost; SVM 0.89)
     assert comparison["roc_auc_mean"].max() >= 0.9
 
@@ -60,12 +69,35 @@ def test_demo_leaves_every_table_and_leak_free_folds(demo_root):
 def test_every_fold_run_is_a_finished_mlflow_run_with_its_dagster_run_id(demo_root):
     mlflow.set_tracking_uri(f"sqlite:///{demo_root / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["fvc-baselines"])
-    assert len(runs) == 15 and set(runs["status"]) == {"FINISHED"}
+    assert len(runs) == 4 * N_FOLDS and set(runs["status"]) == {"FINISHED"}
+    assert runs["tags.model"].value_counts().to_dict() == dict.fromkeys(
+        [*BASELINES, "ensemble"], N_FOLDS
+    )
     assert runs["tags.dagster_run_id"].notna().all()
     assert runs["metrics.roc_auc"].notna().all()
-    model = mlflow.sklearn.load_model(f"runs:/{runs.iloc[0]['run_id']}/model")
+    client = mlflow.MlflowClient()
+    for run_id in runs["run_id"]:  # one figure per model fold, in that fold's run
+        assert "fold_figure.png" in {a.path for a in client.list_artifacts(run_id)}
+    baseline = runs[runs["tags.model"] == "logistic_regression"].iloc[0]
+    model = mlflow.sklearn.load_model(f"runs:/{baseline['run_id']}/model")
     assert hasattr(model, "predict_proba")
     assert runs["artifact_uri"].str.startswith((demo_root / "mlartifacts").as_uri()).all()
+
+
+FIGURES = ("roc_auc_by_model", "roc_curves", "confusion_matrices")
+
+
+def test_the_comparison_shows_its_figures_in_the_ui_and_in_mlflow(demo_root, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(demo_root / "dagster_home"))
+    instance = dg.DagsterInstance.get()
+    (record,) = instance.fetch_materializations(dg.AssetKey("model_comparison"), limit=1).records
+    metadata = record.asset_materialization.metadata
+    for name in FIGURES:
+        assert metadata[name].value.startswith(f"![{name}](data:image/png;base64,"), name
+    mlflow.set_tracking_uri(f"sqlite:///{demo_root / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["fvc-comparison"]).itertuples()
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.run_id)}
+    assert artifacts == {f"{name}.png" for name in FIGURES} and run.status == "FINISHED"
 
 
 def test_a_second_demo_run_reuses_everything(demo_root, monkeypatch, capsys):
@@ -140,7 +172,7 @@ def test_demo_splits_a_failed_batch_trains_on_the_good_videos_and_fails_naming_t
     ]
     assert instance.get_materialized_partitions(dg.AssetKey("scaled_features")) == set(TINY)
     assert set(query(root, "select video_id from fvc.cv_folds")["video_id"]) == set(TINY)
-    assert len(query(root, "select * from fvc.fold_metrics")) == len(BASELINES) * N_FOLDS
+    assert len(query(root, "select * from fvc.fold_metrics")) == (len(BASELINES) + 1) * N_FOLDS
 
 
 @contextlib.contextmanager
@@ -194,7 +226,8 @@ def test_a_planted_leak_fails_the_blocking_check_and_no_baseline_runs(tiny_demo,
             r.dagster_event.step_key
             for r in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_START)
         }
-        for key in [*(f"baseline_{m}" for m in BASELINES), "fold_metrics", "model_comparison"]:
+        downstream = ["ensemble", "fold_predictions", "fold_metrics", "model_comparison"]
+        for key in [*(f"baseline_{m}" for m in BASELINES), *downstream]:
             assert not any(step.startswith(key) for step in started), key
             assert not instance.fetch_materializations(dg.AssetKey(key), limit=1).records, key
 

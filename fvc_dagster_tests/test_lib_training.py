@@ -6,8 +6,9 @@ from fvc_dagster.lib.metrics import (
     NO_WEIGHTS,
     compare_models,
     comparison_markdown,
-    evaluation_row,
+    fold_metrics_of,
     fold_scores,
+    prediction_rows,
 )
 from fvc_dagster.lib.models import BASELINES, CorrelationPruner, baseline_pipeline, kept_features
 from fvc_dagster.lib.models.baselines import SignificantFeatures, selected_features
@@ -158,17 +159,25 @@ def test_fold_scores_count_the_confusion_matrix():
     assert scores["accuracy"] == 0.5 and scores["roc_auc"] == 0.75
 
 
-def test_comparison_ranks_models_by_mean_roc_auc():
+def test_fold_metrics_come_from_held_out_predictions_and_rank_models_by_mean_roc_auc():
     scores = {"good": [0.1, 0.9, 0.2, 0.8], "bad": [0.9, 0.1, 0.6, 0.7]}
-    rows = [
-        evaluation_row(m, str(f), fold_scores(np.array([0, 1, 0, 1]), np.array(s)), 4, 4, "id")
-        for m, s in scores.items()
-        for f in range(3)
-    ]
-    table = compare_models(pd.DataFrame(rows))
+    clips = pd.DataFrame(
+        {"video_id": list("abcd"), "clip_id": list("ABCD"), "label": ["real", "fake"] * 2}
+    )
+    predictions = pd.concat(
+        [prediction_rows(m, f, clips, np.array(s), 12, f"run-{m}-{f}")
+         for m, s in scores.items() for f in range(3)]
+    )  # fmt: skip
+    metrics = fold_metrics_of(predictions)
+    assert len(metrics) == 6 and (metrics["n_validation"] == 4).all()
+    good = metrics[metrics["model"] == "good"].iloc[0]
+    assert good["roc_auc"] == 1.0 and good["mlflow_run_id"] == "run-good-0"
+    table = compare_models(metrics)
     assert table["model"].tolist() == ["good", "bad"] and table.loc[0, "roc_auc_mean"] == 1.0
     assert table.loc[0, "folds"] == 3 and "good | 3 | 1.000 ± 0.000" in comparison_markdown(table)
     assert set(table["weights"]) == {NO_WEIGHTS}
+    with pytest.raises(ValueError, match="good fold 0: 3 scores for 4 clips"):
+        prediction_rows("good", 0, clips, np.zeros(3), 12, "run")
 
 
 def test_baselines_fit_on_the_original_clips_of_the_training_videos():

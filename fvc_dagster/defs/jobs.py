@@ -6,6 +6,10 @@ import dagster as dg
 from fvc_dagster.defs.partitions import folds_partitions, videos_partitions
 
 PER_VIDEO_GROUPS = ("ingest", "clips", "features")
+# What a newly trained network changes: the stacking, the predictions, metrics and comparison.
+NETWORK_DOWNSTREAM = (
+    "ensemble", "ensemble_training_rows", "fold_predictions", "fold_metrics", "model_comparison",
+)  # fmt: skip
 
 video_pipeline_job = dg.define_asset_job(
     "video_pipeline",
@@ -24,11 +28,10 @@ training_job = dg.define_asset_job(
 
 networks_job = dg.define_asset_job(
     "networks",
-    selection=dg.AssetSelection.groups("networks")
-    | dg.AssetSelection.assets("fold_metrics", "model_comparison"),
+    selection=dg.AssetSelection.groups("networks") | dg.AssetSelection.assets(*NETWORK_DOWNSTREAM),
     partitions_def=folds_partitions,
     description="Video networks on a range of folds (pick them with an asset selection; each "
-    "network's hyperparameters in its config), then the metrics and the comparison.",
+    "network's hyperparameters in its config), then the ensemble, metrics and comparison.",
 )
 
 champion_job = dg.define_asset_job(

@@ -108,6 +108,9 @@ class MlflowTracking(dg.ConfigurableResource):
     champion_experiment: str = Field(
         default="fvc-champion", description="The experiment of the champion's refit runs."
     )
+    comparison_experiment: str = Field(
+        default="fvc-comparison", description="The experiment of the comparison's figures."
+    )
 
     def client(self):
         """An MlflowClient of this tracking server (its registry too)."""

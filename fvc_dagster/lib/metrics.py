@@ -33,30 +33,55 @@ def fold_scores(
     }
 
 
-def evaluation_row(
+# A model's held-out prediction for one validation clip of one fold: what `fold_predictions`
+# holds and every fold metric is computed from.
+PREDICTION_COLUMNS = [
+    "model", "weights", "fold", "video_id", "clip_id", "label", "probability", "n_train",
+    "mlflow_run_id",
+]  # fmt: skip
+
+
+def prediction_rows(
     model: str,
     fold: str,
-    scores: dict[str, float],
+    clips: pd.DataFrame,
+    probabilities: np.ndarray,
     n_train: int,
-    n_validation: int,
     mlflow_run_id: str,
     weights: str = NO_WEIGHTS,
-) -> dict:
-    """A model's row of `fold_metrics` for one fold: the same columns for every model."""
-    return {
-        "model": model,
-        "fold": fold,
-        **scores,
-        "n_train": n_train,
-        "n_validation": n_validation,
-        "mlflow_run_id": mlflow_run_id,
-        "weights": weights,
-    }
+) -> pd.DataFrame:
+    """A model's P(fake) for each validation clip of a fold (`clips`: `video_id, clip_id,
+    label` in the order of `probabilities`), with what the fold was trained on."""
+    if len(clips) != len(probabilities):
+        raise ValueError(f"{model} fold {fold}: {len(probabilities)} scores for {len(clips)} clips")
+    table = clips[["video_id", "clip_id", "label"]].reset_index(drop=True)
+    return table.assign(
+        model=model,
+        weights=weights,
+        fold=fold,
+        probability=np.asarray(probabilities, dtype=float),
+        n_train=int(n_train),
+        mlflow_run_id=mlflow_run_id,
+    )[PREDICTION_COLUMNS]
 
 
-def scores_markdown(rows: pd.DataFrame) -> str:
-    """Evaluation rows as the markdown table a model asset shows (MLflow run ids left out)."""
-    return rows.drop(columns="mlflow_run_id").to_markdown(index=False)
+def fold_metrics_of(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per model, weights and fold: the metrics of its held-out predictions (1 = fake),
+    `n_train`, `n_validation` and its MLflow run."""
+    rows = []
+    for (model, weights, fold), part in predictions.groupby(["model", "weights", "fold"]):
+        scores = fold_scores((part["label"] == "fake").to_numpy(int), part["probability"])
+        rows.append(
+            {"model": model, "fold": fold, **scores, "n_train": int(part["n_train"].iloc[0]),
+             "n_validation": len(part), "mlflow_run_id": part["mlflow_run_id"].iloc[0],
+             "weights": weights}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def scores_markdown(predictions: pd.DataFrame) -> str:
+    """A model asset's per-fold metrics as markdown (MLflow run ids left out)."""
+    return fold_metrics_of(predictions).drop(columns="mlflow_run_id").to_markdown(index=False)
 
 
 def compare_models(fold_metrics: pd.DataFrame) -> pd.DataFrame:

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 
 import mlflow
 import mlflow.sklearn
+import pandas as pd
 import skops.io
 from mlflow.models import infer_signature
 
+from fvc_dagster.lib.ensemble import StackedFold
 from fvc_dagster.lib.training import FoldData, FoldResult
 
 if TYPE_CHECKING:
@@ -45,6 +47,43 @@ def log_fold_run(result: FoldResult, model: str, fold: str, data: FoldData) -> N
         # skops refuses types it does not know; these are the ones this pipeline was built from.
         skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(result.pipeline)),
     )
+
+
+def log_stacking_run(stacked: StackedFold, base_models: list[str]) -> None:
+    """The active run's record of one fold's meta-learner: its base models, their coefficients,
+    the rows it was fit on, and its scores on the fold."""
+    from fvc_dagster.lib.metrics import fold_scores
+
+    coefficients = stacked.meta_learner[-1].coef_[0]
+    mlflow.log_params(
+        {"model": "ensemble", "fold": stacked.fold, "base_models": ",".join(base_models),
+         "n_train_clips": len(stacked.training_rows)}
+    )  # fmt: skip
+    mlflow.log_metrics(  # "naive_cnn[random]" as "coef_naive_cnn.random": MLflow's key rules
+        {f"coef_{m.replace('[', '.').rstrip(']')}": float(c)
+         for m, c in zip(base_models, coefficients, strict=True)}
+    )  # fmt: skip
+    y = (stacked.predictions["label"] == "fake").to_numpy(int)
+    scores = fold_scores(y, stacked.predictions["probability"].to_numpy())
+    mlflow.log_metrics({k: float(v) for k, v in scores.items() if math.isfinite(float(v))})
+
+
+def log_figure(fig, name: str) -> None:
+    """A matplotlib figure into the active run as `<name>.png` (the figure stays open)."""
+    mlflow.log_figure(fig, f"{name}.png")
+
+
+def log_fold_figure(rows: pd.DataFrame) -> None:
+    """The active run's figure of one model fold (ROC curve and confusion matrix) from its
+    prediction rows, as `fold_figure.png`."""
+    import matplotlib.pyplot as plt
+
+    from fvc_dagster.lib.figures import fold_figure
+
+    first = rows.iloc[0]
+    fig = fold_figure(rows, f"{first['model']} fold {first['fold']}")
+    log_figure(fig, "fold_figure")
+    plt.close(fig)
 
 
 def _loggable(value) -> bool:

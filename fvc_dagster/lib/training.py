@@ -142,6 +142,7 @@ class FoldResult:
     kept_features: list[str]  # the features the classifier sees (pruned, then selected)
     n_train: int  # clips it was fitted on: the original clips of the training videos
     n_validation: int
+    val_probabilities: np.ndarray  # P(fake) of each validation clip, in `validation` row order
 
 
 def baseline_training_rows(train: pd.DataFrame) -> pd.DataFrame:
@@ -170,7 +171,12 @@ def train_fold(model: str, data: FoldData, seed: int = 0) -> FoldResult:
     if len(np.unique(y_train)) < 2:
         raise ValueError("the training folds hold a single class")
     pipeline = baseline_pipeline(model, seed).fit(x_train, y_train)
-    scores = fold_scores(y_val, pipeline.predict_proba(x_val)[:, 1])
+    probabilities = pipeline.predict_proba(x_val)[:, 1]
     return FoldResult(
-        pipeline, scores, selected_features(pipeline, data.feature_names), len(x_train), len(x_val)
+        pipeline,
+        fold_scores(y_val, probabilities),
+        selected_features(pipeline, data.feature_names),
+        len(x_train),
+        len(x_val),
+        probabilities,
     )

@@ -9,16 +9,26 @@ from fvc_dagster.defs.partitions import ALL_VIDEOS, DEFAULT_FOLDS, N_FOLDS, fold
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.training.networks import NETWORKS, network_asset_name, network_assets
 from fvc_dagster.defs.warehouse import existing_table
+from fvc_dagster.lib.clipstore import png_markdown
+from fvc_dagster.lib.ensemble import stack_fold, stacking_table
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
+from fvc_dagster.lib.figures import confusion_matrices, metric_bars, rgb, roc_curves
 from fvc_dagster.lib.metrics import (
+    PREDICTION_COLUMNS,
     compare_models,
     comparison_markdown,
-    evaluation_row,
+    fold_metrics_of,
+    prediction_rows,
     scores_markdown,
 )
 from fvc_dagster.lib.models import BASELINES
 from fvc_dagster.lib.splits import assign_folds, videos_keeping_their_fold
-from fvc_dagster.lib.tracking import log_fold_run
+from fvc_dagster.lib.tracking import (
+    log_figure,
+    log_fold_figure,
+    log_fold_run,
+    log_stacking_run,
+)
 from fvc_dagster.lib.training import assign_clips, fold_data, train_fold
 
 FOLD_SEED = 0
@@ -137,50 +147,134 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
             ) as run:
                 result = train_fold(model, data)
                 log_fold_run(result, model, fold_key, data)
+                rows.append(
+                    prediction_rows(
+                        model, fold_key, data.validation, result.val_probabilities,
+                        result.n_train, run.info.run_id,
+                    )
+                )  # fmt: skip
+                log_fold_figure(rows[-1])
             context.log.info(f"{model} fold {fold_key}: roc_auc={result.scores['roc_auc']:.3f}")
-            rows.append(
-                evaluation_row(
-                    model, fold_key, result.scores, result.n_train, result.n_validation,
-                    run.info.run_id,
-                )
-            )  # fmt: skip
-        table = pd.DataFrame(rows)
+        table = pd.concat(rows, ignore_index=True)
         context.add_output_metadata({"scores": dg.MetadataValue.md(scores_markdown(table))})
         return table
 
-    _baseline.__doc__ = f"One row per fold: {model} trained on the other folds, scored on this one."
+    _baseline.__doc__ = (
+        f"One row per validation clip of each fold: {model}'s held-out P(fake), trained on the "
+        "other folds."
+    )
     return _baseline
 
 
 baseline_assets = [build_baseline_asset(model) for model in BASELINES]
 
 
+BASELINE_INS = {f"baseline_{m}": dg.AssetIn() for m in BASELINES}
+
+
+def base_predictions(warehouse: DuckDBResource, baselines: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every base model's held-out predictions (`PREDICTION_COLUMNS`, integer folds): the
+    baselines as loaded, the on-demand models from their tables as they are (one never
+    trained is absent; rows of folds that no longer exist are stale and dropped)."""
+    on_demand = [existing_table(warehouse, network_asset_name(m)) for m in NETWORKS]
+    folds = folds_partitions.get_partition_keys()
+    trained = [t[t["fold"].isin(folds)] for t in on_demand if t is not None]
+    table = pd.concat([*baselines.values(), *trained], ignore_index=True)
+    return table.assign(fold=table["fold"].astype(int))[PREDICTION_COLUMNS]
+
+
+@dg.multi_asset(
+    outs={
+        "ensemble": dg.AssetOut(kinds={"duckdb", "scikitlearn"}, description=(
+            "One row per validation clip of each fold: the stacked P(fake) of a logistic "
+            "regression over the base models' held-out probabilities, fit for fold k on the "
+            "other folds' videos only."), automation_condition=UPDATE_ON_NEW_DATA),
+        "ensemble_training_rows": dg.AssetOut(kinds={"duckdb"}, description=(
+            "One row per fold and clip its meta-learner was fit on (what the leak check "
+            "reads)."), automation_condition=UPDATE_ON_NEW_DATA),
+    },
+    ins=BASELINE_INS,
+    deps=network_assets,
+    pool="duckdb",
+    group_name="training",
+)  # fmt: skip
+def ensemble(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBResource,
+    mlflow: MlflowTracking,
+    **baselines: pd.DataFrame,
+):
+    folds = folds_partitions.get_partition_keys()
+    table, base_models = stacking_table(
+        base_predictions(warehouse, baselines), [int(f) for f in folds]
+    )
+    rows, seen = [], []
+    for fold in folds:
+        with mlflow.start_run(
+            run_name=f"ensemble-fold{fold}",
+            tags={"dagster_run_id": context.run_id, "model": "ensemble", "fold": fold},
+        ) as run:
+            stacked = stack_fold(table, base_models, int(fold))
+            log_stacking_run(stacked, base_models)
+            scored = stacked.predictions
+            rows.append(
+                prediction_rows("ensemble", fold, scored, scored["probability"],
+                                len(stacked.training_rows), run.info.run_id)
+            )  # fmt: skip
+            log_fold_figure(rows[-1])
+        seen.append(stacked.training_rows)
+    predictions = pd.concat(rows, ignore_index=True)
+    yield dg.Output(
+        predictions,
+        output_name="ensemble",
+        metadata={
+            "base_models": dg.MetadataValue.json(base_models),
+            "scores": dg.MetadataValue.md(scores_markdown(predictions)),
+        },
+    )
+    yield dg.Output(pd.concat(seen, ignore_index=True), output_name="ensemble_training_rows")
+
+
 @dg.asset(
     pool="duckdb",
     group_name="training",
     kinds={"duckdb"},
-    ins={f"baseline_{m}": dg.AssetIn() for m in BASELINES},
+    ins={**BASELINE_INS, "ensemble": dg.AssetIn()},
     deps=network_assets,
     automation_condition=UPDATE_ON_NEW_DATA,
 )
-def fold_metrics(
-    context: dg.AssetExecutionContext, warehouse: DuckDBResource, **baselines: pd.DataFrame
+def fold_predictions(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBResource,
+    ensemble: pd.DataFrame,
+    **baselines: pd.DataFrame,
 ) -> pd.DataFrame:
-    """One row per model and fold: accuracy, precision, recall, F1, ROC-AUC, PR-AUC, confusion,
-    and the weights a network started from. Networks come from their tables as they are: one
-    never trained is absent."""
-    networks = [existing_table(warehouse, network_asset_name(m)) for m in NETWORKS]
-    folds = folds_partitions.get_partition_keys()  # rows of other fold counts are stale
-    trained = [t[t["fold"].isin(folds)] for t in networks if t is not None]
-    table = pd.concat([*baselines.values(), *trained], ignore_index=True).assign(
-        fold=lambda t: t["fold"].astype(int)
-    )
+    """One row per model, fold and validation clip: the model's held-out P(fake) for the clip
+    (`probability`), its `label`, video and the weights it started from; the ensemble's too.
+    Networks come from their tables as they are: one never trained is absent."""
+    base = base_predictions(warehouse, baselines)
+    table = pd.concat([base, ensemble.assign(fold=ensemble["fold"].astype(int))])
+    table = table[PREDICTION_COLUMNS]
     context.add_output_metadata(
         {
             "rows": dg.MetadataValue.int(len(table)),
             "models": dg.MetadataValue.json(sorted(table["model"].unique())),
         }
     )
+    return table.sort_values(["model", "weights", "fold", "clip_id"]).reset_index(drop=True)
+
+
+@dg.asset(
+    pool="duckdb",
+    group_name="training",
+    kinds={"duckdb"},
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def fold_metrics(context: dg.AssetExecutionContext, fold_predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and fold: accuracy, precision, recall, F1, ROC-AUC, PR-AUC and the
+    confusion counts of its held-out predictions, and the weights a network started from."""
+    table = fold_metrics_of(fold_predictions)
+    context.add_output_metadata({"rows": dg.MetadataValue.int(len(table))})
     return table.sort_values(["model", "fold"]).reset_index(drop=True)
 
 
@@ -190,12 +284,32 @@ def fold_metrics(
     kinds={"duckdb"},
     automation_condition=UPDATE_ON_NEW_DATA,
 )
-def model_comparison(context: dg.AssetExecutionContext, fold_metrics: pd.DataFrame) -> pd.DataFrame:
+def model_comparison(
+    context: dg.AssetExecutionContext,
+    fold_metrics: pd.DataFrame,
+    fold_predictions: pd.DataFrame,
+    mlflow: MlflowTracking,
+) -> pd.DataFrame:
     """One row per model (and weights, for networks): mean and std of every metric over the
-    folds, best ROC-AUC first."""
+    folds, best ROC-AUC first; its figures (mean ROC-AUC with std, ROC curves, confusion
+    matrices) in the UI and in an MLflow run of `fvc-comparison`."""
     table = compare_models(fold_metrics)
+    figures = {
+        "roc_auc_by_model": metric_bars(table),
+        "roc_curves": roc_curves(fold_predictions),
+        "confusion_matrices": confusion_matrices(fold_predictions),
+    }
+    with mlflow.start_run(
+        run_name="model-comparison",
+        tags={"dagster_run_id": context.run_id},
+        experiment=mlflow.comparison_experiment,
+    ):
+        for name, fig in figures.items():
+            log_figure(fig, name)
+    images = {name: png_markdown(rgb(fig), name) for name, fig in figures.items()}
     context.add_output_metadata(
         {
+            **{name: dg.MetadataValue.md(image) for name, image in images.items()},
             "comparison": dg.MetadataValue.md(comparison_markdown(table)),
             "best_model": dg.MetadataValue.text(str(table.iloc[0]["model"])),
             "best_roc_auc_mean": dg.MetadataValue.float(float(table.iloc[0]["roc_auc_mean"])),

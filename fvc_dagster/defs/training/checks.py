@@ -1,5 +1,6 @@
-"""Blocking checks: no cascade straddles folds, every fold holds both classes, and no clip of a
-held-out video (original, augmented or scaled, as its files say) trains its fold."""
+"""Blocking checks: no cascade straddles folds, every fold holds both classes, no clip of a
+held-out video (original, augmented or scaled, as its files say) trains its fold, and no fold's
+labels reach its own stacking meta-learner."""
 
 import dagster as dg
 import pandas as pd
@@ -7,6 +8,7 @@ import pandas as pd
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.defs.resources import FvcStorage
 from fvc_dagster.defs.training.assets import cv_folds, training_clips
+from fvc_dagster.lib.ensemble import meta_learner_leaks
 from fvc_dagster.lib.splits import folds_missing_a_class, groups_in_several_folds
 from fvc_dagster.lib.training import TRAIN, clip_owners, leak_report
 
@@ -65,5 +67,26 @@ def no_held_out_clip_in_training(
                 f"{kind}_examples": dg.MetadataValue.json(rows.head(20).to_dict("records"))
                 for kind, rows in found.items()
             },
+        },
+    )
+
+
+@dg.asset_check(
+    asset="ensemble",
+    blocking=True,
+    additional_ins={"ensemble_training_rows": dg.AssetIn(), "cv_folds": dg.AssetIn()},
+)
+def no_fold_label_in_its_meta_learner(
+    ensemble_training_rows: pd.DataFrame, cv_folds: pd.DataFrame
+) -> dg.AssetCheckResult:
+    """No fold's meta-learner was fit on a clip of a video that `cv_folds` places in that fold:
+    the stacked predictions of a fold never saw its labels."""
+    leaks = meta_learner_leaks(ensemble_training_rows, cv_folds)
+    return dg.AssetCheckResult(
+        passed=leaks.empty,
+        metadata={
+            "meta_training_rows": dg.MetadataValue.int(len(ensemble_training_rows)),
+            "leaked_rows": dg.MetadataValue.int(len(leaks)),
+            "leaked_examples": dg.MetadataValue.json(leaks.head(20).to_dict("records")),
         },
     )

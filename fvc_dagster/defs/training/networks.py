@@ -8,7 +8,7 @@ from pydantic import Field
 
 from fvc_dagster.defs.partitions import ALL_VIDEOS, folds_partitions
 from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
-from fvc_dagster.lib.metrics import evaluation_row, fold_scores, scores_markdown
+from fvc_dagster.lib.metrics import fold_scores, prediction_rows, scores_markdown
 from fvc_dagster.lib.models import list_models
 from fvc_dagster.lib.network_training import (
     checkpoint_dir,
@@ -16,7 +16,12 @@ from fvc_dagster.lib.network_training import (
     plan_network,
     train_network,
 )
-from fvc_dagster.lib.tracking import log_epoch, log_network_params, log_network_result
+from fvc_dagster.lib.tracking import (
+    log_epoch,
+    log_fold_figure,
+    log_network_params,
+    log_network_result,
+)
 
 NETWORKS = list_models(networks_only=True)
 
@@ -100,14 +105,15 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
                 result, network = train_network(plan, data, checkpoint, on_epoch_end)
                 scores = fold_scores(data.validation.labels, result.val_probabilities)
                 log_network_result(result, network, scores)
+                rows.append(
+                    prediction_rows(
+                        model, fold_key, data.validation_rows, result.val_probabilities,
+                        len(data.train), run.info.run_id, plan.weights,
+                    )
+                )  # fmt: skip
+                log_fold_figure(rows[-1])
             resumed[fold_key] = result.resumed_from_epoch
-            rows.append(
-                evaluation_row(
-                    model, fold_key, scores, len(data.train), len(data.validation),
-                    run.info.run_id, plan.weights,
-                )
-            )  # fmt: skip
-        table = pd.DataFrame(rows)
+        table = pd.concat(rows, ignore_index=True)
         context.add_output_metadata(
             {
                 "scores": dg.MetadataValue.md(scores_markdown(table)),
@@ -117,8 +123,8 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
         return table
 
     _network.__doc__ = (
-        f"One row per fold: the {model} network trained on the fold's training clips (original "
-        "and augmented), scored on its held-out original clips."
+        f"One row per validation clip of each fold: the held-out P(fake) of the {model} network "
+        "trained on the fold's training clips (original and augmented)."
     )
     return _network
 
