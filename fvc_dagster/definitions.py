@@ -28,6 +28,7 @@ from fvc_dagster.defs.resources import (
 )
 from fvc_dagster.defs.training import assets as training_assets
 from fvc_dagster.defs.training import checks as training_checks
+from fvc_dagster.defs.training import embeddings as embedding_assets
 from fvc_dagster.defs.training import networks as network_assets
 from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA
 from fvc_dagster.lib.serving import local_tracking_uri
@@ -38,6 +39,7 @@ DOMAINS = [
     feature_assets,
     training_assets,
     network_assets,
+    embedding_assets,
     champion_assets,
 ]
 

@@ -39,9 +39,12 @@ def inputs(name: str, frames: int = 4, pixels: int = 32) -> tuple[torch.Tensor, 
     return (clip,)
 
 
-def test_registry_lists_fourteen_networks_and_three_baselines():
+def test_registry_lists_fourteen_networks_three_baselines_and_five_models_on_embeddings():
     assert len(NETWORKS) == 14
-    assert [n for n in REGISTRY if n not in NETWORKS] == ["logistic_regression", "svm", "xgboost"]
+    assert [n for n in REGISTRY if n not in NETWORKS] == [
+        "logistic_regression", "svm", "xgboost", "xgboost_pretrained_inception", "xgboost_i3d",
+        "xgboost_r2plus1d", "xgboost_vit_gru", "xgboost_vit_transformer",
+    ]  # fmt: skip
     assert all(REGISTRY[n].checkpoint and REGISTRY[n].recipe for n in NETWORKS)
 
 
@@ -169,3 +172,9 @@ def test_fvc_models_json_lists_the_networks_with_distinct_sizes(capsys, tmp_path
     assert counts["pretrained_inception"] > 33_371_472  # r3d_18 with its 400-class fc
     assert rows["x3d"]["weights"] == f"put X3D_M.pyth in {tmp_path / 'hub' / 'checkpoints'}"
     assert rows["svm"]["parameters"] is None
+    # the models on embeddings: their frozen trunk's size and checkpoint, no training recipe
+    assert 33_000_000 < rows["xgboost_pretrained_inception"]["parameters"] < 33_371_472
+    assert 85_000_000 < rows["xgboost_vit_gru"]["parameters"] < 86_000_000
+    assert rows["xgboost_vit_gru"]["parameters"] == rows["xgboost_vit_transformer"]["parameters"]
+    assert rows["xgboost_i3d"]["weights"].startswith("put I3D_8x8_R50.pyth in")
+    assert rows["xgboost_i3d"]["recipe"] is None and rows["xgboost_i3d"]["family"] == "embedding"

@@ -111,6 +111,10 @@ class MlflowTracking(dg.ConfigurableResource):
     comparison_experiment: str = Field(
         default="fvc-comparison", description="The experiment of the comparison's figures."
     )
+    embedding_experiment: str = Field(
+        default="fvc-embeddings",
+        description="The experiment of the XGBoost models' fold runs on clip embeddings.",
+    )
 
     def client(self):
         """An MlflowClient of this tracking server (its registry too)."""

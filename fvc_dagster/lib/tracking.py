@@ -1,4 +1,5 @@
-"""What one fold's training run records in MLflow: a baseline's, or a network's."""
+"""What one fold's training run records in MLflow: a baseline's, a network's, or an
+XGBoost's on clip embeddings."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from fvc_dagster.lib.training import FoldData, FoldResult
 if TYPE_CHECKING:
     from torch import nn
 
+    from fvc_dagster.lib.embeddings import EmbeddingFit, EmbeddingFold
     from fvc_dagster.lib.network_training import NetworkPlan
     from fvc_dagster.lib.trainer import TrainResult
 
@@ -146,3 +148,21 @@ def log_network_result(result: TrainResult, model: nn.Module, scores: dict[str, 
         serialization_format="pickle",
         pip_requirements=["torch", "torchvision", "pytorchvideo"],
     )
+
+
+def log_embedding_fold(
+    fit: EmbeddingFit, fold: EmbeddingFold, params: dict[str, str | int]
+) -> None:
+    """The active run's params (`params`: model, fold, backbone and how its embeddings were
+    made; with the clip counts, the embedding width and the classifier's) and the fold's
+    scores."""
+    mlflow.log_params(
+        {
+            **params,
+            "n_train_clips": len(fold.train),
+            "n_validation_clips": len(fold.validation),
+            "embedding_dim": fit.classifier.n_features_in_,
+            **{f"clf_{k}": v for k, v in fit.classifier.get_params().items() if _loggable(v)},
+        }
+    )
+    mlflow.log_metrics({k: float(v) for k, v in fit.scores.items() if math.isfinite(float(v))})

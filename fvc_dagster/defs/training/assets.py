@@ -7,6 +7,11 @@ from dagster_duckdb import DuckDBResource
 
 from fvc_dagster.defs.partitions import ALL_VIDEOS, DEFAULT_FOLDS, N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
+from fvc_dagster.defs.training.embeddings import (
+    EMBEDDING_MODELS,
+    embedding_asset_name,
+    embedding_model_assets,
+)
 from fvc_dagster.defs.training.networks import NETWORKS, network_asset_name, network_assets
 from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.clipstore import png_markdown
@@ -176,7 +181,10 @@ def base_predictions(warehouse: DuckDBResource, baselines: dict[str, pd.DataFram
     """Every base model's held-out predictions (`PREDICTION_COLUMNS`, integer folds): the
     baselines as loaded, the on-demand models from their tables as they are (one never
     trained is absent; rows of folds that no longer exist are stale and dropped)."""
-    on_demand = [existing_table(warehouse, network_asset_name(m)) for m in NETWORKS]
+    on_demand = [
+        *(existing_table(warehouse, network_asset_name(m)) for m in NETWORKS),
+        *(existing_table(warehouse, embedding_asset_name(m)) for m in EMBEDDING_MODELS),
+    ]
     folds = folds_partitions.get_partition_keys()
     trained = [t[t["fold"].isin(folds)] for t in on_demand if t is not None]
     table = pd.concat([*baselines.values(), *trained], ignore_index=True)
@@ -194,7 +202,7 @@ def base_predictions(warehouse: DuckDBResource, baselines: dict[str, pd.DataFram
             "reads)."), automation_condition=UPDATE_ON_NEW_DATA),
     },
     ins=BASELINE_INS,
-    deps=network_assets,
+    deps=[*network_assets, *embedding_model_assets],
     pool="duckdb",
     group_name="training",
 )  # fmt: skip
@@ -240,7 +248,7 @@ def ensemble(
     group_name="training",
     kinds={"duckdb"},
     ins={**BASELINE_INS, "ensemble": dg.AssetIn()},
-    deps=network_assets,
+    deps=[*network_assets, *embedding_model_assets],
     automation_condition=UPDATE_ON_NEW_DATA,
 )
 def fold_predictions(

@@ -33,21 +33,29 @@ class Recipe:
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry row. `input`: "features" (tabular), "clip" (B, 3, T, H, W), "clip+box" (also
-    the content boxes, see `BoxPooled`) or "clip+flow" (also the flow, see `TwoStream`);
-    `frames` x `pixels` the default clip size; `builder` names "module:function" in this package
-    (imported when used, so the table costs no torch import): `function(state_dict | None,
-    **options)` makes the network, or for tabular rows `function(**options, seed=...)` the
+    the content boxes, see `BoxPooled`), "clip+flow" (also the flow, see `TwoStream`) or
+    "embedding" (XGBoost on the clip embeddings of the frozen trunk of the network
+    `options["backbone"]`, see `lib.embeddings`); `frames` x `pixels` the default clip size;
+    `builder` names "module:function" in this package (imported when used, so the table costs
+    no torch import): `function(state_dict | None, **options)` makes the network (for
+    "embedding" rows the frozen trunk), or for tabular rows `function(**options, seed=...)` the
     scikit-learn pipeline."""
 
     name: str
     family: str
-    input: Literal["features", "clip", "clip+box", "clip+flow"]
+    input: Literal["features", "clip", "clip+box", "clip+flow", "embedding"]
     builder: str
     frames: int | None = None
     pixels: int | None = None
     recipe: Recipe | None = None
     checkpoint: Pretrained | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_network(self) -> bool:
+        """A video network trained end to end (not a tabular baseline, not XGBoost on frozen
+        embeddings)."""
+        return self.input.startswith("clip")
 
 
 R3D = torchvision_checkpoint("r3d_18-b3b3357e.pth")
@@ -142,9 +150,26 @@ REGISTRY: dict[str, ModelSpec] = {
     ]
 }  # fmt: skip
 
+# The networks whose frozen trunks embed clips for XGBoost models (`xgboost_<network>` rows).
+EMBEDDING_BACKBONES = ("pretrained_inception", "i3d", "r2plus1d", "vit_gru", "vit_transformer")
+
+
+def _on_embeddings(backbone: ModelSpec) -> ModelSpec:
+    """XGBoost on the clip embeddings of `backbone`'s frozen trunk, at its clip size and from its
+    checkpoint."""
+    return ModelSpec(
+        f"xgboost_{backbone.name}", "embedding", "embedding", "backbones:build_backbone",
+        backbone.frames, backbone.pixels, checkpoint=backbone.checkpoint,
+        options={"backbone": backbone.name},
+    )  # fmt: skip
+
+
+REGISTRY |= {s.name: s for s in (_on_embeddings(REGISTRY[b]) for b in EMBEDDING_BACKBONES)}
+
 
 def list_models(networks_only: bool = False) -> list[str]:
-    return [n for n, s in REGISTRY.items() if not (networks_only and s.family == "tabular")]
+    """Every registered model, or the video networks only."""
+    return [n for n, s in REGISTRY.items() if s.is_network or not networks_only]
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -175,6 +200,30 @@ def build_model(
     spec = get_spec(name)
     if spec.family == "tabular":
         raise ValueError(f"{name!r} is a tabular baseline: use baseline_pipeline({name!r}, seed)")
+    if spec.family == "embedding":
+        backbone = spec.options["backbone"]
+        raise ValueError(
+            f"{name!r} is an XGBoost model on the clip embeddings of the frozen {backbone} trunk, "
+            f"not a network to train: materialize clip_embeddings (backbone {backbone}), then "
+            f"the asset {name}; lib.embeddings.embedding_network({backbone!r}) is the trunk"
+        )
+    return _build(spec, weights, weights_file, overrides)
+
+
+def build_frozen(
+    name: str, weights: Literal["random", "pretrained"], weights_file: str | Path | None = None
+) -> nn.Module:
+    """The frozen embedding network (eval mode, no gradients) of the "embedding" row `name`,
+    random or with its backbone's pretrained weights (found as by `build_model`)."""
+    spec = get_spec(name)
+    if spec.family != "embedding":
+        raise ValueError(f"{name!r} is not an XGBoost model on embeddings")
+    return _build(spec, weights, weights_file, {}).eval().requires_grad_(False)
+
+
+def _build(
+    spec: ModelSpec, weights: str, weights_file: str | Path | None, overrides: dict[str, Any]
+) -> nn.Module:
     if weights not in ("random", "pretrained"):
         raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
     if weights_file is not None and weights != "pretrained":
@@ -194,10 +243,11 @@ def parameter_count(name: str) -> int:
 
 
 def portfolio() -> list[dict[str, Any]]:
-    """One row per registered model: what `fvc models` shows."""
+    """One row per registered model: what `fvc models` shows (an embedding row's parameters
+    and weights are its frozen backbone's)."""
     rows = []
     for spec in REGISTRY.values():
-        network = spec.family != "tabular"
+        weighted = spec.family != "tabular"
         rows.append(
             {
                 "name": spec.name,
@@ -205,10 +255,10 @@ def portfolio() -> list[dict[str, Any]]:
                 "input": spec.input,
                 "frames": spec.frames,
                 "pixels": spec.pixels,
-                "parameters": parameter_count(spec.name) if network else None,
-                "pretrained": spec.checkpoint.dataset if network else None,
-                "weights": spec.checkpoint.status() if network else None,
-                "recipe": vars(spec.recipe) if network else None,
+                "parameters": parameter_count(spec.name) if weighted else None,
+                "pretrained": spec.checkpoint.dataset if weighted else None,
+                "weights": spec.checkpoint.status() if weighted else None,
+                "recipe": vars(spec.recipe) if spec.recipe else None,
             }
         )
     return rows
