@@ -35,22 +35,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _networks(value: str) -> tuple[str, ...]:
-    """`--models`: comma-separated network names, `all` or `none`."""
-    from fvc_dagster.lib.models import list_models
-
-    networks = list_models(networks_only=True)
+def _chosen(value: str, known: list[str], what: str) -> tuple[str, ...]:
+    """Comma-separated names of `known`, `all` or `none`."""
     if value in ("all", "none"):
-        return tuple(networks) if value == "all" else ()
+        return tuple(known) if value == "all" else ()
     names = tuple(value.split(","))
-    unknown = [n for n in names if n not in networks]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"unknown networks {unknown}; choose from {', '.join(networks)} or all")
+        raise SystemExit(f"unknown {what} {unknown}; choose from {', '.join(known)} or all")
     return names
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    from fvc_dagster.lib.models import list_models
+
+    return _chosen(value, list_models(networks_only=True), "networks")
+
+
+def _embedding_models(value: str) -> tuple[str, ...]:
+    from fvc_dagster.lib.models import REGISTRY
+
+    known = [name for name, spec in REGISTRY.items() if spec.family == "embedding"]
+    return _chosen(value, known, "embedding models")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fvc_dagster.demo import DEMO_NETWORKS, run_demo
+    from fvc_dagster.demo import DEMO_EMBEDDING_MODELS, DEMO_NETWORKS, run_demo
 
     return run_demo(
         _data_dir(args.data_dir),
@@ -58,6 +68,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         n_archives=args.archives,
         seed=args.seed,
         networks=_networks(args.models) if args.models else DEMO_NETWORKS,
+        embedding_models=(
+            _embedding_models(args.embedding_models)
+            if args.embedding_models
+            else DEMO_EMBEDDING_MODELS
+        ),
     )
 
 
@@ -129,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         "--models",
         help="video networks to train after the baselines: NAME,..., all or none "
         "(default: the two cheapest, naive_cnn and slowfast_attention)",
+    )
+    demo.add_argument(
+        "--embedding-models",
+        help="XGBoost-on-embeddings models to train (their clips embedded first): NAME,..., all "
+        "or none (default: xgboost_pretrained_inception, at 4x32 px with random weights)",
     )
     models = commands.add_parser("models", help="the model portfolio and where its weights are")
     models.add_argument("--json", action="store_true", help="print JSON rows")

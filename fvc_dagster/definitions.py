@@ -14,6 +14,7 @@ from fvc_dagster.defs.ingest import assets as ingest_assets
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
 from fvc_dagster.defs.jobs import (
     champion_job,
+    embeddings_job,
     networks_job,
     scoring_job,
     training_job,
@@ -55,7 +56,14 @@ def build_defs(
         assets=dg.load_assets_from_modules(DOMAINS),
         asset_checks=dg.load_asset_checks_from_modules([training_checks]),
         sensors=[archive_sensor, split_failed_video_batches],
-        jobs=[video_pipeline_job, training_job, networks_job, champion_job, scoring_job],
+        jobs=[
+            video_pipeline_job,
+            training_job,
+            networks_job,
+            embeddings_job,
+            champion_job,
+            scoring_job,
+        ],
         executor=dg.in_process_executor,
         resources={
             "io_manager": DuckDBPandasIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),

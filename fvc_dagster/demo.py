@@ -24,6 +24,10 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # slowfast_attention 17, slowfast 18, x3d 14), with settings that keep them to a few minutes on
 # the 60-video corpus: random weights (nothing to download), tiny clips, one epoch.
 DEMO_NETWORKS = ("naive_cnn", "slowfast_attention")
+# The cheapest embedding model: r3d_18's frozen trunk (0.33 s a 16 x 112 clip; at 4 x 32 px a
+# few ms), random weights (nothing to download), then XGBoost on every fold.
+DEMO_EMBEDDING_MODELS = ("xgboost_pretrained_inception",)
+DEMO_EMBEDDING_CONFIG = {"weights": "random", "frames": 4, "pixels": 32, "batch_size": 32}
 DEMO_NETWORK_CONFIG = {
     "weights": "random",
     "frames": 4,
@@ -108,24 +112,48 @@ def _all_folds() -> dg.RunRequest:
     return dg.RunRequest(tags=partition_range_tags(folds[0], folds[-1]))
 
 
+def embed_clips(
+    defs: dg.Definitions, instance: dg.DagsterInstance, videos: list[str], models: Sequence[str]
+) -> bool:
+    """`clip_embeddings` of the videos by the backbones of these XGBoost-on-embeddings models,
+    with `DEMO_EMBEDDING_CONFIG`, in batched runs."""
+    from fvc_dagster.defs.ingest.sensors import batch_run_requests
+    from fvc_dagster.lib.models import REGISTRY
+
+    backbones = [REGISTRY[m].options["backbone"] for m in models]
+    print(f"embedding every clip with {', '.join(backbones)} ({DEMO_EMBEDDING_CONFIG})")
+    config = {"clip_embeddings": {"config": {**DEMO_EMBEDDING_CONFIG, "backbones": backbones}}}
+    registered = instance.get_dynamic_partitions(videos_partitions.name)
+    return all(
+        execute_run_request(defs, "embeddings", request, instance, ops_config=config).success
+        for request in batch_run_requests(registered, videos, "embeddings")
+    )
+
+
 def train_networks(
     defs: dg.Definitions,
     networks: Sequence[str],
     instance: dg.DagsterInstance,
     config: dict = DEMO_NETWORK_CONFIG,
+    embedding_models: Sequence[str] = (),
 ) -> bool:
-    """Train the networks whose rows are older than the folds' clips (or missing) on every fold
-    with `config`, in one run with the metrics and the comparison; whether it succeeded."""
+    """Train the networks and XGBoost-on-embeddings models whose rows are older than the folds'
+    clips (or missing) on every fold, networks with `config` (embeddings computed first), in
+    one run with the ensemble, metrics and comparison; whether it succeeded."""
     from fvc_dagster.defs.jobs import NETWORK_DOWNSTREAM
     from fvc_dagster.defs.training.networks import network_asset_name
 
     clips_at = _latest_timestamp(instance, "training_clips")
     stale = [m for m in networks if _latest_timestamp(instance, network_asset_name(m)) < clips_at]
-    if not stale:
+    stale_xgb = [m for m in embedding_models if _latest_timestamp(instance, m) < clips_at]
+    if not (stale or stale_xgb):
         return True
-    print(f"training networks on every fold: {', '.join(stale)}")
+    if stale_xgb and not embed_clips(defs, instance, sorted(_videos_done(instance)), stale_xgb):
+        return False
+    print(f"training on every fold: {', '.join([*stale, *stale_xgb])}")
     start = time.perf_counter()
     selection = [dg.AssetKey(network_asset_name(m)) for m in stale]
+    selection += [dg.AssetKey(m) for m in stale_xgb]
     selection += [dg.AssetKey(k) for k in NETWORK_DOWNSTREAM]
     ops = {network_asset_name(m): {"config": config} for m in stale}
     outcome = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
@@ -210,6 +238,7 @@ def run_demo(
     n_archives: int = 3,
     seed: int = 0,
     networks: Sequence[str] = DEMO_NETWORKS,
+    embedding_models: Sequence[str] = DEMO_EMBEDDING_MODELS,
 ) -> int:
     from fvc_dagster.definitions import build_defs
     from fvc_dagster.lib.archives import archive_paths
@@ -259,7 +288,7 @@ def run_demo(
             return 1
     else:
         print("baselines are up to date with the features; reusing them")
-    if not train_networks(defs, networks, instance):
+    if not train_networks(defs, networks, instance, embedding_models=embedding_models):
         print("network training failed; see the run in the Dagster UI (make dev)")
         _print_failed_videos(failed)
         return 1

@@ -50,7 +50,7 @@ def platform(tmp_path_factory, video_bytes_factory):
     write_zip(root / "inbox" / "FVC1.zip", members)
     rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(LABELLED)]
     write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
-    done = fvc(root, "demo", "--models", "none", FVC_FOLDS="3")
+    done = fvc(root, "demo", "--models", "none", "--embedding-models", "none", FVC_FOLDS="3")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))

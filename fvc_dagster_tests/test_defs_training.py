@@ -18,7 +18,7 @@ from conftest import fvc_metadata, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags, videos_partitions
 from fvc_dagster.defs.training.checks import every_fold_has_both_classes, no_cascade_in_two_folds
-from fvc_dagster.demo import execute_run_request, run_demo
+from fvc_dagster.demo import DEMO_EMBEDDING_MODELS, execute_run_request, run_demo
 from fvc_dagster.lib.models import BASELINES
 from fvc_dagster.lib.splits import groups_in_several_folds
 
@@ -50,10 +50,14 @@ def test_demo_leaves_every_table_and_leak_free_folds(demo_root):
         4,
     ]
     metrics = query(demo_root, "select * from fvc.fold_metrics")
-    models = {*BASELINES, "ensemble"}
-    assert len(metrics) == 4 * N_FOLDS and set(metrics["model"]) == models
+    models = {*BASELINES, *DEMO_EMBEDDING_MODELS, "ensemble"}
+    assert len(metrics) == len(models) * N_FOLDS and set(metrics["model"]) == models
     comparison = query(demo_root, "select * from fvc.model_comparison")
-    assert len(comparison) == 4 and comparison["roc_auc_mean"].notna().all()
+    assert len(comparison) == len(models) and comparison["roc_auc_mean"].notna().all()
+    # The demo embeds every clip with the cheapest backbone (r3d_18 of pretrained_inception).
+    embeddings = query(demo_root, "select * from fvc.clip_embeddings")
+    assert set(embeddings["backbone"]) == {"pretrained_inception"} and len(embeddings) == 40 * 11
+    assert embeddings["embedding"].map(len).eq(512).all()
     # Every model's held-out probability for every validation clip.
     validation = query(demo_root, "select * from fvc.training_clips where role = 'validation'")
     predictions = query(demo_root, "select * from fvc.fold_predictions")
@@ -69,10 +73,12 @@ def test_demo_leaves_every_table_and_leak_free_folds(demo_root):
 def test_every_fold_run_is_a_finished_mlflow_run_with_its_dagster_run_id(demo_root):
     mlflow.set_tracking_uri(f"sqlite:///{demo_root / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["fvc-baselines"])
-    assert len(runs) == 4 * N_FOLDS and set(runs["status"]) == {"FINISHED"}
-    assert runs["tags.model"].value_counts().to_dict() == dict.fromkeys(
-        [*BASELINES, "ensemble"], N_FOLDS
-    )
+    assert set(runs["status"]) == {"FINISHED"}
+    # the ensemble stacks the baselines, then again once the embedding model has joined them
+    assert runs["tags.model"].value_counts().to_dict() == {
+        **dict.fromkeys(BASELINES, N_FOLDS),
+        "ensemble": 2 * N_FOLDS,
+    }
     assert runs["tags.dagster_run_id"].notna().all()
     assert runs["metrics.roc_auc"].notna().all()
     client = mlflow.MlflowClient()
@@ -95,9 +101,11 @@ def test_the_comparison_shows_its_figures_in_the_ui_and_in_mlflow(demo_root, mon
     for name in FIGURES:
         assert metadata[name].value.startswith(f"![{name}](data:image/png;base64,"), name
     mlflow.set_tracking_uri(f"sqlite:///{demo_root / 'mlflow.db'}")
-    (run,) = mlflow.search_runs(experiment_names=["fvc-comparison"]).itertuples()
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.run_id)}
-    assert artifacts == {f"{name}.png" for name in FIGURES} and run.status == "FINISHED"
+    runs = mlflow.search_runs(experiment_names=["fvc-comparison"])  # one per materialization
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    for run_id in runs["run_id"]:
+        artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+        assert artifacts == {f"{name}.png" for name in FIGURES}
 
 
 def test_a_second_demo_run_reuses_everything(demo_root, monkeypatch, capsys):
@@ -141,7 +149,7 @@ def tiny_demo(tmp_path_factory, video_bytes_factory) -> tuple[Path, int, str]:
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-        exit_code = run_demo(root, networks=())
+        exit_code = run_demo(root, networks=(), embedding_models=())
     return root, exit_code, printed.getvalue()
 
 

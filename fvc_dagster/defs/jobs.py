@@ -4,6 +4,7 @@ networks on request, the champion and its scores."""
 import dagster as dg
 
 from fvc_dagster.defs.partitions import folds_partitions, videos_partitions
+from fvc_dagster.defs.training.embeddings import EMBEDDING_MODELS
 
 PER_VIDEO_GROUPS = ("ingest", "clips", "features")
 # What a newly trained network changes: the stacking, the predictions, metrics and comparison.
@@ -28,10 +29,19 @@ training_job = dg.define_asset_job(
 
 networks_job = dg.define_asset_job(
     "networks",
-    selection=dg.AssetSelection.groups("networks") | dg.AssetSelection.assets(*NETWORK_DOWNSTREAM),
+    selection=dg.AssetSelection.groups("networks")
+    | dg.AssetSelection.assets(*EMBEDDING_MODELS, *NETWORK_DOWNSTREAM),
     partitions_def=folds_partitions,
-    description="Video networks on a range of folds (pick them with an asset selection; each "
-    "network's hyperparameters in its config), then the ensemble, metrics and comparison.",
+    description="Video networks and XGBoost models on clip embeddings on a range of folds (pick "
+    "them with an asset selection; each network's hyperparameters in its config), then the "
+    "ensemble, metrics and comparison.",
+)
+
+embeddings_job = dg.define_asset_job(
+    "embeddings",
+    selection=dg.AssetSelection.assets("clip_embeddings"),
+    partitions_def=videos_partitions,
+    description="Frozen-backbone embeddings of a batch of videos' clips (backbones in its config).",
 )
 
 champion_job = dg.define_asset_job(
