@@ -10,7 +10,7 @@ from typing import TypeVar
 import dagster as dg
 import pandas as pd
 
-from fvc_dagster.defs.partitions import video_backfill_policy, videos_partitions
+from fvc_dagster.defs.partitions import folds_partitions, video_backfill_policy, videos_partitions
 from fvc_dagster.lib.archives import ArchiveError
 from fvc_dagster.lib.video import VideoError
 
@@ -28,6 +28,20 @@ def per_video_asset(*, group_name: str, kinds: set[str], **asset_args):
         group_name=group_name,
         kinds=kinds,
         metadata={"partition_expr": "video_id"},
+        **asset_args,
+    )
+
+
+def per_fold_asset(*, group_name: str, kinds: set[str], **asset_args):
+    """`@asset` for a model's fold-partitioned DuckDB table: a partition per fold, every fold in
+    one run, the warehouse pool, and rows keyed by `fold` (`asset_args`: name, ins, ...)."""
+    return dg.asset(
+        partitions_def=folds_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        group_name=group_name,
+        kinds=kinds,
+        metadata={"partition_expr": "fold"},
         **asset_args,
     )
 

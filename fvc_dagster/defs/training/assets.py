@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from fvc_dagster.defs.batching import per_fold_asset
 from fvc_dagster.defs.partitions import ALL_VIDEOS, DEFAULT_FOLDS, N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.training.embeddings import (
@@ -120,14 +121,10 @@ def clip_features(handcrafted: pd.DataFrame, scaled: pd.DataFrame) -> pd.DataFra
 def build_baseline_asset(model: str) -> dg.AssetsDefinition:
     """A fold-partitioned asset that trains `model` on a fold and records its evaluation row."""
 
-    @dg.asset(
+    @per_fold_asset(
         name=f"baseline_{model}",
-        partitions_def=folds_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="duckdb",
         group_name="training",
         kinds={"duckdb", "mlflow", "xgboost" if model == "xgboost" else "scikitlearn"},
-        metadata={"partition_expr": "fold"},
         ins={
             "training_clips": dg.AssetIn(),
             "handcrafted_features": ALL_VIDEOS,

@@ -10,11 +10,12 @@ from pydantic import Field
 
 from fvc_dagster.defs.batching import (
     for_each_video,
+    per_fold_asset,
     per_video_asset,
     rows_by_video,
     timing_metadata,
 )
-from fvc_dagster.defs.partitions import ALL_VIDEOS, folds_partitions
+from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.embeddings import (
@@ -113,14 +114,10 @@ def build_embedding_model_asset(model: str) -> dg.AssetsDefinition:
     `model`'s backbone and scores the fold's validation clips."""
     backbone = REGISTRY[model].options["backbone"]
 
-    @dg.asset(
+    @per_fold_asset(
         name=embedding_asset_name(model),
-        partitions_def=folds_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="duckdb",
         group_name="embeddings",
         kinds={"duckdb", "mlflow", "xgboost"},
-        metadata={"partition_expr": "fold"},
         ins={"training_clips": dg.AssetIn(), "clip_embeddings": ALL_VIDEOS},
     )
     def _model(

@@ -6,7 +6,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from fvc_dagster.defs.partitions import ALL_VIDEOS, folds_partitions
+from fvc_dagster.defs.batching import per_fold_asset
+from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
 from fvc_dagster.lib.metrics import fold_scores, prediction_rows, scores_markdown
 from fvc_dagster.lib.models import list_models
@@ -56,14 +57,10 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
     """A fold-partitioned asset that trains `model` on a fold's clips and records its
     evaluation row; a fold's checkpoints make a rerun resume where the last one stopped."""
 
-    @dg.asset(
+    @per_fold_asset(
         name=network_asset_name(model),
-        partitions_def=folds_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="duckdb",
         group_name="networks",
         kinds={"duckdb", "mlflow", "pytorch"},
-        metadata={"partition_expr": "fold"},
         ins={
             "training_clips": dg.AssetIn(),
             "scaled_clips": ALL_VIDEOS,
