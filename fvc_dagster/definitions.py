@@ -4,8 +4,6 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
-from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from fvc_dagster.defs.champion import assets as champion_assets
 from fvc_dagster.defs.clips import assets as clip_assets
@@ -31,8 +29,18 @@ from fvc_dagster.defs.training import assets as training_assets
 from fvc_dagster.defs.training import checks as training_checks
 from fvc_dagster.defs.training import embeddings as embedding_assets
 from fvc_dagster.defs.training import networks as network_assets
-from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA
+from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA, Warehouse, WarehouseIOManager
 from fvc_dagster.lib.serving import local_tracking_uri
+
+# On when `dagster dev` starts (Dagster's own default sensor is off): new videos re-train the
+# baselines, the comparison, the champion and the scores; networks stay on request.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Materializes the assets whose automation condition asks for it (training, "
+    "comparison, champion, scores) when their upstream data changes.",
+)
 
 DOMAINS = [
     ingest_assets,
@@ -55,7 +63,7 @@ def build_defs(
     return dg.Definitions(
         assets=dg.load_assets_from_modules(DOMAINS),
         asset_checks=dg.load_asset_checks_from_modules([training_checks]),
-        sensors=[archive_sensor, split_failed_video_batches],
+        sensors=[archive_sensor, split_failed_video_batches, automation_sensor],
         jobs=[
             video_pipeline_job,
             training_job,
@@ -66,8 +74,8 @@ def build_defs(
         ],
         executor=dg.in_process_executor,
         resources={
-            "io_manager": DuckDBPandasIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),
-            "warehouse": DuckDBResource(database=warehouse),
+            "io_manager": WarehouseIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),
+            "warehouse": Warehouse(database=warehouse),
             "inbox": VideoInbox(
                 storage=storage, password=dg.EnvVar(password_env) if password_env else None
             ),

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster._utils.interrupts import setup_interrupt_handlers
 
 from fvc_dagster.defs.partitions import folds_partitions, partition_range_tags, videos_partitions
+from fvc_dagster.defs.recovery import fail_dead_runs, process_tags, slots_held
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # The two networks that train fastest on CPU (4 x 32 px clips, one core: naive_cnn 34 clips/s,
@@ -47,10 +49,13 @@ def execute_run_request(
     ops_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Run what a sensor requested (of the job's assets, those selected), in this process, on
-    the given instance."""
+    the given instance, tagged with this process (see `fail_dead_runs`); first say which pool
+    slots other runs hold, since its steps in those pools wait for them."""
+    for line in slots_held(instance):
+        print(f"  {job_name} may wait: {line} (`dagster instance concurrency get --all`)")
     return defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
-        tags=request.tags,
+        tags={**request.tags, **process_tags()},
         partition_key=request.partition_key,
         run_config={**QUIET, "ops": ops_config or {}},
         asset_selection=asset_selection,
@@ -245,6 +250,7 @@ def run_demo(
     from fvc_dagster.lib.corpus import CorpusSpec, generate_corpus
 
     start = time.perf_counter()
+    setup_interrupt_handlers()  # SIGTERM interrupts a run as Ctrl-C does: it ends, marked failed
     inbox = data_dir / "inbox"
     os.environ.setdefault("DAGSTER_HOME", str(data_dir / "dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -257,6 +263,8 @@ def run_demo(
     password_env = "FVC_ZIP_PASSWORD" if os.environ.get("FVC_ZIP_PASSWORD") else None
     defs = build_defs(data_dir, password_env)
     instance = dg.DagsterInstance.get()
+    for line in fail_dead_runs(instance):
+        print(f"recovered: {line}")
     sensor = defs.resolve_sensor_def("archive_sensor")
     with dg.build_sensor_context(
         instance=instance, definitions=defs, resources=dict(defs.resources)

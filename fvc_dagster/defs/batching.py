@@ -16,15 +16,17 @@ from fvc_dagster.lib.video import VideoError
 
 T = TypeVar("T")
 FAILED_VIDEOS_KEY = "failed_videos"
+# Steps that fit models use every core: one at a time (the instance's pool limit, default 1).
+TRAINING_POOL = "training"
 
 
 def per_video_asset(*, group_name: str, kinds: set[str], **asset_args):
-    """`@asset` for a per-video DuckDB table: a partition per video, batched backfills, the
-    warehouse pool, and rows keyed by `video_id` (`asset_args`: more `@asset` arguments)."""
+    """`@asset` for a per-video DuckDB table: a partition per video, batched backfills, and
+    rows keyed by `video_id` (`asset_args`: more `@asset` arguments). No pool: the warehouse
+    is held only while rows are read and written, so batches of concurrent runs overlap."""
     return dg.asset(
         partitions_def=videos_partitions,
         backfill_policy=video_backfill_policy,
-        pool="duckdb",
         group_name=group_name,
         kinds=kinds,
         metadata={"partition_expr": "video_id"},
@@ -34,11 +36,11 @@ def per_video_asset(*, group_name: str, kinds: set[str], **asset_args):
 
 def per_fold_asset(*, group_name: str, kinds: set[str], **asset_args):
     """`@asset` for a model's fold-partitioned DuckDB table: a partition per fold, every fold in
-    one run, the warehouse pool, and rows keyed by `fold` (`asset_args`: name, ins, ...)."""
+    one run, the training pool, and rows keyed by `fold` (`asset_args`: name, ins, ...)."""
     return dg.asset(
         partitions_def=folds_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="duckdb",
+        pool=TRAINING_POOL,
         group_name=group_name,
         kinds=kinds,
         metadata={"partition_expr": "fold"},

@@ -8,7 +8,12 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from fvc_dagster.defs.batching import for_each_video, per_video_asset, rows_by_video
+from fvc_dagster.defs.batching import (
+    TRAINING_POOL,
+    for_each_video,
+    per_video_asset,
+    rows_by_video,
+)
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage, MlflowTracking
 from fvc_dagster.defs.training.assets import CLIP_FEATURES, UPDATE_ON_NEW_DATA, clip_features
@@ -48,7 +53,7 @@ class ChampionSelection(dg.Config):
 
 
 @dg.asset(
-    pool="duckdb",
+    pool=TRAINING_POOL,
     group_name="champion",
     kinds={"mlflow", "duckdb"},
     ins={

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from fvc_dagster.defs.batching import per_fold_asset
+from fvc_dagster.defs.batching import TRAINING_POOL, per_fold_asset
 from fvc_dagster.defs.partitions import ALL_VIDEOS, DEFAULT_FOLDS, N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.training.embeddings import (
@@ -45,7 +45,6 @@ UPDATE_ON_NEW_DATA = dg.AutomationCondition.eager().without(
 
 
 @dg.asset(
-    pool="duckdb",
     group_name="training",
     kinds={"duckdb"},
     automation_condition=UPDATE_ON_NEW_DATA,
@@ -96,7 +95,6 @@ CLIP_FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
 
 
 @dg.asset(
-    pool="duckdb",
     group_name="training",
     kinds={"duckdb"},
     ins={"cv_folds": dg.AssetIn(), "augmented_clips": ALL_VIDEOS},
@@ -200,7 +198,7 @@ def base_predictions(warehouse: DuckDBResource, baselines: dict[str, pd.DataFram
     },
     ins=BASELINE_INS,
     deps=[*network_assets, *embedding_model_assets],
-    pool="duckdb",
+    pool=TRAINING_POOL,
     group_name="training",
 )  # fmt: skip
 def ensemble(
@@ -241,7 +239,6 @@ def ensemble(
 
 
 @dg.asset(
-    pool="duckdb",
     group_name="training",
     kinds={"duckdb"},
     ins={**BASELINE_INS, "ensemble": dg.AssetIn()},
@@ -270,7 +267,6 @@ def fold_predictions(
 
 
 @dg.asset(
-    pool="duckdb",
     group_name="training",
     kinds={"duckdb"},
     automation_condition=UPDATE_ON_NEW_DATA,
@@ -284,7 +280,6 @@ def fold_metrics(context: dg.AssetExecutionContext, fold_predictions: pd.DataFra
 
 
 @dg.asset(
-    pool="duckdb",
     group_name="training",
     kinds={"duckdb"},
     automation_condition=UPDATE_ON_NEW_DATA,
