@@ -1,6 +1,7 @@
 """The archive sensor and per-video assets through Dagster, with a real instance."""
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -220,3 +221,19 @@ def test_any_error_from_one_videos_bytes_fails_that_video_alone(platform, video_
     assert failure.metadata["failed_videos"].value == good[:2]
     assert f"clip {deleted}: unreadable" in failure.description
     assert f"clip {garbled}: unreadable" in failure.description
+
+
+def test_a_member_name_listed_twice_with_different_content_is_logged_and_the_rest_register(
+    platform, video_bytes, capsys
+):
+    defs, instance, root = platform
+    with warnings.catch_warnings(), zipfile.ZipFile(root / "inbox" / "FVC1.zip", "w") as zf:
+        warnings.simplefilter("ignore", UserWarning)  # zipfile: "Duplicate name"
+        for name, seed in ((GOOD[0], 0), (GOOD[1], 1), (GOOD[0], 2), (GOOD[2], 3)):
+            zf.writestr(f"{name}.mp4", video_bytes(seed=seed))
+    result = evaluate_archive_sensor(defs, instance)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == GOOD[1:3]
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if " - ERROR - " in line]
+    member = f"ERROR - archive 'FVC1.zip', member '{GOOD[0]}.mp4': name listed 2 times with "
+    assert member + "different content (" in error  # the sensor's log, sizes and CRCs follow
+    assert error.endswith("; no copy is used in place of another: rename or remove all but one")

@@ -1,7 +1,10 @@
+import hashlib
+import warnings
 import zipfile
 import zlib
 
 import pytest
+import pyzipper
 
 from conftest import break_deflate_stream, fvc_metadata, set_declared_size, write_zip
 from fvc_dagster.lib.archives import (
@@ -15,6 +18,23 @@ from fvc_dagster.lib.archives import (
     parse_video_url,
     safe_video_key,
 )
+
+
+def write_zip_entries(path, entries, password=None):
+    """A zip listing the (name, bytes) entries in order, a repeated name included (zipfile warns
+    "Duplicate name" and writes it again); AES-encrypted (AE-2) with `password`."""
+    archive = (
+        pyzipper.AESZipFile(path, "w", encryption=pyzipper.WZ_AES)
+        if password
+        else zipfile.ZipFile(path, "w")
+    )
+    with warnings.catch_warnings(), archive:
+        warnings.simplefilter("ignore", UserWarning)
+        if password:
+            archive.setpassword(password.encode())
+        for name, data in entries:
+            archive.writestr(name, data)
+    return path
 
 
 @pytest.mark.parametrize(
@@ -250,3 +270,51 @@ def test_not_a_zip_is_refused_naming_it(tmp_path):
     (tmp_path / "fake.zip").write_bytes(b"not a zip")
     with pytest.raises(ArchiveError, match="fake.zip.*not a readable zip"):
         list_archive(tmp_path / "fake.zip")
+
+
+def test_a_name_listed_twice_with_different_content_is_refused_and_the_rest_still_count(
+    tmp_path, video_bytes
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first, other = video_bytes(seed=1), video_bytes(seed=2)
+    entries = [("dup00000001.mp4", first), ("ok000000001.mp4", first)]
+    archive = write_zip_entries(inbox / "A.zip", [*entries, ("dup00000001.mp4", other)])
+    with zipfile.ZipFile(archive) as zf:  # zipfile itself would silently hand out one copy
+        assert [i.filename for i in zf.infolist()].count("dup00000001.mp4") == 2
+    listing = list_archive(archive)
+    assert [v.member for v in listing.videos] == ["ok000000001.mp4"]
+    (error,) = listing.refused
+    assert (error.archive, error.member) == ("A.zip", "dup00000001.mp4")
+    message = "archive 'A.zip', member 'dup00000001.mp4': name listed 2 times with different"
+    assert str(error).startswith(message)
+    index = index_inbox(inbox)
+    assert list(index.videos) == ["ok000000001"]
+    assert [str(e) for e in index.refused] == [str(error)]
+    with pytest.raises(ArchiveError, match="no readable archive.*A.zip.*dup00000001.mp4.*listed"):
+        index.source_of("dup00000001")
+    store = tmp_path / "store"
+    with pytest.raises(ArchiveError, match=message):
+        extract_member(archive, "dup00000001.mp4", store / "dup00000001.mp4")
+    assert not store.exists()
+    assert (
+        extract_member(archive, "ok000000001.mp4", store / "ok.mp4")
+        == hashlib.sha256(first).hexdigest()
+    )
+
+
+def test_exact_duplicate_entries_are_one_member(tmp_path, video_bytes):
+    data = video_bytes()
+    archive = write_zip_entries(tmp_path / "A.zip", [("v1.mp4", data), ("v1.mp4", data)])
+    listing = list_archive(archive)
+    assert [v.member for v in listing.videos] == ["v1.mp4"] and listing.refused == []
+    target = tmp_path / "store" / "v1.mp4"
+    assert extract_member(archive, "v1.mp4", target) == hashlib.sha256(data).hexdigest()
+
+
+def test_ae2_encrypted_copies_without_a_crc_are_never_taken_as_one(tmp_path):
+    archive = write_zip_entries(tmp_path / "A.zip", [("v1.mp4", b"x"), ("v1.mp4", b"y")], "pw")
+    (error,) = list_archive(archive, "pw").refused
+    assert "member 'v1.mp4': name listed 2 times" in str(error) and "without CRC" in str(error)
+    with pytest.raises(ArchiveError, match="v1.mp4.*without CRC"):
+        extract_member(archive, "v1.mp4", tmp_path / "v1.mp4", "pw")

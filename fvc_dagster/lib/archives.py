@@ -198,6 +198,16 @@ def _bomb_reason(info: pyzipper.ZipInfo, limits: ArchiveLimits) -> str | None:
     return None
 
 
+def _refusal_reason(
+    info: pyzipper.ZipInfo, duplicates: Mapping[str, str], limits: ArchiveLimits
+) -> str | None:
+    """Why a member must be refused on its own: an ambiguous duplicate name, an unsafe name or
+    type, or a zip bomb."""
+    return (
+        duplicates.get(info.filename) or _unsafe_member_reason(info) or _bomb_reason(info, limits)
+    )
+
+
 def _open(path: Path) -> pyzipper.AESZipFile:
     try:
         return pyzipper.AESZipFile(path)
@@ -229,6 +239,29 @@ def _member_data(archive: str, member: str) -> Iterator[None]:
         raise ArchiveError(archive, f"corrupt member data ({exc})", member) from None
 
 
+def _copy_content(info: pyzipper.ZipInfo) -> str:
+    """What tells one copy of a name from another: its size and CRC-32. An AE-2 encrypted member
+    stores no CRC, so a non-empty one is never provably the same as another copy."""
+    if getattr(info, "wz_aes_version", None) == 2 and info.file_size:
+        return f"{info.file_size} B, AE-2 encrypted without CRC (copy at byte {info.header_offset})"
+    return f"{info.file_size} B, CRC-32 {info.CRC:08x}"
+
+
+def _differing_duplicates(infos: Iterable[pyzipper.ZipInfo]) -> dict[str, str]:
+    """A refusal reason for each name the central directory lists more than once with different
+    content; copies of one content are one member. zipfile returns only one of the entries, so
+    neither is ever taken silently in place of the other."""
+    contents: dict[str, list[str]] = {}
+    for info in infos:
+        contents.setdefault(info.filename, []).append(_copy_content(info))
+    return {
+        name: f"name listed {len(copies)} times with different content "
+        f"({'; '.join(copies)}); no copy is used in place of another: rename or remove all but one"
+        for name, copies in contents.items()
+        if len(set(copies)) > 1
+    }
+
+
 def central_directory_fingerprint(infos: Iterable[pyzipper.ZipInfo]) -> str:
     """A digest of an archive's members (names, sizes, CRCs): equal for byte-identical content."""
     entries = sorted((i.filename, i.file_size, i.CRC) for i in infos)
@@ -246,7 +279,8 @@ def list_archive(
     The central directory is read once; when its fingerprint is in `known_fingerprints` (a copy
     of an archive already read) nothing more is read and the listing has `copy` set.
     Raises ArchiveError when the whole archive must be refused (unreadable, bomb, bad password);
-    unsafe or damaged members are refused one by one and reported in `refused`.
+    unsafe or damaged members, and a name listed twice with different content, are refused one
+    by one and reported in `refused`.
     """
     listing = ArchiveListing(archive=path.name)
     with _open(path) as zf:
@@ -265,15 +299,17 @@ def list_archive(
                 path.name, f"declared total {total} B exceeds {limits.max_archive_bytes} B"
             )
         password_checked = False
+        duplicates, seen = _differing_duplicates(infos), set()
         for info in infos:
-            if info.is_dir():
-                continue
             name = info.filename
+            if info.is_dir() or name in seen:
+                continue
+            seen.add(name)
             pure = PurePosixPath(name.replace("\\", "/"))
             if pure.name.startswith("._") or "__MACOSX" in pure.parts:
                 listing.skipped.append(name)
                 continue
-            if reason := _unsafe_member_reason(info) or _bomb_reason(info, limits):
+            if reason := _refusal_reason(info, duplicates, limits):
                 listing.refused.append(ArchiveError(path.name, reason, name))
                 continue
             suffix = pure.suffix.lower()
@@ -335,7 +371,7 @@ def extract_member(
             info = zf.getinfo(member)
         except KeyError:
             raise ArchiveError(archive, "member not found", member) from None
-        if reason := _unsafe_member_reason(info) or _bomb_reason(info, limits):
+        if reason := _refusal_reason(info, _differing_duplicates(zf.infolist()), limits):
             raise ArchiveError(archive, reason, member)
         destination.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
