@@ -14,7 +14,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, urlparse
 
 import pyzipper
+
+from fvc_dagster.lib.atomic import replacing
 
 VIDEO_EXTENSIONS = frozenset(
     {
@@ -373,12 +374,10 @@ def extract_member(
             raise ArchiveError(archive, "member not found", member) from None
         if reason := _refusal_reason(info, _differing_duplicates(zf.infolist()), limits):
             raise ArchiveError(archive, reason, member)
-        destination.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
-        try:
+        with replacing(destination) as tmp:
             with (
-                os.fdopen(fd, "wb") as out,
+                open(tmp, "wb") as out,
                 _member_data(archive, member),
                 _read_member(zf, archive, info, password) as stream,
             ):
@@ -394,10 +393,6 @@ def extract_member(
                     f"{expected[1]} (sha256 {expected[0][:12]}); nothing was replaced",
                     member,
                 )
-            os.replace(tmp_name, destination)
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
     return digest.hexdigest()
 
 

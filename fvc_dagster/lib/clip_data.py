@@ -33,8 +33,6 @@ it), but it is most of an epoch for tiny networks and on a GPU. With
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fvc_dagster.lib.atomic import replacing
 from fvc_dagster.lib.clipstore import read_clip
 from fvc_dagster.lib.models.flow import optical_flow
 
@@ -249,15 +248,8 @@ class ClipDataset(Dataset):
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.save(out, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replacing(path) as tmp, open(tmp, "wb") as out:
+        np.save(out, array)
 
 
 def normalise_on_device(

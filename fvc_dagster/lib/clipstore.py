@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 
+from fvc_dagster.lib.atomic import replacing
 from fvc_dagster.lib.frames import check_clip
 from fvc_dagster.lib.video import VideoError
 
@@ -52,11 +51,10 @@ def write_clip(frames: np.ndarray, path: Path) -> str:
     Planar RGB (no colour conversion) and bit-exact muxing: the same frames give the same bytes.
     """
     check_clip(frames)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=CLIP_SUFFIX)
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format=CLIP_CONTAINER, options={"fflags": "+bitexact"}) as container:
+    with replacing(path) as tmp:
+        with av.open(
+            str(tmp), "w", format=CLIP_CONTAINER, options={"fflags": "+bitexact"}
+        ) as container:
             stream = container.add_stream(CLIP_CODEC, rate=CLIP_FPS)
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = CLIP_PIXEL_FORMAT
@@ -71,10 +69,6 @@ def write_clip(frames: np.ndarray, path: Path) -> str:
                 container.mux(packet)
         with open(tmp, "rb") as written:
             digest = hashlib.file_digest(written, "sha256").hexdigest()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return digest
 
 

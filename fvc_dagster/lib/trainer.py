@@ -32,7 +32,6 @@ import copy
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +44,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from fvc_dagster.lib.atomic import replacing
 
 CHECKPOINT_FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
@@ -164,17 +165,10 @@ def call_model(model: nn.Module, batch: Mapping[str, torch.Tensor], keys: Sequen
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temp file beside `path`, flushed to disk, then moved over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            torch.save(obj, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replacing(path) as tmp, open(tmp, "wb") as out:
+        torch.save(obj, out)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _cpu_state(module_or_state) -> dict[str, torch.Tensor]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import av
 import numpy as np
+
+from fvc_dagster.lib.atomic import replacing
 
 
 class VideoError(Exception):
@@ -50,8 +51,7 @@ class PacketIndex:
 
     def save(self, path: Path) -> None:
         """Write the index atomically (a temporary name, then a rename)."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as out:
+        with replacing(path) as tmp, open(tmp, "wb") as out:
             np.savez(
                 out,
                 frame_count=self.frame_count,
@@ -60,7 +60,6 @@ class PacketIndex:
                 keyframe_pts=self.keyframe_pts,
                 keyframe_positions=self.keyframe_positions,
             )
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> PacketIndex:
