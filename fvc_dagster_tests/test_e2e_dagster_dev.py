@@ -1,8 +1,12 @@
-"""End to end as a user runs it: `dagster dev` (webserver + daemon) on a fresh data root, driven
-through the GraphQL API as a client would. The daemon's sensor registers an archive's videos and
-runs them in a batch; the run-failure sensor isolates the corrupt one; a partition backfill is
-launched through GraphQL and completes."""
+"""End to end as a user runs it: `make demo`, then `dagster dev` (webserver + daemon) on its data
+root, driven through the GraphQL API as a client would. An archive dropped into the inbox of the
+running platform: the daemon's sensor registers its videos and runs them in a batch, the
+run-failure sensor isolates the corrupt one, and the automation sensor re-trains the baselines
+and the comparison with the new videos in their folds, without any other action; then a
+partition backfill is launched through GraphQL and completes."""
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -12,14 +16,26 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 import requests
 
-from conftest import write_zip
+from conftest import fvc_metadata, write_zip
+from fvc_dagster.defs.partitions import N_FOLDS
+from fvc_dagster.demo import run_demo
+from fvc_dagster.lib.locking import exclusive
 
 REPO = Path(__file__).resolve().parents[1]
-GOOD = ["e2egood0001", "e2egood0002", "e2egood0003"]
+DEMO = [f"e2edemo{n:04d}" for n in range(10)]  # what `make demo` trained on: two a fold
+LATER = ["e2elate0001", "e2elate0002"]  # the archive dropped into the running platform
 BAD = "e2ecorrupt1"
+
+
+def labelled_archive(videos: list[str], video_bytes, first_seed: int) -> dict[str, bytes]:
+    """Members of an archive: the videos (real and fake in turn, a cascade each) and FVC.csv."""
+    rows = [(f"cascade_{v}", v, "fake" if i % 2 else "real") for i, v in enumerate(videos)]
+    members = {f"{v}.mp4": video_bytes(frames=6, seed=first_seed + i) for i, v in enumerate(videos)}
+    return {**members, "FVC.csv": fvc_metadata(rows)}
 
 
 def free_port() -> int:
@@ -56,13 +72,17 @@ class GraphQL:
 
 @pytest.fixture
 def dagster_dev(tmp_path: Path, video_bytes):
-    """`dagster dev` on a data root whose inbox holds one archive with a corrupt member."""
+    """`make demo` (baselines only) on ten labelled videos, then `dagster dev` on its data root
+    and instance: the GraphQL client, the data root, and a function dropping an archive of two
+    new labelled videos and a corrupt member into the inbox."""
     (tmp_path / "inbox").mkdir()
-    members = {f"{v}.mp4": video_bytes(frames=6, seed=i) for i, v in enumerate(GOOD)}
-    members[f"{BAD}.mp4"] = b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 50
+    write_zip(tmp_path / "inbox" / "FVC1.zip", labelled_archive(DEMO, video_bytes, 0))
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+        patch.setenv("DAGSTER_HOME", str(home))
+        assert run_demo(tmp_path, networks=(), embedding_models=()) == 0
     port = free_port()
     env = {**os.environ, "FVC_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(home)}
     log = (tmp_path / "dagster_dev.log").open("w")
@@ -75,16 +95,22 @@ def dagster_dev(tmp_path: Path, video_bytes):
         start_new_session=True,
     )
     graphql = GraphQL(port)
+
+    def drop_archive():
+        members = labelled_archive(LATER, video_bytes, len(DEMO))
+        members[f"{BAD}.mp4"] = b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 50
+        write_zip(tmp_path / "inbox" / "FVC2.zip", members)
+
     try:
         graphql.wait_for("the webserver", lambda: graphql("{ version }")["version"], 180)
-        write_zip(tmp_path / "inbox" / "FVC1.zip", members)  # dropped while the platform runs
-        yield graphql
+        yield graphql, tmp_path, drop_archive
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         log.close()
 
 
@@ -104,19 +130,71 @@ def partition_status(graphql: GraphQL, asset: str) -> dict:
     return node
 
 
-def test_sensor_daemon_batches_isolate_bad_videos_and_backfills_run(dagster_dev):
-    graphql = dagster_dev
+MATERIALIZATIONS = """
+query ($path: [String!]!) {
+  assetNodes(assetKeys: [{path: $path}]) {
+    assetMaterializations(limit: 100) {
+      runId timestamp partition
+      metadataEntries { label ... on IntMetadataEntry { intValue } }
+    }
+  }
+}"""
+
+
+def materializations(graphql: GraphQL, asset: str) -> list[dict]:
+    """The asset's materializations, newest first, with their integer metadata."""
+    (node,) = graphql(MATERIALIZATIONS, path=[asset])["assetNodes"]
+    return [
+        {**m, "metadata": {e["label"]: e.get("intValue") for e in m["metadataEntries"]}}
+        for m in node["assetMaterializations"]
+    ]
+
+
+def trained_on(graphql: GraphQL, videos: int):
+    """The runs in which `cv_folds` was last materialized with `videos` labelled videos and the
+    baselines and `model_comparison` after it, once they all are; else None."""
+    folds = materializations(graphql, "cv_folds")
+    if not folds or folds[0]["metadata"].get("videos") != videos:
+        return None
+    after = [
+        [
+            m
+            for m in materializations(graphql, asset)
+            if float(m["timestamp"]) > float(folds[0]["timestamp"])
+        ]
+        for asset in ("baseline_logistic_regression", "model_comparison")
+    ]
+    baselines, comparison = after
+    if len({m["partition"] for m in baselines}) < N_FOLDS or not comparison:
+        return None
+    return {m["runId"] for m in [folds[0], *baselines, *comparison]}
+
+
+def fold_videos(root: Path, table: str) -> set[str]:
+    """The videos of a fold table in the warehouse, read under its lock as steps write it."""
+    database = root / "warehouse.duckdb"
+    with exclusive(database, "the test"), duckdb.connect(str(database), read_only=True) as con:
+        return {v for (v,) in con.execute(f"select distinct video_id from fvc.{table}").fetchall()}
+
+
+def test_a_dropped_archive_is_batched_its_bad_video_isolated_and_the_models_retrained(
+    dagster_dev,
+):
+    graphql, root, drop_archive = dagster_dev
     sensors = graphql(
         """{ repositoriesOrError { ... on RepositoryConnection { nodes {
              sensors { name sensorState { status } } } } } }"""
     )["repositoriesOrError"]["nodes"][0]["sensors"]
     states = {s["name"]: s["sensorState"]["status"] for s in sensors}
-    assert states["archive_sensor"] == "RUNNING"
-    assert states["split_failed_video_batches"] == "RUNNING"
+    assert states == dict.fromkeys(
+        ["archive_sensor", "split_failed_video_batches", "default_automation_condition_sensor"],
+        "RUNNING",
+    )
+    drop_archive()
 
     def settled():
         status = partition_status(graphql, "scaled_features")["assetPartitionStatuses"]
-        done = set(status["materializedPartitions"]) == set(GOOD)
+        done = set(status["materializedPartitions"]) == {*DEMO, *LATER}
         failed = (
             BAD
             in partition_status(graphql, "source_videos")["assetPartitionStatuses"][
@@ -125,17 +203,34 @@ def test_sensor_daemon_batches_isolate_bad_videos_and_backfills_run(dagster_dev)
         )
         return done and failed
 
-    graphql.wait_for("the good videos materialized and the bad one failed alone", settled, 480)
+    graphql.wait_for("the new videos materialized and the bad one failed alone", settled, 480)
     node = partition_status(graphql, "source_videos")
     assert node["partitionDefinition"] == {"type": "DYNAMIC", "name": "videos"}
     assert node["assetPartitionStatuses"]["failedPartitions"] == [BAD]
+
+    # The automation sensor re-trains the baselines and the comparison with the new videos.
+    retrained = graphql.wait_for(
+        "the baselines and comparison re-trained with the new videos",
+        lambda: trained_on(graphql, len(DEMO) + len(LATER)),
+        600,
+    )
+    assert fold_videos(root, "baseline_logistic_regression") == {*DEMO, *LATER}
+    runs = graphql(
+        """query ($ids: [String!]) { runsOrError(filter: {runIds: $ids}) {
+             ... on Runs { results { runId tags { key value } } } } }""",
+        ids=sorted(retrained),
+    )["runsOrError"]["results"]
+    assert len(runs) == len(retrained)
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        assert tags.get("dagster/from_automation_condition") == "true", tags
 
     launched = graphql(
         """mutation ($params: LaunchBackfillParams!) {
              launchPartitionBackfill(backfillParams: $params) {
                __typename ... on LaunchBackfillSuccess { backfillId }
                ... on PythonError { message } } }""",
-        params={"assetSelection": [{"path": ["handcrafted_features"]}], "partitionNames": GOOD},
+        params={"assetSelection": [{"path": ["handcrafted_features"]}], "partitionNames": LATER},
     )["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
 

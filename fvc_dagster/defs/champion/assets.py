@@ -16,7 +16,7 @@ from fvc_dagster.defs.batching import (
 )
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage, MlflowTracking
-from fvc_dagster.defs.training.assets import CLIP_FEATURES, UPDATE_ON_NEW_DATA, clip_features
+from fvc_dagster.defs.training.assets import CLIP_FEATURES, clip_features
 from fvc_dagster.lib.champion import (
     code_lineage,
     labelled_clips,
@@ -65,7 +65,10 @@ class ChampionSelection(dg.Config):
         "scaled_features": ALL_VIDEOS,
         "scaled_clips": ALL_VIDEOS,
     },
-    automation_condition=UPDATE_ON_NEW_DATA,
+    # A new champion when the comparison changed (not on each upstream video, not before any).
+    automation_condition=dg.AutomationCondition.eager().allow(
+        dg.AssetSelection.assets("model_comparison")
+    ),
 )
 def champion_model(
     context: dg.AssetExecutionContext,
