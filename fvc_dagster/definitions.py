@@ -25,6 +25,14 @@ from fvc_dagster.defs.resources import (
     MlflowTracking,
     VideoInbox,
 )
+from fvc_dagster.defs.scaleout import (
+    EMBEDDED,
+    PROFILE_ENV,
+    SCALEOUT,
+    profile_from,
+    scaleout_executor,
+    scaleout_resources,
+)
 from fvc_dagster.defs.training import assets as training_assets
 from fvc_dagster.defs.training import checks as training_checks
 from fvc_dagster.defs.training import embeddings as embedding_assets
@@ -54,9 +62,11 @@ DOMAINS = [
 
 
 def build_defs(
-    data_dir: str | os.PathLike = "data", password_env: str | None = None
+    data_dir: str | os.PathLike = "data", password_env: str | None = None, profile: str = EMBEDDED
 ) -> dg.Definitions:
-    """Definitions over one data root; the archive password comes from `password_env` if named."""
+    """Definitions over one data root; the archive password comes from `password_env` if named.
+    `profile` "scaleout" runs steps on Celery workers, keeps tables as Parquet files and tracks
+    on an MLflow server (fvc_dagster/defs/scaleout.py, deploy/scaleout/)."""
     root = Path(data_dir).resolve()
     storage = FvcStorage(data_dir=str(root))
     warehouse = str(root / "warehouse.duckdb")
@@ -72,7 +82,7 @@ def build_defs(
             champion_job,
             scoring_job,
         ],
-        executor=dg.in_process_executor,
+        executor=scaleout_executor() if profile == SCALEOUT else dg.in_process_executor,
         resources={
             "io_manager": WarehouseIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),
             "warehouse": Warehouse(database=warehouse),
@@ -86,6 +96,7 @@ def build_defs(
                 tracking_uri=local_tracking_uri(root),
                 artifact_root=str(root / "mlartifacts"),
             ),
+            **(scaleout_resources(root) if profile == SCALEOUT else {}),
         },
     )
 
@@ -93,8 +104,10 @@ def build_defs(
 @dg.definitions
 def defs() -> dg.Definitions:
     """Resolved when the code location loads: `FVC_DATA_DIR` (default `./data`) and, when set,
-    `FVC_ZIP_PASSWORD` through an `EnvVar` (never stored in run config or metadata)."""
+    `FVC_ZIP_PASSWORD` through an `EnvVar` (never stored in run config or metadata), and
+    `FVC_PROFILE` (embedded, the default, or scaleout)."""
     return build_defs(
         os.environ.get("FVC_DATA_DIR", "data"),
         "FVC_ZIP_PASSWORD" if os.environ.get("FVC_ZIP_PASSWORD") else None,
+        profile_from(os.environ.get(PROFILE_ENV)),
     )

@@ -140,8 +140,14 @@ class MlflowTracking(dg.ConfigurableResource):
         experiment = experiment or self.experiment
         mlflow.set_tracking_uri(self.tracking_uri)
         if mlflow.get_experiment_by_name(experiment) is None:
-            location = Path(self.artifact_root, experiment).resolve().as_uri()
-            mlflow.create_experiment(experiment, artifact_location=location)
+            # A tracking server (http[s]) puts artifacts where it serves them from.
+            server = self.tracking_uri.startswith(("http://", "https://"))
+            location = None if server else Path(self.artifact_root, experiment).resolve().as_uri()
+            try:
+                mlflow.create_experiment(experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                if mlflow.get_experiment_by_name(experiment) is None:
+                    raise  # not another worker creating it at the same time
         mlflow.set_experiment(experiment)
         with mlflow.start_run(run_name=run_name, tags=tags) as run:
             yield run

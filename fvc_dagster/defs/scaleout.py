@@ -1,0 +1,154 @@
+"""The scale-out profile (`FVC_PROFILE=scaleout`): steps on Celery workers, tables as Parquet
+files per partition that every worker writes at once, MLflow on a tracking server.
+
+The instance side (Postgres storage, run queue, run monitoring, pools) is
+`deploy/scaleout/dagster.yaml`; how to run it all is `deploy/scaleout/README.md`.
+
+Environment (read when the code location loads, on every worker too):
+- `FVC_CELERY_BROKER`, `FVC_CELERY_BACKEND`: the Celery broker and result backend (Redis URLs);
+- `FVC_WAREHOUSE_URL`: the warehouse root every worker sees (default `<FVC_DATA_DIR>/warehouse`);
+- `MLFLOW_TRACKING_URI`: the MLflow tracking server (`http://host:port`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from fvc_dagster.defs.resources import MlflowTracking
+from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA
+from fvc_dagster.lib.parquet_warehouse import (
+    ViewConnection,
+    create_views,
+    read_table,
+    table_glob,
+    write_table,
+)
+
+PROFILE_ENV = "FVC_PROFILE"
+EMBEDDED, SCALEOUT = "embedded", "scaleout"
+BROKER_ENV, BACKEND_ENV = "FVC_CELERY_BROKER", "FVC_CELERY_BACKEND"
+WAREHOUSE_URL_ENV = "FVC_WAREHOUSE_URL"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def profile_from(value: str | None) -> str:
+    """The profile named by `FVC_PROFILE` (unset or empty: embedded)."""
+    profile = (value or EMBEDDED).strip().lower()
+    if profile not in (EMBEDDED, SCALEOUT):
+        raise ValueError(f"{PROFILE_ENV} must be {EMBEDDED!r} or {SCALEOUT!r}, got {value!r}")
+    return profile
+
+
+def warehouse_root(data_root: Path) -> str:
+    """Where the Parquet warehouse lives: `FVC_WAREHOUSE_URL`, else `<data root>/warehouse`."""
+    return os.environ.get(WAREHOUSE_URL_ENV) or str(data_root / "warehouse")
+
+
+class ParquetWarehouseIOManager(dg.ConfigurableIOManager):
+    """pandas tables as Parquet files, one per (asset, partition), written atomically: any
+    number of workers write their partitions at once. Partitioned assets name the column
+    holding the partition key in their `partition_expr` metadata, as for the DuckDB IO
+    manager; loading reads the requested partitions (those that have rows)."""
+
+    root: str = Field(description="Folder (or object store URL) every worker sees.")
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a pandas DataFrame")
+        table = context.asset_key.path[-1]
+        column, partitions = None, None
+        if context.has_asset_partitions:
+            column = (context.definition_metadata or {}).get("partition_expr")
+            if not column:
+                raise ValueError(f"{table} is partitioned but has no partition_expr metadata")
+            partitions = context.asset_partition_keys
+        start = time.perf_counter()
+        written = write_table(self.root, table, obj, column, partitions)
+        metadata = {
+            "dagster/table_name": f"{WAREHOUSE_SCHEMA}.{table}",
+            "storage_kind": "parquet",
+            "path": dg.MetadataValue.path(table_glob(self.root, table)),
+            "files_written": len(written),
+            "write_seconds": round(time.perf_counter() - start, 3),
+        }
+        key = "dagster/partition_row_count" if partitions is not None else "dagster/row_count"
+        metadata[key] = len(obj)
+        context.add_output_metadata(metadata)
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        table = context.asset_key.path[-1]
+        if context.has_asset_partitions:
+            partitions = context.asset_partition_keys
+            if not partitions:
+                return pd.DataFrame()
+            return read_table(self.root, table, partitions)
+        return read_table(self.root, table)
+
+
+class ParquetWarehouse(DuckDBResource):
+    """The warehouse for queries inside a step: an in-memory DuckDB whose `fvc.<table>` views
+    read the Parquet files as they are (nothing to lock, any number of readers; `execute`
+    retries a query that raced a writer replacing a file)."""
+
+    database: str = Field(default=":memory:", description="Always in memory: views only.")
+    root: str = Field(description="The Parquet warehouse root (as the IO manager's).")
+
+    @contextmanager
+    def get_connection(self):
+        with duckdb.connect(":memory:") as connection:
+            create_views(connection, self.root, WAREHOUSE_SCHEMA)
+            yield ViewConnection(connection)
+
+
+# Celery settings of the runs and the workers (deploy/scaleout/celery.yaml says the same): a
+# worker takes the next step only when it has finished one (acks late, one reserved message),
+# so ready steps go to idle workers instead of queueing behind a busy one; an unacknowledged
+# step is redelivered after the visibility timeout, so it is longer than any step.
+CELERY_SETTINGS = {
+    "task_acks_late": True,
+    "worker_prefetch_multiplier": 1,
+    "broker_transport_options": {
+        "visibility_timeout": 43200,
+        "max_retries": 3,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    },
+}
+
+
+def scaleout_executor() -> dg.ExecutorDefinition:
+    """The Celery executor, its broker and result backend from the environment."""
+    from dagster_celery import celery_executor as executor
+
+    return executor.configured(
+        {
+            "broker": {"env": BROKER_ENV},
+            "backend": {"env": BACKEND_ENV},
+            "config_source": CELERY_SETTINGS,
+        },
+        name="celery",
+    )
+
+
+def scaleout_resources(data_root: Path) -> dict:
+    """The resources the scale-out profile replaces: the Parquet warehouse (IO manager and
+    query resource over one root) and MLflow on the tracking server."""
+    root = warehouse_root(data_root)
+    return {
+        "io_manager": ParquetWarehouseIOManager(root=root),
+        "warehouse": ParquetWarehouse(root=root),
+        "mlflow": MlflowTracking(
+            tracking_uri=dg.EnvVar(TRACKING_URI_ENV),
+            artifact_root=str(data_root / "mlartifacts"),  # unused: the server keeps artifacts
+        ),
+    }
