@@ -8,14 +8,15 @@ meta-learner was fit on are returned for the check that proves it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from fvc_dagster.lib.metrics import NO_WEIGHTS
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 CLIP_KEYS = ["fold", "video_id", "clip_id", "label"]
 
@@ -56,6 +57,10 @@ def stack_fold(
     table: pd.DataFrame, base_models: list[str], fold: int, seed: int = 0
 ) -> StackedFold:
     """Fit the meta-learner of `fold` on the other folds' rows and score the fold's rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     train, held_out = table[table["fold"] != fold], table[table["fold"] == fold]
     y = (train["label"] == "fake").to_numpy(int)
     if len(np.unique(y)) < 2:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 # The `weights` of a model that has no pretrained or random initial weights (the baselines).
@@ -15,6 +14,8 @@ def fold_scores(
     y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5
 ) -> dict[str, float]:
     """Metrics of fake (1) vs real (0) from scores in [0, 1]; AUCs are NaN for a one-class fold."""
+    from sklearn import metrics as skm
+
     y_true = np.asarray(y_true).astype(int)
     y_pred = (np.asarray(y_score) >= threshold).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()

@@ -4,7 +4,9 @@ Its input is a DataFrame with a `path` column of video files; its output one row
 `probability_fake`, `label` and `error` (the one-line reason a file could not be scored). It
 carries this package's code (`code_paths`), so `mlflow.pyfunc.load_model` and
 `mlflow models predict/serve --env-manager local` run the pipeline's library in any process
-that has the requirements installed; nothing there imports Dagster.
+that has the requirements installed; nothing there imports Dagster. The pyfunc class
+(`DetectorModel`) is in `lib/pyfunc_model.py`, the file logged as the model; MLflow is imported
+where used here, so loading the code location does not import it.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import tempfile
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-import mlflow.pyfunc
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
 from fvc_dagster.lib.scoring import Detector
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 REGISTERED_MODEL = "fvc-detector"
 ALIAS = "champion"
@@ -33,24 +34,14 @@ REQUIREMENTS = (
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-class DetectorModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper of a saved `Detector` (artifact `detector`)."""
-
-    def load_context(self, context) -> None:
-        self.detector = Detector.load(context.artifacts["detector"])
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        if "path" not in model_input:
-            raise ValueError("the input needs a `path` column of video files")
-        return self.detector.score_paths(model_input["path"].astype(str))
-
-
 def requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS]
 
 
 def champion_version(client: MlflowClient, name: str = REGISTERED_MODEL):
     """The model version holding the alias `champion`, or None."""
+    import mlflow
+
     try:
         return client.get_model_version_by_alias(name, ALIAS)
     except mlflow.exceptions.MlflowException:
@@ -67,6 +58,10 @@ def register_detector(
 ) -> str:
     """Log `detector` as a pyfunc model in the active MLflow run, register it as a new version
     of `name` carrying `tags`, move the alias `champion` to it, and return the version."""
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
     example = pd.DataFrame({"path": ["video.mp4"]})
     output = pd.DataFrame(
         {"path": ["video.mp4"], "probability_fake": [0.5], "label": ["fake"], "error": [""]}
@@ -103,6 +98,9 @@ def local_tracking_uri(root: Path) -> str:
 
 def load_champion(tracking_uri: str, name: str = REGISTERED_MODEL):
     """The registered champion as a pyfunc model and its version."""
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+
     mlflow.set_tracking_uri(tracking_uri)
     version = champion_version(MlflowClient(), name)
     if version is None:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.clipstore import CLIP_SUFFIX
 from fvc_dagster.lib.metrics import fold_scores
-from fvc_dagster.lib.models.baselines import baseline_pipeline, selected_features
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 POSITIVE = "fake"
 TRAIN, VALIDATION = "train", "validation"
@@ -163,6 +165,8 @@ def baseline_training_rows(train: pd.DataFrame) -> pd.DataFrame:
 def train_fold(model: str, data: FoldData, seed: int = 0) -> FoldResult:
     """Fit a baseline on the original clips of the training videos (`baseline_training_rows`)
     and score the held-out original clips."""
+    from fvc_dagster.lib.models.baselines import baseline_pipeline, selected_features
+
     overlap = set(data.train["video_id"]) & set(data.validation["video_id"])
     if overlap:
         raise ValueError(f"held-out videos in the training set: {sorted(overlap)[:5]}")

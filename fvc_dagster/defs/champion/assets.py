@@ -17,15 +17,6 @@ from fvc_dagster.defs.batching import (
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage, MlflowTracking
 from fvc_dagster.defs.training.assets import CLIP_FEATURES, clip_features
-from fvc_dagster.lib.champion import (
-    code_lineage,
-    labelled_clips,
-    network_settings,
-    pick_champion,
-    refit_baseline,
-    refit_network,
-    training_fingerprint,
-)
 from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.clipstore import read_clip
 from fvc_dagster.lib.models import get_spec
@@ -91,6 +82,16 @@ def champion_model(
     registered as a new version of `fvc-detector` with the alias `champion` and its lineage
     (code version and commit, training-data fingerprint, CV metrics, Dagster run id). Nothing
     is registered when the champion's lineage has not changed."""
+    from fvc_dagster.lib.champion import (
+        code_lineage,
+        labelled_clips,
+        network_settings,
+        pick_champion,
+        refit_baseline,
+        refit_network,
+        training_fingerprint,
+    )
+
     best = pick_champion(model_comparison, config.metric)
     model, metric = str(best["model"]), config.metric
     clips = labelled_clips(augmented_clips, cv_folds)

@@ -18,7 +18,6 @@ from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.clipstore import png_markdown
 from fvc_dagster.lib.ensemble import stack_fold, stacking_table
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
-from fvc_dagster.lib.figures import confusion_matrices, metric_bars, rgb, roc_curves
 from fvc_dagster.lib.metrics import (
     PREDICTION_COLUMNS,
     compare_models,
@@ -27,14 +26,8 @@ from fvc_dagster.lib.metrics import (
     prediction_rows,
     scores_markdown,
 )
-from fvc_dagster.lib.models import BASELINES
+from fvc_dagster.lib.models import TABULAR_MODELS
 from fvc_dagster.lib.splits import assign_folds, videos_keeping_their_fold
-from fvc_dagster.lib.tracking import (
-    log_figure,
-    log_fold_figure,
-    log_fold_run,
-    log_stacking_run,
-)
 from fvc_dagster.lib.training import assign_clips, fold_data, train_fold
 
 FOLD_SEED = 0
@@ -137,6 +130,8 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
         scaled_features: pd.DataFrame,
         mlflow: MlflowTracking,
     ) -> pd.DataFrame:
+        from fvc_dagster.lib.tracking import log_fold_figure, log_fold_run
+
         features = clip_features(handcrafted_features, scaled_features)
         rows = []
         for fold_key in context.partition_keys:
@@ -166,10 +161,10 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
     return _baseline
 
 
-baseline_assets = [build_baseline_asset(model) for model in BASELINES]
+baseline_assets = [build_baseline_asset(model) for model in TABULAR_MODELS]
 
 
-BASELINE_INS = {f"baseline_{m}": dg.AssetIn() for m in BASELINES}
+BASELINE_INS = {f"baseline_{m}": dg.AssetIn() for m in TABULAR_MODELS}
 
 
 def base_predictions(warehouse: DuckDBResource, baselines: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -207,6 +202,8 @@ def ensemble(
     mlflow: MlflowTracking,
     **baselines: pd.DataFrame,
 ):
+    from fvc_dagster.lib.tracking import log_fold_figure, log_stacking_run
+
     folds = folds_partitions.get_partition_keys()
     table, base_models = stacking_table(
         base_predictions(warehouse, baselines), [int(f) for f in folds]
@@ -293,6 +290,9 @@ def model_comparison(
     """One row per model (and weights, for networks): mean and std of every metric over the
     folds, best ROC-AUC first; its figures (mean ROC-AUC with std, ROC curves, confusion
     matrices) in the UI and in an MLflow run of `fvc-comparison`."""
+    from fvc_dagster.lib.figures import confusion_matrices, metric_bars, rgb, roc_curves
+    from fvc_dagster.lib.tracking import log_figure
+
     table = compare_models(fold_metrics)
     figures = {
         "roc_auc_by_model": metric_bars(table),

@@ -18,16 +18,9 @@ from fvc_dagster.defs.batching import (
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.warehouse import existing_table
-from fvc_dagster.lib.embeddings import (
-    BACKBONES,
-    backbone_embeddings,
-    clip_embedders,
-    embedding_fold,
-    fit_xgboost,
-)
 from fvc_dagster.lib.metrics import prediction_rows, scores_markdown
 from fvc_dagster.lib.models import REGISTRY
-from fvc_dagster.lib.tracking import log_embedding_fold, log_fold_figure
+from fvc_dagster.lib.models.registry import EMBEDDING_BACKBONES
 
 EMBEDDING_MODELS = [name for name, spec in REGISTRY.items() if spec.family == "embedding"]
 
@@ -41,7 +34,7 @@ class ClipEmbedding(dg.Config):
     """Which backbones embed the clips, from which weights, at which clip size."""
 
     backbones: list[str] = Field(
-        default_factory=lambda: list(BACKBONES),
+        default_factory=lambda: list(EMBEDDING_BACKBONES),
         description="registry networks whose frozen trunks embed the clips; the rows of other "
         "backbones are kept for clips whose scaled file is unchanged",
     )
@@ -81,6 +74,8 @@ def clip_embeddings(
 ) -> pd.DataFrame:
     """One row per clip and backbone: the scaled clip's embedding (FLOAT[]) by the backbone's
     frozen trunk, with the weights and clip size it was computed with."""
+    from fvc_dagster.lib.embeddings import clip_embedders
+
     embedders = clip_embedders(
         config.backbones, config.weights, config.frames, config.pixels, config.batch_size
     )
@@ -126,6 +121,9 @@ def build_embedding_model_asset(model: str) -> dg.AssetsDefinition:
         clip_embeddings: pd.DataFrame,
         mlflow: MlflowTracking,
     ) -> pd.DataFrame:
+        from fvc_dagster.lib.embeddings import backbone_embeddings, embedding_fold, fit_xgboost
+        from fvc_dagster.lib.tracking import log_embedding_fold, log_fold_figure
+
         embeddings, setting = backbone_embeddings(clip_embeddings, backbone)
         rows = []
         for fold_key in context.partition_keys:

@@ -11,18 +11,6 @@ from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
 from fvc_dagster.lib.metrics import fold_scores, prediction_rows, scores_markdown
 from fvc_dagster.lib.models import list_models
-from fvc_dagster.lib.network_training import (
-    checkpoint_dir,
-    fold_clips,
-    plan_network,
-    train_network,
-)
-from fvc_dagster.lib.tracking import (
-    log_epoch,
-    log_fold_figure,
-    log_network_params,
-    log_network_result,
-)
 
 NETWORKS = list_models(networks_only=True)
 
@@ -74,6 +62,19 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
         storage: FvcStorage,
         mlflow: MlflowTracking,
     ) -> pd.DataFrame:
+        from fvc_dagster.lib.network_training import (
+            checkpoint_dir,
+            fold_clips,
+            plan_network,
+            train_network,
+        )
+        from fvc_dagster.lib.tracking import (
+            log_epoch,
+            log_fold_figure,
+            log_network_params,
+            log_network_result,
+        )
+
         folds = [int(key) for key in context.partition_keys]
         plans = {fold: plan_network(model, fold, **config.model_dump()) for fold in folds}
         clips = fold_clips(

@@ -3,15 +3,11 @@
 `build_model(name, weights=...)` makes any network with a one-logit head; `REGISTRY` holds the
 rows (family, input, default clip size, training recipe, pretrained checkpoint)."""
 
-from fvc_dagster.lib.models.baselines import (
-    BASELINES,
-    CorrelationPruner,
-    baseline_pipeline,
-    kept_features,
-)
-from fvc_dagster.lib.models.flow import optical_flow
+import importlib
+
 from fvc_dagster.lib.models.registry import (
     REGISTRY,
+    TABULAR_MODELS,
     ModelSpec,
     Recipe,
     build_model,
@@ -21,9 +17,26 @@ from fvc_dagster.lib.models.registry import (
 )
 from fvc_dagster.lib.models.weights import Checkpoint, HubCheckpoint, WeightsMissing
 
+# Imported on first use (PEP 562), so the registry costs no scikit-learn or OpenCV import.
+_LAZY = {
+    "BASELINES": "baselines",
+    "CorrelationPruner": "baselines",
+    "baseline_pipeline": "baselines",
+    "kept_features": "baselines",
+    "optical_flow": "flow",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
+
 __all__ = [
     "BASELINES",
     "REGISTRY",
+    "TABULAR_MODELS",
     "Checkpoint",
     "CorrelationPruner",
     "HubCheckpoint",

@@ -166,6 +166,9 @@ def _on_embeddings(backbone: ModelSpec) -> ModelSpec:
 
 REGISTRY |= {s.name: s for s in (_on_embeddings(REGISTRY[b]) for b in EMBEDDING_BACKBONES)}
 
+# The tabular baselines (the keys of `baselines.BASELINES`, without importing scikit-learn).
+TABULAR_MODELS = tuple(n for n, s in REGISTRY.items() if s.family == "tabular")
+
 
 def list_models(networks_only: bool = False) -> list[str]:
     """Every registered model, or the video networks only."""
