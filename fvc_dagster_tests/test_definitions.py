@@ -1,5 +1,8 @@
 """The Definitions a user loads: assets, checks, sensors and jobs, resolved from the environment."""
 
+import subprocess
+import sys
+
 import dagster as dg
 
 from fvc_dagster import definitions
@@ -32,3 +35,18 @@ def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
     assert inbox.storage.root == tmp_path.resolve()
     assert isinstance(inbox.password, dg.EnvVar)  # resolved per run, never stored in config
     defs.resolve_all_job_defs()  # every job resolves against the bound resources
+
+
+HEAVY = ("torch", "torchvision", "transformers", "sklearn", "mlflow", "skops", "matplotlib",
+         "xgboost")  # fmt: skip
+
+
+def test_loading_the_code_location_imports_no_heavy_library():
+    """Every run process and code server loads the definitions: the assets import torch,
+    scikit-learn, MLflow and matplotlib when they run, not then (a fresh interpreter, since this
+    one has them loaded already)."""
+    code = f"import sys, fvc_dagster.definitions; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
