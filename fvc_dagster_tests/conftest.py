@@ -187,3 +187,9 @@ def set_declared_size(archive: Path, member: str, size: int) -> None:
         entry = raw.index(b"PK\x01\x02", entry + 4)
     raw[entry + 24 : entry + 28] = size.to_bytes(4, "little")
     archive.write_bytes(bytes(raw))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long` (end to end through servers and subprocesses, minutes of mostly
+    waiting) run first, so that the other worker's short tests fill the time they wait."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

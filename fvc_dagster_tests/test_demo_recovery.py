@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pytest
 
 from conftest import REPO, fvc_metadata, write_zip
 from fvc_dagster.demo import run_demo
@@ -25,6 +26,7 @@ VIDEOS = [f"killvid{n:04d}" for n in range(10)]  # five real and five fake casca
 # What differs between two runs by design: ids of runs, and where the data root is.
 RUN_SPECIFIC = {"mlflow_run_id", "dagster_run_id", "path"}
 FILE_FOLDERS = ("videos", "clips", "scaled")
+pytestmark = pytest.mark.long
 
 
 def fill_inbox(root: Path, video_bytes) -> None:

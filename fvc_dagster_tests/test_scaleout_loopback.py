@@ -45,7 +45,7 @@ PER_VIDEO_TABLES = (
     "scaled_features",
 )
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.long]
 
 
 def free_port() -> int:
