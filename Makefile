@@ -26,7 +26,7 @@ dev: $(BIN)/fvc $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
 
 test: $(BIN)/fvc lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --timeout=900
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --timeout=900
 
 lint: $(BIN)/fvc
 	$(BIN)/ruff check .

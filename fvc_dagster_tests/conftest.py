@@ -191,5 +191,6 @@ def set_declared_size(archive: Path, member: str, size: int) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked `long` (end to end through servers and subprocesses, minutes of mostly
-    waiting) run first, so that the other worker's short tests fill the time they wait."""
+    waiting) run first, so that the other worker's short tests fill the time they wait
+    (`make test` keeps this order: `--no-loadscope-reorder`)."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)

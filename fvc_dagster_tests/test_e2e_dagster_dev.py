@@ -151,24 +151,23 @@ def materializations(graphql: GraphQL, asset: str) -> list[dict]:
     ]
 
 
-def trained_on(graphql: GraphQL, videos: int):
-    """The runs in which `cv_folds` was last materialized with `videos` labelled videos and the
-    baselines and `model_comparison` after it, once they all are; else None."""
+def retrained(graphql: GraphQL, root: Path, videos: set[str]):
+    """Once `cv_folds` holds `videos`, the baselines' fold table (every fold) holds them and
+    `model_comparison` was materialized after the baselines: the runs that wrote the latest of
+    each; else None."""
     folds = materializations(graphql, "cv_folds")
-    if not folds or folds[0]["metadata"].get("videos") != videos:
+    if not folds or folds[0]["metadata"].get("videos") != len(videos):
         return None
-    after = [
-        [
-            m
-            for m in materializations(graphql, asset)
-            if float(m["timestamp"]) > float(folds[0]["timestamp"])
-        ]
-        for asset in ("baseline_logistic_regression", "model_comparison")
-    ]
-    baselines, comparison = after
-    if len({m["partition"] for m in baselines}) < N_FOLDS or not comparison:
+    baselines = {}  # the latest materialization of each fold
+    for m in reversed(materializations(graphql, "baseline_logistic_regression")):
+        baselines[m["partition"]] = m
+    if len(baselines) < N_FOLDS or fold_videos(root, "baseline_logistic_regression") != videos:
         return None
-    return {m["runId"] for m in [folds[0], *baselines, *comparison]}
+    trained_at = max(float(m["timestamp"]) for m in baselines.values())
+    comparison = materializations(graphql, "model_comparison")
+    if not comparison or float(comparison[0]["timestamp"]) <= trained_at:
+        return None
+    return {m["runId"] for m in [folds[0], *baselines.values(), comparison[0]]}
 
 
 def fold_videos(root: Path, table: str) -> set[str]:
@@ -219,18 +218,17 @@ def test_a_dropped_archive_is_batched_its_bad_video_isolated_and_the_models_retr
     assert node["assetPartitionStatuses"]["failedPartitions"] == [BAD]
 
     # The automation sensor re-trains the baselines and the comparison with the new videos.
-    retrained = graphql.wait_for(
+    retraining_runs = graphql.wait_for(
         "the baselines and comparison re-trained with the new videos",
-        lambda: trained_on(graphql, len(DEMO) + len(LATER)),
+        lambda: retrained(graphql, root, {*DEMO, *LATER}),
         600,
     )
-    assert fold_videos(root, "baseline_logistic_regression") == {*DEMO, *LATER}
     runs = graphql(
         """query ($ids: [String!]) { runsOrError(filter: {runIds: $ids}) {
              ... on Runs { results { runId tags { key value } } } } }""",
-        ids=sorted(retrained),
+        ids=sorted(retraining_runs),
     )["runsOrError"]["results"]
-    assert len(runs) == len(retrained)
+    assert len(runs) == len(retraining_runs)
     for run in runs:
         tags = {t["key"]: t["value"] for t in run["tags"]}
         assert tags.get("dagster/from_automation_condition") == "true", tags
