@@ -1,0 +1,202 @@
+"""deploy/k8s/values.yaml checked offline: it parses and names the launcher, the code location
+and the profile; dagster_k8s's own job construction renders the run pod and a GPU step pod from
+it; and the `k8s_job_executor` accepts the same settings. No cluster, no network."""
+
+import base64
+import json
+import zlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+from dagster._grpc.types import ExecuteRunArgs, ExecuteStepArgs
+from dagster._serdes import deserialize_value
+from dagster_k8s import k8s_job_executor
+from dagster_k8s.job import (
+    USER_DEFINED_K8S_CONFIG_KEY,
+    DagsterK8sJobConfig,
+    construct_dagster_k8s_job,
+    get_job_name_from_run_id,
+    get_k8s_job_name,
+    get_user_defined_k8s_config,
+)
+
+VALUES = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "values.yaml"
+MODULE = "fvc_dagster.definitions"
+RUN_ID = "0123abcd-4567-89ef-0123-456789abcdef"
+GPU_STEP = "network_r2plus1d"  # a network asset: its op is the step
+
+
+@pytest.fixture(scope="module")
+def values() -> dict:
+    return yaml.safe_load(VALUES.read_text())
+
+
+@pytest.fixture(scope="module")
+def code(values):
+    """The user-code deployment, its image and the run launcher's settings."""
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
+    return deployment, image, values["runLauncher"]["config"]["k8sRunLauncher"]
+
+
+def job_config(image: str, launcher: dict) -> DagsterK8sJobConfig:
+    """What the K8sRunLauncher builds from the chart's rendered instance config."""
+    return DagsterK8sJobConfig(
+        job_image=image,
+        dagster_home="/opt/dagster/dagster_home",
+        instance_config_map="fvc-dagster-instance",
+        postgres_password_secret="fvc-postgresql-secret",
+        image_pull_policy=launcher["imagePullPolicy"],
+        env_vars=launcher["envVars"],
+        env_secrets=[secret["name"] for secret in launcher["envSecrets"]],
+        volume_mounts=launcher["volumeMounts"],
+        volumes=launcher["volumes"],
+        resources=launcher["resources"],
+        labels=launcher["labels"],
+    )
+
+
+def job_origin(image: str, job_name: str) -> JobPythonOrigin:
+    """The origin the gRPC server started with `--module-name` reports for a job."""
+    pointer = ModuleCodePointer(MODULE, "defs", working_directory=None)
+    repository = RepositoryPythonOrigin(
+        "/usr/local/bin/python", pointer, container_image=image, entry_point=["dagster"]
+    )
+    return JobPythonOrigin(job_name, repository)
+
+
+def container_env(container) -> dict[str, str | None]:
+    return {var.name: var.value for var in container.env}
+
+
+def assert_pod_basics(job, image: str, launcher: dict) -> None:
+    """Image, environment, secrets and the shared volume from values.yaml."""
+    pod = job.spec.template.spec
+    (container,) = pod.containers
+    assert container.image == image == "registry.example.com/fvc-dagster:<tag>"
+    env = container_env(container)
+    for pair in launcher["envVars"]:
+        name, value = pair.split("=", 1)
+        assert env[name] == value
+    assert env["FVC_PROFILE"] == "scaleout"
+    assert env["DAGSTER_HOME"] == "/opt/dagster/dagster_home"
+    assert [source.secret_ref.name for source in container.env_from] == ["fvc-secrets"]
+    (mount,) = container.volume_mounts
+    assert (mount.name, mount.mount_path) == ("fvc-data", "/mnt/fvc")
+    (volume,) = pod.volumes
+    assert volume.persistent_volume_claim.claim_name == "fvc-data"
+
+
+def test_values_name_launcher_code_location_and_profile(values, code):
+    deployment, image, launcher = code
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", MODULE]
+    assert image.startswith("registry.example.com/fvc-dagster:")
+    # The code location and the run launcher give pods the same environment and volume.
+    assert [f"{var['name']}={var['value']}" for var in deployment["env"]] == launcher["envVars"]
+    assert deployment["envSecrets"] == launcher["envSecrets"]
+    assert deployment["volumes"] == launcher["volumes"]
+    assert deployment["volumeMounts"] == launcher["volumeMounts"]
+    assert "FVC_PROFILE=scaleout" in launcher["envVars"]
+    assert any(var.startswith("FVC_WAREHOUSE_URL=s3://") for var in launcher["envVars"])
+    daemon = values["dagsterDaemon"]
+    assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    assert daemon["runMonitoring"]["enabled"]
+    assert daemon["runMonitoring"]["freeSlotsAfterRunEndSeconds"] > 0
+    assert values["concurrency"]["pools"]["defaultLimit"] == 1
+
+
+def test_run_pod_renders_what_the_launcher_runs(code):
+    _, image, launcher = code
+    origin = job_origin(image, "training")
+    args = ExecuteRunArgs(job_origin=origin, run_id=RUN_ID, instance_ref=None)
+    job = construct_dagster_k8s_job(
+        job_config=job_config(image, launcher),
+        args=args.get_command_args(),
+        job_name=get_job_name_from_run_id(RUN_ID),
+        component="run_worker",
+        labels={"dagster/job": "training", "dagster/run-id": RUN_ID},
+        env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": "training"}],
+    )
+    assert_pod_basics(job, image, launcher)
+    (container,) = job.spec.template.spec.containers
+    assert container.args[:3] == ["dagster", "api", "execute_run"]
+    sent = deserialize_value(container.args[3], ExecuteRunArgs)
+    assert sent.run_id == RUN_ID
+    assert sent.job_origin.repository_origin.code_pointer.module == MODULE
+    assert container.resources.requests == launcher["resources"]["requests"]
+    assert container.resources.limits == launcher["resources"]["limits"]
+    assert job.spec.template.metadata.labels["app.kubernetes.io/component"] == "run_worker"
+
+
+def test_gpu_step_pod_renders_requests_from_the_tag(values, code):
+    _, image, launcher = code
+    step_config = values["fvcStepK8sConfig"]["gpuTraining"]
+    tags = {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(step_config)}
+    args = ExecuteStepArgs(job_origin(image, "networks"), RUN_ID, [GPU_STEP])
+    job = construct_dagster_k8s_job(
+        job_config=job_config(image, launcher),
+        args=args.get_command_args(skip_serialized_namedtuple=True),
+        job_name=f"dagster-step-{get_k8s_job_name(RUN_ID, GPU_STEP)}",
+        user_defined_k8s_config=get_user_defined_k8s_config(tags),
+        component="step_worker",
+        labels={"dagster/op": GPU_STEP, "dagster/run-id": RUN_ID},
+        env_vars=[*args.get_command_env(), {"name": "DAGSTER_RUN_STEP_KEY", "value": GPU_STEP}],
+    )
+    assert_pod_basics(job, image, launcher)
+    pod = job.spec.template.spec
+    (container,) = pod.containers
+    assert container.args == ["dagster", "api", "execute_step"]
+    compressed = container_env(container)["DAGSTER_COMPRESSED_EXECUTE_STEP_ARGS"]
+    sent = deserialize_value(
+        zlib.decompress(base64.b64decode(compressed)).decode(), ExecuteStepArgs
+    )
+    assert sent.step_keys_to_execute == [GPU_STEP]
+    assert sent.job_origin.repository_origin.code_pointer.module == MODULE
+    resources = step_config["container_config"]["resources"]
+    assert container.resources.requests == resources["requests"]
+    assert container.resources.requests["nvidia.com/gpu"] == "1"
+    assert container.resources.limits == resources["limits"]
+    assert pod.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert pod.tolerations[0].key == "nvidia.com/gpu"
+
+
+def test_k8s_job_executor_takes_the_same_settings(values, code):
+    _, _, launcher = code
+    executor = k8s_job_executor.configured(
+        {
+            "job_namespace": "fvc",
+            "env_vars": launcher["envVars"],
+            "env_secrets": [secret["name"] for secret in launcher["envSecrets"]],
+            "volume_mounts": launcher["volumeMounts"],
+            "volumes": launcher["volumes"],
+            "max_concurrent": 8,
+            "per_step_k8s_config": {GPU_STEP: values["fvcStepK8sConfig"]["gpuTraining"]},
+        },
+        name="k8s",
+    )
+
+    @dg.asset(
+        name=GPU_STEP,
+        op_tags={USER_DEFINED_K8S_CONFIG_KEY: values["fvcStepK8sConfig"]["gpuTraining"]},
+    )
+    def network() -> None:
+        """Stands in for a network training asset."""
+
+    def asset_job(executor_def: dg.ExecutorDefinition) -> dg.JobDefinition:
+        defs = dg.Definitions(assets=[network], executor=executor_def)
+        return defs.resolve_implicit_global_asset_job_def()
+
+    job = asset_job(executor)
+    assert job.executor_def.name == "k8s"
+    resolved = dg.validate_run_config(job)["execution"]["k8s"]
+    assert resolved["job_namespace"] == "fvc"
+    assert resolved["env_vars"] == launcher["envVars"]
+    assert resolved["volumes"] == launcher["volumes"]
+    assert GPU_STEP in resolved["per_step_k8s_config"]
+    with pytest.raises(dg.DagsterInvalidConfigError, match="no_such_key"):
+        dg.validate_run_config(asset_job(k8s_job_executor.configured({"no_such_key": 1})))
