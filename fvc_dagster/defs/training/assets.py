@@ -31,10 +31,19 @@ from fvc_dagster.lib.splits import assign_folds, videos_keeping_their_fold
 from fvc_dagster.lib.training import assign_clips, fold_data, train_fold
 
 FOLD_SEED = 0
-# Runs when upstream data changes, without waiting for videos that failed ingestion.
-UPDATE_ON_NEW_DATA = dg.AutomationCondition.eager().without(
-    ~dg.AutomationCondition.any_deps_missing()
-)
+# Runs when upstream data changes, without waiting for videos that failed ingestion. Unlike
+# `eager()`, a materialization does not count as handling upstream changes: one that ran while
+# its upstream was updated by another run (say folds re-assigned while a baseline was training on
+# the old ones) is requested again once it ends. Updates made by a run that also targets the
+# asset are ignored, as in `eager()`.
+UPDATE_ON_NEW_DATA = (
+    dg.AutomationCondition.in_latest_time_window()
+    & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since(
+        dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
+    )
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("update_on_new_data")
 
 
 @dg.asset(
