@@ -39,6 +39,7 @@ format: $(BIN)/fvc
 bench: $(BIN)/fvc
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.training_input
+	$(BIN)/python -m bench.throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
