@@ -107,6 +107,16 @@ def fvc_metadata(rows: list[tuple[str, str, str]]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def write_labelled_inbox(inbox: Path, videos: list[str], make_video) -> None:
+    """An inbox of `videos` (tiny, from `make_video(frames=, seed=)`) in FVC1.zip and their
+    FVC.csv in Metadata.zip: a cascade each, real and fake in turn (two a fold with ten)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    members = {f"{v}.mp4": make_video(frames=8, seed=i) for i, v in enumerate(videos)}
+    write_zip(inbox / "FVC1.zip", members)
+    rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(videos)]
+    write_zip(inbox / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+
+
 def tiny_vae():
     """A diffusers AutoencoderKL small enough for CPU tests: two blocks (downsamples by 2), no
     mid-block attention. Saved with `save_pretrained`, it loads exactly like real weights."""

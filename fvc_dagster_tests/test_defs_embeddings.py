@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import fvc_metadata, write_zip
+from conftest import write_labelled_inbox
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags
 from fvc_dagster.demo import run_demo
@@ -58,11 +58,7 @@ def platform(tmp_path_factory, video_bytes_factory):
     backbone for every video in one run and its XGBoost model on every fold in another: the
     data root, the Definitions, the instance and the two runs."""
     root = tmp_path_factory.mktemp("embeddings")
-    (root / "inbox").mkdir()
-    members = {f"{v}.mp4": video_bytes_factory(frames=8, seed=i) for i, v in enumerate(VIDEOS)}
-    write_zip(root / "inbox" / "FVC1.zip", members)
-    rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(VIDEOS)]
-    write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+    write_labelled_inbox(root / "inbox", VIDEOS, video_bytes_factory)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
         with contextlib.redirect_stdout(io.StringIO()):

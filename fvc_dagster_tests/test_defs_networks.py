@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import fvc_metadata, write_zip
+from conftest import write_labelled_inbox
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.demo import run_demo, train_networks
@@ -34,11 +34,7 @@ def platform(tmp_path_factory, video_bytes_factory):
     one run as the demo trains networks: the data root, the Definitions, the instance, the run
     and the fold metrics before any network trained."""
     root = tmp_path_factory.mktemp("networks")
-    (root / "inbox").mkdir()
-    members = {f"{v}.mp4": video_bytes_factory(frames=8, seed=i) for i, v in enumerate(VIDEOS)}
-    write_zip(root / "inbox" / "FVC1.zip", members)
-    rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(VIDEOS)]
-    write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+    write_labelled_inbox(root / "inbox", VIDEOS, video_bytes_factory)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
         with contextlib.redirect_stdout(io.StringIO()):

@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from conftest import REPO, fvc_metadata, write_zip
+from conftest import REPO, write_labelled_inbox
 from fvc_dagster.demo import run_demo
 from fvc_dagster.lib.clipstore import CLIP_SUFFIX
 
@@ -30,11 +30,7 @@ pytestmark = pytest.mark.long
 
 
 def fill_inbox(root: Path, video_bytes) -> None:
-    (root / "inbox").mkdir(parents=True)
-    members = {f"{v}.mp4": video_bytes(frames=8, seed=i) for i, v in enumerate(VIDEOS)}
-    write_zip(root / "inbox" / "FVC1.zip", members)
-    rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(VIDEOS)]
-    write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+    write_labelled_inbox(root / "inbox", VIDEOS, video_bytes)
     (root / "dagster_home").mkdir()
     shutil.copy(REPO / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
 
