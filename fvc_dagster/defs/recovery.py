@@ -32,8 +32,8 @@ def process_alive(tag: str) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, ValueError):
-        return True
+    except (PermissionError, ValueError):  # someone else's process, or not a pid: assume alive
+        pass
     return True
 
 
