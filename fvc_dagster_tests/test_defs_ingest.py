@@ -79,6 +79,21 @@ def test_batch_ingests_probes_and_featurises_every_video(platform, video_bytes):
         counts = warehouse_rows(root, f"select count(*), count(distinct video_id) from fvc.{table}")
         assert counts == [(5 * 11, 5)], table
 
+    # Each video's partition carries its own figures: its seconds, its clips and its preview.
+    materialized = instance.fetch_materializations(dg.AssetKey("augmented_clips"), limit=10).records
+    by_video = {r.partition_key: r.asset_materialization.metadata for r in materialized}
+    assert sorted(by_video) == sorted(GOOD)
+    for video_id, metadata in by_video.items():
+        assert metadata["clips"].value == 11, video_id
+        assert metadata["preview"].value.startswith(f"![{video_id}](data:image/png;base64,")
+        assert 0 < metadata["seconds"].value <= metadata["slowest_video_seconds"].value
+        assert metadata["videos"].value == 5
+    assert len({m["seconds"].value for m in by_video.values()}) > 1
+    labels = instance.fetch_materializations(dg.AssetKey("source_videos"), limit=10).records
+    assert {r.partition_key: r.asset_materialization.metadata["label"].value for r in labels} == {
+        GOOD[0]: "fake", GOOD[1]: "real", GOOD[2]: None, GOOD[3]: None, GOOD[4]: None
+    }  # fmt: skip
+
 
 def test_bad_videos_fail_their_own_partition_and_the_rest_of_the_batch_succeeds(
     platform, video_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 import dagster as dg
@@ -86,14 +86,31 @@ def for_each_video(
     return results, seconds
 
 
-def timing_metadata(seconds: dict[str, float]) -> dict[str, dg.MetadataValue]:
-    """Row count and per-video cost for a batch's materialization metadata."""
+def add_video_metadata(
+    context: dg.AssetExecutionContext,
+    seconds: dict[str, float],
+    per_video: Mapping[str, Mapping[str, object]] | None = None,
+    batch: Mapping[str, object] | None = None,
+) -> None:
+    """Materialization metadata of a batch: each video's partition gets its own `seconds` and
+    `per_video` entries (its preview, its row counts), every partition the run's summary (videos,
+    mean and slowest seconds per video) and `batch` entries. Nothing is copied into all of a
+    run's events that belongs to one video: each event is written to the instance."""
     values = list(seconds.values()) or [0.0]
-    return {
-        "videos": dg.MetadataValue.int(len(seconds)),
-        "seconds_per_video": dg.MetadataValue.float(round(sum(values) / len(values), 4)),
-        "slowest_video_seconds": dg.MetadataValue.float(round(max(values), 4)),
-    }
+    context.add_output_metadata(
+        {
+            "videos": dg.MetadataValue.int(len(seconds)),
+            "seconds_per_video": dg.MetadataValue.float(round(sum(values) / len(values), 4)),
+            "slowest_video_seconds": dg.MetadataValue.float(round(max(values), 4)),
+            **(batch or {}),
+        }
+    )
+    for video_id, spent in seconds.items():
+        own = {
+            "seconds": dg.MetadataValue.float(round(spent, 4)),
+            **(per_video or {}).get(video_id, {}),
+        }
+        context.add_asset_metadata(own, partition_key=video_id)
 
 
 def rows_by_video(table: pd.DataFrame, asset: str) -> Callable[[str], pd.DataFrame]:

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from fvc_dagster.defs.batching import (
     TRAINING_POOL,
+    add_video_metadata,
     for_each_video,
     per_video_asset,
     rows_by_video,
@@ -204,12 +205,15 @@ def video_scores(
 
     rows, seconds = for_each_video(context, context.partition_keys, score)
     table = pd.DataFrame(rows)
-    context.add_output_metadata(
+    scored = ["probability_fake", "predicted", "label"]
+    add_video_metadata(
+        context,
+        seconds,
+        table.set_index("video_id")[scored].to_dict("index"),
         {
             "model": dg.MetadataValue.text(
                 f"{REGISTERED_MODEL} v{version.version} ({detector.model_name})"
-            ),
-            "scores": dg.MetadataValue.md(table.head(20).to_markdown(index=False)),
-        }
+            )
+        },
     )
     return table

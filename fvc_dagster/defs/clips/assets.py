@@ -4,10 +4,10 @@ import dagster as dg
 import pandas as pd
 
 from fvc_dagster.defs.batching import (
+    add_video_metadata,
     for_each_video,
     per_video_asset,
     rows_by_video,
-    timing_metadata,
 )
 from fvc_dagster.defs.previews import clip_preview
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage
@@ -24,20 +24,19 @@ def augmented_clips(
     """One row per clip: the original (aug_index -1) and 10 augmented clips of K frames, with the
     augmentation's type, JSON params and seed, and the lossless clip file."""
     source_of = rows_by_video(source_videos, "source_videos")
-    first_frames = {}
+    own = {}
 
     def make(video_id: str) -> list[dict]:
         path = source_of(video_id)["path"].iloc[0]
-        rows, first_frames[video_id] = make_clips(
+        rows, first_frames = make_clips(
             video_id, path, sampling.frames_per_clip, storage.clip_store / video_id
         )
+        own[video_id] = {"clips": len(rows), "preview": clip_preview(video_id, first_frames)}
         return rows
 
     batches, seconds = for_each_video(context, context.partition_keys, make)
     table = pd.DataFrame([row for rows in batches for row in rows])
-    context.add_output_metadata(
-        {**timing_metadata(seconds), "clips": len(table), "preview": clip_preview(first_frames)}
-    )
+    add_video_metadata(context, seconds, own, {"clips_in_run": len(table)})
     return table
 
 
@@ -53,7 +52,7 @@ def scaled_clips(
     back to letterbox, with the reason)."""
     scale = scaling.scaler()
     clips_of = rows_by_video(augmented_clips, "augmented_clips")
-    first_frames = {}
+    own = {}
 
     def scale_video(video_id: str) -> list[dict]:
         out_dir = storage.scaled_store / video_id
@@ -61,17 +60,18 @@ def scaled_clips(
             lambda clip: scale_clip(clip, scale, out_dir, scaling.method),
             clips_of(video_id).to_dict("records"),
         )
-        first_frames[video_id] = [frame for _, frame in results]
+        own[video_id] = {"preview": clip_preview(video_id, [frame for _, frame in results])}
         return [row for row, _ in results]
 
     batches, seconds = for_each_video(context, context.partition_keys, scale_video)
     table = pd.DataFrame([row for rows in batches for row in rows])
-    context.add_output_metadata(
+    add_video_metadata(
+        context,
+        seconds,
+        own,
         {
-            **timing_metadata(seconds),
             "methods_used": dg.MetadataValue.json(table["method"].value_counts().to_dict()),
             "fallbacks": int(table["fallback_reason"].notna().sum()),
-            "preview": clip_preview(first_frames),
-        }
+        },
     )
     return table

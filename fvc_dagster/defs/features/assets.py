@@ -4,10 +4,10 @@ import dagster as dg
 import pandas as pd
 
 from fvc_dagster.defs.batching import (
+    add_video_metadata,
     for_each_video,
     per_video_asset,
     rows_by_video,
-    timing_metadata,
 )
 from fvc_dagster.lib.clips import clip_feature_row, codec_cues, parallel_map, scaled_feature_row
 
@@ -22,11 +22,11 @@ def _per_clip(
         context.partition_keys,
         lambda video_id: parallel_map(row_of, clips_of(video_id).to_dict("records")),
     )
-    table = pd.DataFrame([row for rows in batches for row in rows])
-    context.add_output_metadata(
-        {**timing_metadata(seconds), "rows": dg.MetadataValue.int(len(table))}
-    )
-    return table
+    rows = {
+        video_id: {"rows": len(batch)} for video_id, batch in zip(seconds, batches, strict=True)
+    }
+    add_video_metadata(context, seconds, rows)
+    return pd.DataFrame([row for batch in batches for row in batch])
 
 
 @per_video_asset(group_name="features", kinds={"duckdb", "numpy"})

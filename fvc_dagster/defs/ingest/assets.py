@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from fvc_dagster.defs.batching import for_each_video, per_video_asset, timing_metadata
+from fvc_dagster.defs.batching import add_video_metadata, for_each_video, per_video_asset
 from fvc_dagster.defs.resources import VideoInbox
 from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.ingest import SOURCE_VIDEO_COLUMNS, RegisteredSource, ingest_video
@@ -47,15 +47,8 @@ def source_videos(
         ),
     )
     table = pd.DataFrame(rows, columns=list(SOURCE_VIDEO_COLUMNS))
-    context.add_output_metadata(
-        {
-            **timing_metadata(seconds),
-            "labels": dg.MetadataValue.json(table["label"].fillna("none").value_counts().to_dict()),
-            "preview": dg.MetadataValue.md(
-                table[["video_id", "label", "width", "height", "fps", "frame_count", "codec"]]
-                .head(20)
-                .to_markdown(index=False)
-            ),
-        }
-    )
+    probe = ["label", "width", "height", "fps", "frame_count", "codec"]
+    own = table.set_index("video_id")[probe].to_dict("index")
+    labels = table["label"].fillna("none").value_counts().to_dict()
+    add_video_metadata(context, seconds, own, {"labels": dg.MetadataValue.json(labels)})
     return table

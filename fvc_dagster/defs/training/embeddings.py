@@ -9,11 +9,11 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from fvc_dagster.defs.batching import (
+    add_video_metadata,
     for_each_video,
     per_fold_asset,
     per_video_asset,
     rows_by_video,
-    timing_metadata,
 )
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import MlflowTracking
@@ -90,16 +90,18 @@ def clip_embeddings(
     kept = kept_rows(warehouse, videos, config.backbones, scaled_clips)
     table = pd.concat([*tables, kept], ignore_index=True)
     clips = int(scaled_clips["video_id"].isin(videos).sum())
-    context.add_output_metadata(
+    add_video_metadata(
+        context,
+        seconds,
+        {video_id: {"rows": len(rows)} for video_id, rows in zip(seconds, tables, strict=True)},
         {
-            **timing_metadata(seconds),
             "clips": clips,
             "seconds_per_clip": round(sum(seconds.values()) / clips, 4),
             "dimensions": dg.MetadataValue.json(
                 {b: len(e) for b, e in table.groupby("backbone")["embedding"].first().items()}
             ),
             "kept_rows": 0 if kept is None else len(kept),
-        }
+        },
     )
     return table
 
