@@ -1,34 +1,32 @@
 """The scale-out profile on loopback: Postgres (instance and MLflow stores), Redis (Celery
 broker), an MLflow tracking server, two Celery workers and the Parquet warehouse, all real
-processes on 127.0.0.1. A batch of tiny videos, then one training fold, run through the Celery
-executor. Steps run on both workers, steps of the same pool never overlap, the warehouse holds
-every partition's rows and every MLflow run ends FINISHED on the server.
+processes on 127.0.0.1 (`fvc_dagster.loopback`). A batch of tiny videos, then one training fold,
+run through the Celery executor. Steps run on both workers, steps of the same pool never overlap,
+the warehouse holds every partition's rows and every MLflow run ends FINISHED on the server.
 
 Needs Debian's `postgresql` and `redis-server` (`.ci/run` installs them) and the `scaleout`
 extra; skips, saying why, without them."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
-import os
-import pwd
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy" / "scaleout"
+from fvc_dagster.loopback import (
+    REPO,
+    Loopback,
+    deployment,
+    missing_requirements,
+    started,
+    stop_groups,
+    wait_for,
+)
+
 WORKERS = ("fvcworker1", "fvcworker2")
 # Seed 16: 9 videos; with 2 folds, fold 1 holds 2 real and 2 fake videos (so fold 0 trains, one
 # clip per video, the SVM calibrating on 2 per class), fold 0 one real and two fake.
@@ -46,190 +44,6 @@ PER_VIDEO_TABLES = (
 )
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.long]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def postgres_bin() -> Path | None:
-    """The newest Postgres server binaries (Debian keeps them off PATH)."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3])
-    )
-    if found:
-        return Path(found[-1]).parent
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).parent if pg_ctl else None
-
-
-def missing_requirements() -> str | None:
-    """Why the test cannot run here, or None."""
-    for module in ("dagster_celery", "dagster_postgres", "psycopg2", "redis"):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"needs the scaleout extra (pip install -e '.[scaleout]'): no {module}"
-    if postgres_bin() is None or shutil.which("redis-server") is None:
-        return "needs Postgres and Redis: apt-get install postgresql redis-server (.ci/run does)"
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "initdb refuses root and there is no postgres user to run it as"
-        if shutil.which("runuser") is None:
-            return "initdb refuses root and runuser is missing"
-    return None
-
-
-def as_postgres(args: list[str]) -> list[str]:
-    """`args` run as the postgres user when this is root (initdb and postgres refuse root)."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
-def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    """Signal `pid` and wait until it is gone (SIGKILL after `timeout`)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)  # raises ProcessLookupError once it is gone
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_groups(*processes: subprocess.Popen, timeout: float = 2.0) -> None:
-    """Stop processes started in sessions of their own and everything they started (the
-    `celery` process and its pool child under `dagster-celery worker start`, uvicorn under
-    `mlflow server`): a signal to every group at once (SIGQUIT to Celery workers, their cold
-    shutdown: nothing runs any more), SIGKILL to what is left after `timeout` (a Celery main
-    process with torch loaded takes about 5 s more to exit, with nothing left to do)."""
-    for process in processes:
-        celery = "dagster-celery" in Path(str(process.args[0])).name
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGQUIT if celery else signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        while _group_alive(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _group_alive(process.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-
-
-def wait_for(what: str, probe, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := probe():
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def run_checked(args: list[str]) -> None:
-    done = subprocess.run(args, capture_output=True, text=True)
-    assert done.returncode == 0, f"{args[:6]}... failed:\n{done.stdout}\n{done.stderr}"
-
-
-@contextlib.contextmanager
-def postgres(port: int) -> Iterator[None]:
-    """A private Postgres cluster on 127.0.0.1:`port` (trust auth), stopped by its PID. Its
-    folder is a fresh one in the system temp folder: the postgres user cannot enter pytest's
-    (mode 700, root's), and initdb refuses to run as root."""
-    binaries = postgres_bin()
-    base = Path(tempfile.mkdtemp(prefix="fvc-scaleout-pg-"))
-    data, sockets = base / "data", base / "sockets"
-    for folder in (data, sockets):
-        folder.mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        for folder in (base, data, sockets):
-            shutil.chown(folder, "postgres", "postgres")
-    pid = None
-    try:
-        run_checked(
-            as_postgres([str(binaries / "initdb"), "-D", str(data), "--auth=trust", "-U",
-                         "postgres", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"])
-        )  # fmt: skip
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={sockets} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        run_checked(
-            as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-w",
-                         "-l", str(sockets / "postgres.log"), "start"])
-        )  # fmt: skip
-        pid = int((data / "postmaster.pid").read_text().splitlines()[0])
-        yield
-    finally:
-        if pid is not None:
-            stop_pid(pid, signal.SIGINT)  # fast shutdown: ends every session
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def redis(base: Path, port: int) -> Iterator[None]:
-    """A Redis without persistence on 127.0.0.1:`port`, stopped by its PID."""
-    pidfile = base / "redis.pid"
-    subprocess.run(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--daemonize", "yes", "--pidfile", str(pidfile),
-         "--dir", str(base), "--logfile", str(base / "redis.log")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    pid = int(wait_for("the Redis pidfile", lambda: pidfile.exists() and pidfile.read_text(), 10))
-    try:
-        yield
-    finally:
-        stop_pid(pid)
-
-
-def create_databases(port: int, *names: str) -> None:
-    import psycopg2
-
-    connection = wait_for(
-        "Postgres to accept connections",
-        lambda: _connect_or_none(psycopg2, port),
-        20,
-    )
-    connection.autocommit = True  # CREATE DATABASE runs outside a transaction
-    try:
-        with connection.cursor() as cursor:
-            for name in names:
-                cursor.execute(f"create database {name}")
-    finally:
-        connection.close()
-
-
-def _connect_or_none(psycopg2, port: int):
-    try:
-        return psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-    except psycopg2.OperationalError:
-        return None
-
-
-def started(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A process in a session of its own (so its whole group can be stopped), logging to `log`."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
 
 
 # The run orchestrator: one process loads the code once and runs both jobs through the Celery
@@ -298,118 +112,13 @@ print("RESULTS " + json.dumps({"runs": results, "pools": pools, "timeline": time
 """
 
 
-@dataclass
-class Loopback:
-    """The running scale-out deployment: its environment, instance and processes."""
-
-    env: dict[str, str]
-    instance: object  # dagster.DagsterInstance on the Postgres storage
-    mlflow_uri: str
-    artifacts: Path
-    logs: Path
-    workers: list[subprocess.Popen]
-    began: float
-    start_mlflow: Callable[[], subprocess.Popen]
-
-    def log_tails(self, chars: int = 3000) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}"
-            for p in sorted(self.logs.glob("*.log"))
-        )
-
-
-def scaleout_env(tmp_path: Path, pg_port: int, redis_port: int, mlflow_port: int) -> dict:
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONWARNINGS": "ignore",
-        "FVC_PROFILE": "scaleout",
-        "FVC_FOLDS": FOLDS,
-        "FVC_DATA_DIR": str(tmp_path / "data"),
-        "FVC_WAREHOUSE_URL": str(tmp_path / "shared" / "warehouse"),
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "FVC_PG_HOST": "127.0.0.1",
-        "FVC_PG_PORT": str(pg_port),
-        "FVC_PG_USER": "postgres",
-        "FVC_PG_PASSWORD": "trust-auth-ignores-it",
-        "FVC_PG_DAGSTER_DB": "dagster",
-        "FVC_CELERY_BROKER": f"redis://127.0.0.1:{redis_port}/0",
-        "FVC_CELERY_BACKEND": f"redis://127.0.0.1:{redis_port}/1",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-    }
-    env.pop("FVC_ZIP_PASSWORD", None)
-    return env
-
-
-def migrated_instance(env: dict[str, str]):
-    """The instance on Postgres, its tables created (what `dagster instance migrate` does),
-    before any other process opens it."""
-    import dagster as dg
-
-    home = Path(env["DAGSTER_HOME"])
-    home.mkdir()
-    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
-    with pytest.MonkeyPatch.context() as patch:
-        for key in ("FVC_PG_HOST", "FVC_PG_PORT", "FVC_PG_USER", "FVC_PG_PASSWORD",
-                    "FVC_PG_DAGSTER_DB"):  # fmt: skip
-            patch.setenv(key, env[key])
-        return dg.DagsterInstance.from_config(str(home))
-
-
-@pytest.fixture
-def loopback(tmp_path: Path) -> Iterator[Loopback]:
-    """Postgres, Redis and two Celery workers on loopback, the MLflow server on demand, all
-    stopped (by PID, their children too) at the end."""
+@pytest.fixture(name="loopback")
+def loopback_fixture(tmp_path: Path) -> Iterator[Loopback]:
+    """Postgres, Redis and two Celery workers on loopback, the MLflow server on demand."""
     if reason := missing_requirements():
         pytest.skip(reason)
-    began = time.monotonic()
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    pg_port, redis_port, mlflow_port = free_port(), free_port(), free_port()
-    env = scaleout_env(tmp_path, pg_port, redis_port, mlflow_port)
-    artifacts = tmp_path / "shared" / "mlartifacts"
-    bin_dir = Path(sys.executable).parent
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(postgres(pg_port))
-        stack.enter_context(redis(logs, redis_port))
-        create_databases(pg_port, "dagster", "mlflow")
-        processes: list[subprocess.Popen] = []  # stopped together: a signal to all, then wait
-        stack.callback(lambda: stop_groups(*processes))
-
-        def start_mlflow() -> subprocess.Popen:
-            """The tracking server on Postgres, serving the artifacts (its start costs about
-            18 s of CPU)."""
-            server = started(
-                [str(bin_dir / "mlflow"), "server",
-                 "--backend-store-uri",
-                 f"postgresql+psycopg2://postgres@127.0.0.1:{pg_port}/mlflow",
-                 "--artifacts-destination", str(artifacts), "--serve-artifacts",
-                 "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
-                {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job runner
-                logs / "mlflow.log",
-            )  # fmt: skip
-            processes.append(server)
-            return server
-
-        instance = migrated_instance(env)
-        stack.callback(instance.dispose)
-        workers = []
-        for name in WORKERS:  # one step at a time each, the code loaded before forking
-            workers.append(
-                started(
-                    [str(bin_dir / "dagster-celery"), "worker", "start",
-                     "-y", str(DEPLOY / "celery.yaml"), "-A", "dagster_celery.app",
-                     "-n", name, "-i", "fvc_dagster.defs.worker_preload",
-                     "--", "--concurrency", "1"],
-                    env,
-                    logs / f"{name}.log",
-                )
-            )  # fmt: skip
-            processes.append(workers[-1])
-        yield Loopback(
-            env, instance, env["MLFLOW_TRACKING_URI"], artifacts, logs, workers, began, start_mlflow
-        )
+    with deployment(tmp_path, WORKERS, FVC_FOLDS=FOLDS) as running:
+        yield running
 
 
 def step_intervals(instance, run_id: str) -> dict[str, tuple[float, float]]:
@@ -522,13 +231,9 @@ def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path):
     partial.write_text(json.dumps([partition_range_tags(ids[0], ids[-1]), {}]))
     partial.rename(go)  # the driver sees the whole file or none
 
-    def a_worker_ready() -> bool:
-        assert all(w.poll() is None for w in loopback.workers), loopback.log_tails()
-        return any(" ready." in (loopback.logs / f"{w}.log").read_text() for w in WORKERS)
-
     # The MLflow server is needed by the training run only: started once the first worker has
     # loaded the code, its start overlaps the video run instead of the workers' start.
-    wait_for("a worker to start", a_worker_ready, 300, interval=0.5)
+    wait_for("a worker to start", loopback.workers_ready, 300, interval=0.5)
     loopback.start_mlflow()
     try:
         driver.wait(timeout=420)
