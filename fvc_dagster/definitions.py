@@ -27,8 +27,11 @@ from fvc_dagster.defs.resources import (
 )
 from fvc_dagster.defs.scaleout import (
     EMBEDDED,
+    K8S,
     PROFILE_ENV,
     SCALEOUT,
+    gpu_steps,
+    k8s_executor,
     profile_from,
     scaleout_executor,
     scaleout_resources,
@@ -65,13 +68,20 @@ def build_defs(
     data_dir: str | os.PathLike = "data", password_env: str | None = None, profile: str = EMBEDDED
 ) -> dg.Definitions:
     """Definitions over one data root; the archive password comes from `password_env` if named.
-    `profile` "scaleout" runs steps on Celery workers, keeps tables as Parquet files and tracks
-    on an MLflow server (fvc_dagster/defs/scaleout.py, deploy/scaleout/)."""
+    `profile` "scaleout" runs steps on Celery workers, "k8s" each step as a Kubernetes job; both
+    keep tables as Parquet files and track on an MLflow server (fvc_dagster/defs/scaleout.py,
+    deploy/scaleout/, deploy/k8s/)."""
     root = Path(data_dir).resolve()
     storage = FvcStorage(data_dir=str(root))
     warehouse = str(root / "warehouse.duckdb")
+    assets = dg.load_assets_from_modules(DOMAINS)
+    executors = {
+        EMBEDDED: lambda: dg.in_process_executor,
+        SCALEOUT: scaleout_executor,
+        K8S: lambda: k8s_executor(gpu_steps(assets)),
+    }
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(DOMAINS),
+        assets=assets,
         asset_checks=dg.load_asset_checks_from_modules([training_checks]),
         sensors=[archive_sensor, split_failed_video_batches, automation_sensor],
         jobs=[
@@ -82,7 +92,7 @@ def build_defs(
             champion_job,
             scoring_job,
         ],
-        executor=scaleout_executor() if profile == SCALEOUT else dg.in_process_executor,
+        executor=executors[profile](),
         resources={
             "io_manager": WarehouseIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),
             "warehouse": Warehouse(database=warehouse),
@@ -96,7 +106,7 @@ def build_defs(
                 tracking_uri=local_tracking_uri(root),
                 artifact_root=str(root / "mlartifacts"),
             ),
-            **(scaleout_resources(root) if profile == SCALEOUT else {}),
+            **(scaleout_resources(root) if profile != EMBEDDED else {}),
         },
     )
 
@@ -105,7 +115,7 @@ def build_defs(
 def defs() -> dg.Definitions:
     """Resolved when the code location loads: `FVC_DATA_DIR` (default `./data`) and, when set,
     `FVC_ZIP_PASSWORD` through an `EnvVar` (never stored in run config or metadata), and
-    `FVC_PROFILE` (embedded, the default, or scaleout)."""
+    `FVC_PROFILE` (embedded, the default, scaleout or k8s)."""
     return build_defs(
         os.environ.get("FVC_DATA_DIR", "data"),
         "FVC_ZIP_PASSWORD" if os.environ.get("FVC_ZIP_PASSWORD") else None,

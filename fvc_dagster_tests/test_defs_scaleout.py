@@ -11,6 +11,7 @@ import yaml
 from fvc_dagster.defs.scaleout import (
     CELERY_SETTINGS,
     EMBEDDED,
+    K8S,
     SCALEOUT,
     ParquetWarehouse,
     ParquetWarehouseIOManager,
@@ -39,6 +40,7 @@ def clip_counts(clips: pd.DataFrame) -> pd.DataFrame:
 def test_profile_from_the_environment():
     assert profile_from(None) == profile_from("") == EMBEDDED
     assert profile_from(" ScaleOut ") == SCALEOUT
+    assert profile_from("k8s") == K8S
     with pytest.raises(ValueError, match="FVC_PROFILE"):
         profile_from("cluster")
 

@@ -1,6 +1,7 @@
-"""deploy/k8s/values.yaml checked offline: it parses and names the launcher, the code location
-and the profile; dagster_k8s's own job construction renders the run pod and a GPU step pod from
-it; and the `k8s_job_executor` accepts the same settings. No cluster, no network."""
+"""The k8s profile and deploy/k8s/values.yaml checked offline: the values parse and name the
+launcher, the code location and the profile; `FVC_PROFILE=k8s` picks `k8s_job_executor` with the
+GPU config on the torch steps only; dagster_k8s's own job construction renders the run pod from
+the values and a GPU step pod from the executor's config. No cluster, no network."""
 
 import base64
 import json
@@ -14,7 +15,6 @@ from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._grpc.types import ExecuteRunArgs, ExecuteStepArgs
 from dagster._serdes import deserialize_value
-from dagster_k8s import k8s_job_executor
 from dagster_k8s.job import (
     USER_DEFINED_K8S_CONFIG_KEY,
     DagsterK8sJobConfig,
@@ -28,6 +28,21 @@ VALUES = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "values.yaml"
 MODULE = "fvc_dagster.definitions"
 RUN_ID = "0123abcd-4567-89ef-0123-456789abcdef"
 GPU_STEP = "network_r2plus1d"  # a network asset: its op is the step
+
+
+@pytest.fixture(scope="module")
+def k8s_defs(tmp_path_factory) -> dg.Definitions:
+    from fvc_dagster.definitions import build_defs
+    from fvc_dagster.defs.scaleout import K8S
+
+    return build_defs(tmp_path_factory.mktemp("data"), profile=K8S)
+
+
+def executor_config(defs: dg.Definitions, job: str) -> dict:
+    """The k8s executor's config as a run of `job` resolves it."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", "http://mlflow.fvc.svc.cluster.local:5000")
+        return dg.validate_run_config(defs.resolve_job_def(job))["execution"]["k8s"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +97,7 @@ def assert_pod_basics(job, image: str, launcher: dict) -> None:
     for pair in launcher["envVars"]:
         name, value = pair.split("=", 1)
         assert env[name] == value
-    assert env["FVC_PROFILE"] == "scaleout"
+    assert env["FVC_PROFILE"] == "k8s"
     assert env["DAGSTER_HOME"] == "/opt/dagster/dagster_home"
     assert [source.secret_ref.name for source in container.env_from] == ["fvc-secrets"]
     (mount,) = container.volume_mounts
@@ -101,7 +116,7 @@ def test_values_name_launcher_code_location_and_profile(values, code):
     assert deployment["envSecrets"] == launcher["envSecrets"]
     assert deployment["volumes"] == launcher["volumes"]
     assert deployment["volumeMounts"] == launcher["volumeMounts"]
-    assert "FVC_PROFILE=scaleout" in launcher["envVars"]
+    assert "FVC_PROFILE=k8s" in launcher["envVars"]
     assert any(var.startswith("FVC_WAREHOUSE_URL=s3://") for var in launcher["envVars"])
     daemon = values["dagsterDaemon"]
     assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
@@ -133,9 +148,9 @@ def test_run_pod_renders_what_the_launcher_runs(code):
     assert job.spec.template.metadata.labels["app.kubernetes.io/component"] == "run_worker"
 
 
-def test_gpu_step_pod_renders_requests_from_the_tag(values, code):
+def test_gpu_step_pod_renders_the_executor_s_step_config(k8s_defs, code):
     _, image, launcher = code
-    step_config = values["fvcStepK8sConfig"]["gpuTraining"]
+    step_config = executor_config(k8s_defs, "networks")["per_step_k8s_config"][GPU_STEP]
     tags = {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(step_config)}
     args = ExecuteStepArgs(job_origin(image, "networks"), RUN_ID, [GPU_STEP])
     job = construct_dagster_k8s_job(
@@ -165,38 +180,29 @@ def test_gpu_step_pod_renders_requests_from_the_tag(values, code):
     assert pod.tolerations[0].key == "nvidia.com/gpu"
 
 
-def test_k8s_job_executor_takes_the_same_settings(values, code):
-    _, _, launcher = code
-    executor = k8s_job_executor.configured(
-        {
-            "job_namespace": "fvc",
-            "env_vars": launcher["envVars"],
-            "env_secrets": [secret["name"] for secret in launcher["envSecrets"]],
-            "volume_mounts": launcher["volumeMounts"],
-            "volumes": launcher["volumes"],
-            "max_concurrent": 8,
-            "per_step_k8s_config": {GPU_STEP: values["fvcStepK8sConfig"]["gpuTraining"]},
-        },
-        name="k8s",
-    )
+def test_the_k8s_profile_runs_steps_as_jobs_with_gpus_for_torch_steps_only(k8s_defs):
+    from fvc_dagster.defs.scaleout import GPU_STEP_K8S_CONFIG, ParquetWarehouseIOManager
 
-    @dg.asset(
-        name=GPU_STEP,
-        op_tags={USER_DEFINED_K8S_CONFIG_KEY: values["fvcStepK8sConfig"]["gpuTraining"]},
-    )
-    def network() -> None:
-        """Stands in for a network training asset."""
+    for job in ("video_pipeline", "training", "networks", "embeddings", "scoring"):
+        assert k8s_defs.resolve_job_def(job).executor_def.name == "k8s", job
+    on_gpu = executor_config(k8s_defs, "networks")["per_step_k8s_config"]
+    assert GPU_STEP in on_gpu and "clip_embeddings" in on_gpu
+    assert all(step.startswith("network_") for step in set(on_gpu) - {"clip_embeddings"})
+    assert not {"augmented_clips", "scaled_clips", "baseline_svm", "cv_folds"} & set(on_gpu)
+    assert on_gpu[GPU_STEP]["container_config"] == GPU_STEP_K8S_CONFIG["container_config"]
+    assert isinstance(k8s_defs.resources["io_manager"], ParquetWarehouseIOManager)
 
-    def asset_job(executor_def: dg.ExecutorDefinition) -> dg.JobDefinition:
-        defs = dg.Definitions(assets=[network], executor=executor_def)
-        return defs.resolve_implicit_global_asset_job_def()
 
-    job = asset_job(executor)
-    assert job.executor_def.name == "k8s"
-    resolved = dg.validate_run_config(job)["execution"]["k8s"]
-    assert resolved["job_namespace"] == "fvc"
-    assert resolved["env_vars"] == launcher["envVars"]
-    assert resolved["volumes"] == launcher["volumes"]
-    assert GPU_STEP in resolved["per_step_k8s_config"]
-    with pytest.raises(dg.DagsterInvalidConfigError, match="no_such_key"):
-        dg.validate_run_config(asset_job(k8s_job_executor.configured({"no_such_key": 1})))
+def test_the_gpu_step_config_comes_from_the_environment(tmp_path, monkeypatch):
+    from fvc_dagster.definitions import build_defs
+    from fvc_dagster.defs.scaleout import GPU_STEP_K8S_CONFIG_ENV, K8S
+
+    small = {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "2"}}}}
+    monkeypatch.setenv(GPU_STEP_K8S_CONFIG_ENV, json.dumps(small))
+    defs = build_defs(tmp_path, profile=K8S)
+    resolved = executor_config(defs, "embeddings")["per_step_k8s_config"]["clip_embeddings"]
+    assert resolved["container_config"] == small["container_config"]
+    assert resolved["pod_spec_config"] == {}  # the default's node selector is not merged in
+    monkeypatch.setenv(GPU_STEP_K8S_CONFIG_ENV, "{cpu: 4")
+    with pytest.raises(ValueError, match=f"{GPU_STEP_K8S_CONFIG_ENV} is not JSON"):
+        build_defs(tmp_path, profile=K8S)

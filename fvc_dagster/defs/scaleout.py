@@ -1,5 +1,6 @@
-"""The scale-out profile (`FVC_PROFILE=scaleout`): steps on Celery workers, tables as Parquet
-files per partition that every worker writes at once, MLflow on a tracking server.
+"""The scale-out profiles: `FVC_PROFILE=scaleout` runs steps on Celery workers, `FVC_PROFILE=k8s`
+runs each step as a Kubernetes job; both keep tables as Parquet files per partition that every
+worker writes at once, and track on an MLflow server.
 
 The instance side (Postgres storage, run queue, run monitoring, pools) is
 `deploy/scaleout/dagster.yaml`; how to run it all is `deploy/scaleout/README.md`.
@@ -7,13 +8,17 @@ The instance side (Postgres storage, run queue, run monitoring, pools) is
 Environment (read when the code location loads, on every worker too):
 - `FVC_CELERY_BROKER`, `FVC_CELERY_BACKEND`: the Celery broker and result backend (Redis URLs);
 - `FVC_WAREHOUSE_URL`: the warehouse root every worker sees (default `<FVC_DATA_DIR>/warehouse`);
-- `MLFLOW_TRACKING_URI`: the MLflow tracking server (`http://host:port`).
+- `MLFLOW_TRACKING_URI`: the MLflow tracking server (`http://host:port`);
+- `FVC_K8S_GPU_STEP_CONFIG` (k8s): the `dagster-k8s/config` of the torch steps, as JSON
+  (default `GPU_STEP_K8S_CONFIG`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,7 +39,8 @@ from fvc_dagster.lib.parquet_warehouse import (
 )
 
 PROFILE_ENV = "FVC_PROFILE"
-EMBEDDED, SCALEOUT = "embedded", "scaleout"
+EMBEDDED, SCALEOUT, K8S = "embedded", "scaleout", "k8s"
+PROFILES = (EMBEDDED, SCALEOUT, K8S)
 BROKER_ENV, BACKEND_ENV = "FVC_CELERY_BROKER", "FVC_CELERY_BACKEND"
 WAREHOUSE_URL_ENV = "FVC_WAREHOUSE_URL"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -43,8 +49,8 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 def profile_from(value: str | None) -> str:
     """The profile named by `FVC_PROFILE` (unset or empty: embedded)."""
     profile = (value or EMBEDDED).strip().lower()
-    if profile not in (EMBEDDED, SCALEOUT):
-        raise ValueError(f"{PROFILE_ENV} must be {EMBEDDED!r} or {SCALEOUT!r}, got {value!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV} must be one of {', '.join(PROFILES)}; got {value!r}")
     return profile
 
 
@@ -137,6 +143,51 @@ def scaleout_executor() -> dg.ExecutorDefinition:
             "config_source": CELERY_SETTINGS,
         },
         name="celery",
+    )
+
+
+GPU_STEP_K8S_CONFIG_ENV = "FVC_K8S_GPU_STEP_CONFIG"
+# The pod of a step that trains or embeds with torch: a GPU node (the NVIDIA device plugin's
+# resource, GPU feature discovery's label, the usual taint), room for the clips and the model.
+GPU_STEP_K8S_CONFIG = {
+    "container_config": {
+        "resources": {
+            "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+            "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
+        }
+    },
+    "pod_spec_config": {
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+
+
+def gpu_steps(assets: Iterable[dg.AssetsDefinition]) -> list[str]:
+    """The steps (op names) that train networks or embed clips with torch."""
+    return sorted(
+        asset.op.name
+        for asset in assets
+        if any(
+            "pytorch" in spec.kinds and spec.group_name in ("networks", "embeddings")
+            for spec in asset.specs
+        )
+    )
+
+
+def k8s_executor(steps_on_gpu: Iterable[str]) -> dg.ExecutorDefinition:
+    """`k8s_job_executor`: each step a Kubernetes job, with the run pod's image, env, secrets
+    and volumes (the K8sRunLauncher's); `steps_on_gpu` get `FVC_K8S_GPU_STEP_CONFIG` (JSON) or
+    `GPU_STEP_K8S_CONFIG`."""
+    from dagster_k8s import k8s_job_executor
+
+    raw = os.environ.get(GPU_STEP_K8S_CONFIG_ENV)
+    try:
+        gpu = json.loads(raw) if raw else GPU_STEP_K8S_CONFIG
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{GPU_STEP_K8S_CONFIG_ENV} is not JSON: {exc}") from None
+    return k8s_job_executor.configured(
+        {"per_step_k8s_config": {step: gpu for step in steps_on_gpu}}, name="k8s"
     )
 
 
