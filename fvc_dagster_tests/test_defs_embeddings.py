@@ -16,7 +16,7 @@ import pytest
 from conftest import write_labelled_inbox
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags
-from fvc_dagster.demo import run_demo
+from fvc_dagster.demo import execute_run_request
 from fvc_dagster.lib.embeddings import ClipEmbedder
 
 VIDEOS = [f"embedvid{n:03d}" for n in range(10)]  # YouTube-like ids (11 characters): two a fold
@@ -54,19 +54,25 @@ def materializations(instance: dg.DagsterInstance, asset: str) -> int:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, video_bytes_factory):
-    """The demo (baselines only) on ten tiny labelled videos, then `clip_embeddings` of one
-    backbone for every video in one run and its XGBoost model on every fold in another: the
-    data root, the Definitions, the instance and the two runs."""
+    """Ten tiny labelled videos through the video pipeline and the folds (`cv_folds`,
+    `training_clips`: all the embedding models need), then `clip_embeddings` of one backbone
+    for every video in one run and its XGBoost model on every fold in another: the data root,
+    the Definitions, the instance and the two runs."""
     root = tmp_path_factory.mktemp("embeddings")
     write_labelled_inbox(root / "inbox", VIDEOS, video_bytes_factory)
+    (root / "dagster_home").mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-        with contextlib.redirect_stdout(io.StringIO()):
-            assert run_demo(root, networks=(), embedding_models=()) == 0
         defs = build_defs(root)
         instance = dg.DagsterInstance.get()
-        videos = instance.get_dynamic_partitions("videos")  # in registration order: one range
-        embedded = materialize(defs, instance, "clip_embeddings", videos, TINY)
+        instance.add_dynamic_partitions("videos", VIDEOS)
+        with contextlib.redirect_stdout(io.StringIO()):
+            videos = dg.RunRequest(tags=partition_range_tags(VIDEOS[0], VIDEOS[-1]))
+            assert execute_run_request(defs, "video_pipeline", videos, instance).success
+            folds = dg.RunRequest(tags=partition_range_tags(FOLDS[0], FOLDS[-1]))
+            selection = [dg.AssetKey("cv_folds"), dg.AssetKey("training_clips")]
+            assert execute_run_request(defs, "training", folds, instance, selection).success
+        embedded = materialize(defs, instance, "clip_embeddings", VIDEOS, TINY)
         assert embedded.success
         fitted = materialize(defs, instance, MODEL, FOLDS)
         assert fitted.success
