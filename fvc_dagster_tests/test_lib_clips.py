@@ -3,7 +3,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from conftest import write_video
 from fvc_dagster.lib.augment import AUG_TYPES, apply_augmentation
@@ -97,9 +97,11 @@ def test_parallel_map_keeps_order_and_runs_each_worker_on_one_thread():
 
     cv2.setNumThreads(2)
     try:
-        seen = parallel_map(threads_seen, list(range(5)))
-        assert [item for item, _, _ in seen] == list(range(5))
-        assert {(opencv, frozenset(blas)) for _, opencv, blas in seen} == {(1, frozenset({1}))}
-        assert cv2.getNumThreads() == 2  # restored
+        with threadpool_limits(limits=2, user_api="blas"):
+            seen = parallel_map(threads_seen, list(range(5)))
+            assert [item for item, _, _ in seen] == list(range(5))
+            assert {(opencv, frozenset(blas)) for _, opencv, blas in seen} == {(1, frozenset({1}))}
+            assert cv2.getNumThreads() == 2  # restored
+            assert threads_seen(None)[2] == {2}
     finally:
         cv2.setNumThreads(-1)
