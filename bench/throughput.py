@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,11 @@ def register_videos(instance: dg.DagsterInstance, data_dir: Path) -> list[str]:
     return keys
 
 
+def batched(keys: Sequence[str]) -> list[Sequence[str]]:
+    """The video keys cut as the backfill policy cuts them."""
+    return [keys[i : i + VIDEO_BATCH_SIZE] for i in range(0, len(keys), VIDEO_BATCH_SIZE)]
+
+
 def batch_command(batch: Sequence[str]) -> list[str]:
     """`dagster job execute` of `video_pipeline` on a batch of videos (a partition range)."""
     tags = json.dumps(partition_range_tags(batch[0], batch[-1]))
@@ -96,13 +102,13 @@ def run_all(
     start = time.perf_counter()
     processes = [
         subprocess.Popen(
-            ["bash", "-ec", "; ".join(" ".join(map(_quoted, c)) for c in sequence)],
+            ["bash", "-ec", "; ".join(shlex.join(command) for command in sequence)],
             env=dict(env),
             cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for sequence in commands
     ]
     for process in processes:
@@ -118,10 +124,6 @@ def run_all(
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _quoted(arg: str) -> str:
-    return "'" + arg.replace("'", "'\\''") + "'"
 
 
 def measured(instance: dg.DagsterInstance) -> dict[str, float]:
@@ -161,7 +163,7 @@ def embedded_setting(base: Path, inbox: Path, workers: int) -> tuple[dict, Path]
     env = {**os.environ, **ONE_THREAD, "FVC_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         keys = register_videos(instance, root)
-        batches = [keys[i : i + VIDEO_BATCH_SIZE] for i in range(0, len(keys), VIDEO_BATCH_SIZE)]
+        batches = batched(keys)
         pinned = [
             [["taskset", "-c", str(w % (os.cpu_count() or 1)), *batch_command(b)]
              for b in batches[w::workers]]
@@ -185,7 +187,7 @@ def scaleout_setting(base: Path, inbox: Path, workers: int) -> tuple[dict, Path]
         shutil.copytree(inbox, data_dir / "inbox")
         keys = register_videos(services.instance, data_dir)
         wait_for("the Celery workers", lambda: services.workers_ready() == workers, 300, 0.5)
-        batches = [keys[i : i + VIDEO_BATCH_SIZE] for i in range(0, len(keys), VIDEO_BATCH_SIZE)]
+        batches = batched(keys)
         try:
             timed = run_all([[batch_command(b)] for b in batches], services.env, REPO)
         except RuntimeError as error:
