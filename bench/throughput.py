@@ -46,7 +46,7 @@ import duckdb
 import pandas as pd
 
 from bench.run import RESULTS, write_atomic
-from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE, partition_range_tags
+from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE, partition_range_tags, videos_partitions
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = 64
@@ -68,16 +68,10 @@ def register_videos(instance: dg.DagsterInstance, data_dir: Path) -> list[str]:
     """The videos of `data_dir`'s inbox registered by the archive sensor on `instance`; the
     video partition keys in order."""
     from fvc_dagster.definitions import build_defs
+    from fvc_dagster.demo import scan_inbox
 
-    defs = build_defs(data_dir)
-    sensor = defs.resolve_sensor_def("archive_sensor")
-    with dg.build_sensor_context(
-        instance=instance, definitions=defs, resources=dict(defs.resources)
-    ) as context:
-        (request,) = sensor(context).dynamic_partitions_requests
-    keys = list(request.partition_keys)
-    instance.add_dynamic_partitions(request.partitions_def_name, keys)
-    return keys
+    scan_inbox(build_defs(data_dir), instance)
+    return instance.get_dynamic_partitions(videos_partitions.name)
 
 
 def batched(keys: Sequence[str]) -> list[Sequence[str]]:

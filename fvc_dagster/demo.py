@@ -112,6 +112,19 @@ def _latest_timestamp(instance: dg.DagsterInstance, key: str) -> float:
     return records[0].timestamp if records else 0.0
 
 
+def scan_inbox(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """One tick of `archive_sensor`, as the daemon runs it: the videos it registers are added to
+    the instance; the batched runs it requests are returned."""
+    sensor = defs.resolve_sensor_def("archive_sensor")
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, resources=dict(defs.resources)
+    ) as context:
+        result = sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return list(result.run_requests or [])
+
+
 def _all_folds() -> dg.RunRequest:
     folds = folds_partitions.get_partition_keys()
     return dg.RunRequest(tags=partition_range_tags(folds[0], folds[-1]))
@@ -265,14 +278,7 @@ def run_demo(
     instance = dg.DagsterInstance.get()
     for line in fail_dead_runs(instance):
         print(f"recovered: {line}")
-    sensor = defs.resolve_sensor_def("archive_sensor")
-    with dg.build_sensor_context(
-        instance=instance, definitions=defs, resources=dict(defs.resources)
-    ) as context:
-        result = sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    requests = list(result.run_requests or [])
+    requests = scan_inbox(defs, instance)
 
     registered = instance.get_dynamic_partitions(videos_partitions.name)
     pending = [k for k in registered if k not in _videos_done(instance)]
