@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import TypeVar
 
 import dagster as dg
@@ -111,6 +111,12 @@ def add_video_metadata(
             **(per_video or {}).get(video_id, {}),
         }
         context.add_asset_metadata(own, partition_key=video_id)
+
+
+def row_counts(seconds: dict[str, float], results: list[Sized]) -> dict[str, dict[str, int]]:
+    """Each video's row count, as `add_video_metadata`'s `per_video` (`seconds` and `results` as
+    `for_each_video` returns them: the same videos, in the same order)."""
+    return {video_id: {"rows": len(rows)} for video_id, rows in zip(seconds, results, strict=True)}
 
 
 def rows_by_video(table: pd.DataFrame, asset: str) -> Callable[[str], pd.DataFrame]:

@@ -7,6 +7,7 @@ from fvc_dagster.defs.batching import (
     add_video_metadata,
     for_each_video,
     per_video_asset,
+    row_counts,
     rows_by_video,
 )
 from fvc_dagster.lib.clips import clip_feature_row, codec_cues, parallel_map, scaled_feature_row
@@ -22,10 +23,7 @@ def _per_clip(
         context.partition_keys,
         lambda video_id: parallel_map(row_of, clips_of(video_id).to_dict("records")),
     )
-    rows = {
-        video_id: {"rows": len(batch)} for video_id, batch in zip(seconds, batches, strict=True)
-    }
-    add_video_metadata(context, seconds, rows)
+    add_video_metadata(context, seconds, row_counts(seconds, batches))
     return pd.DataFrame([row for batch in batches for row in batch])
 
 

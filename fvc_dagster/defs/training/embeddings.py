@@ -13,6 +13,7 @@ from fvc_dagster.defs.batching import (
     for_each_video,
     per_fold_asset,
     per_video_asset,
+    row_counts,
     rows_by_video,
 )
 from fvc_dagster.defs.partitions import ALL_VIDEOS
@@ -93,7 +94,7 @@ def clip_embeddings(
     add_video_metadata(
         context,
         seconds,
-        {video_id: {"rows": len(rows)} for video_id, rows in zip(seconds, tables, strict=True)},
+        row_counts(seconds, tables),
         {
             "clips": clips,
             "seconds_per_clip": round(sum(seconds.values()) / clips, 4),
