@@ -53,6 +53,7 @@ VIDEOS = 64
 PER_VIDEO_ASSETS = ("source_videos", "augmented_clips", "handcrafted_features", "scaled_clips",
                     "scaled_features")  # fmt: skip
 SPEEDUP_GOAL, OVERHEAD_GOAL = 1.7, 0.10
+PROFILES = ("embedded", "scaleout")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # What each setting's results are compared on: rows keyed by clip, paths (which name the data
 # root) left out.
@@ -211,7 +212,7 @@ def work_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def report(rows: pd.DataFrame) -> str:
+def report(rows: pd.DataFrame, corpus: str) -> str:
     """The results as markdown: the goals, then where the overhead went, in worker-seconds."""
     workers, work = rows["workers"], rows["per_video_work_s"]
     goals = pd.DataFrame(
@@ -235,7 +236,8 @@ def report(rows: pd.DataFrame) -> str:
             "run_processes_cpu_s": rows["run_processes_cpu_s"],
         }
     )
-    lines = [f"# Throughput: a {VIDEOS}-video backfill, 1 vs 2 single-core workers", "",
+    lines = [f"# Throughput: a {VIDEOS}-video backfill ({corpus} sizes), 1 vs 2 single-core "
+             "workers", "",
              goals.round(3).to_markdown(index=False), ""]  # fmt: skip
     for profile, group in rows.groupby("profile", sort=False):
         wall = group.set_index("workers")["wall_s"]
@@ -264,19 +266,21 @@ def report(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(profiles: Sequence[str] = ("embedded", "scaleout")) -> None:
+def main(profiles: Sequence[str], resolution: tuple[int, int] | None = None) -> None:
     from fvc_dagster.lib.corpus import CorpusSpec, generate_corpus
     from fvc_dagster.loopback import missing_requirements
 
-    settings = {"embedded": embedded_setting, "scaleout": scaleout_setting}
+    settings = dict(zip(PROFILES, (embedded_setting, scaleout_setting), strict=True))
     if "scaleout" in profiles and (reason := missing_requirements()):
         print(f"scaleout skipped: {reason}")
         profiles = [p for p in profiles if p != "scaleout"]
+    corpus = "{}x{}".format(*resolution) if resolution else "native"
     rows, reference = [], None
     with work_dir() as base:
         inbox = base / "inbox"
-        print(f"generating {VIDEOS} videos into {inbox}")
-        generate_corpus(inbox, CorpusSpec(n_videos=VIDEOS, n_archives=2, seed=7), True)
+        print(f"generating {VIDEOS} videos ({corpus} sizes) into {inbox}")
+        spec = CorpusSpec(n_videos=VIDEOS, n_archives=2, seed=7, resolution=resolution)
+        generate_corpus(inbox, spec, True)
         for profile in profiles:
             for workers in (1, 2):
                 found, database = settings[profile](base, inbox, workers)
@@ -292,10 +296,23 @@ def main(profiles: Sequence[str] = ("embedded", "scaleout")) -> None:
                       f"{found['per_video_work_s']:.1f} s of per-video work, "
                       f"{found['in_steps_s']:.1f} s in steps, "
                       f"{found['inside_runs_s']:.1f} s inside runs")  # fmt: skip
-    text = report(pd.DataFrame(rows))
-    write_atomic(RESULTS / "throughput.md", lambda p: p.write_text(text))
+    text = report(pd.DataFrame(rows), corpus)
+    name = "throughput.md" if resolution is None else f"throughput_{corpus}.md"
+    write_atomic(RESULTS / name, lambda p: p.write_text(text))
     print(text)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ("embedded", "scaleout"))
+    import argparse
+
+    from fvc_dagster.cli import resolution
+
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
+    parser.add_argument("profiles", nargs="*", help="embedded, scaleout (default: both)")
+    parser.add_argument("--resolution", type=resolution,
+                        help="every original video at WIDTHxHEIGHT (default: the corpus's mix "
+                        "of small native sizes, up to 640x360)")  # fmt: skip
+    args = parser.parse_args()
+    if unknown := set(args.profiles) - set(PROFILES):
+        parser.error(f"unknown profiles {sorted(unknown)}; choose from {', '.join(PROFILES)}")
+    main(args.profiles or PROFILES, args.resolution)

@@ -24,7 +24,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _data_dir(args.data_dir) / "inbox"
     password = os.environ.get(args.password_env) if args.password_env else None
     spec = CorpusSpec(
-        n_videos=args.videos, n_archives=args.archives, seed=args.seed, password=password
+        n_videos=args.videos,
+        n_archives=args.archives,
+        seed=args.seed,
+        password=password,
+        resolution=args.resolution,
     )
     start = time.perf_counter()
     videos = generate_corpus(out, spec, progress=True)
@@ -33,6 +37,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - start:.1f} s)"
     )
     return 0
+
+
+def resolution(value: str) -> tuple[int, int]:
+    """`WIDTHxHEIGHT`, e.g. `1280x720`."""
+    try:
+        width, height = (int(side) for side in value.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected WIDTHxHEIGHT, e.g. 1280x720"
+        ) from None
+    return width, height
 
 
 def _chosen(value: str, known: list[str], what: str) -> tuple[str, ...]:
@@ -135,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     generate = commands.add_parser("generate", help="write FVC-style archives of synthetic videos")
     generate.add_argument("--out", help="folder for the archives (default: <data root>/inbox)")
     generate.add_argument("--password-env", help="encrypt with the password in this variable")
+    generate.add_argument(
+        "--resolution",
+        type=resolution,
+        help="every original at WIDTHxHEIGHT (default: a mix of small native sizes)",
+    )
     demo = commands.add_parser("demo", help="corpus -> sensor -> every asset -> model comparison")
     for sub in (generate, demo):
         sub.add_argument("--videos", type=int, default=60)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import pyzipper
 
+from fvc_dagster import cli
 from fvc_dagster.lib import corpus
 from fvc_dagster.lib.corpus import CorpusSpec, GeneratedVideo, generate_corpus
 
@@ -200,6 +201,28 @@ def test_default_size_corpus_plan_is_balanced_for_stratified_cv():
     assert {m.archive for _, m in members} == {"FVC1.zip", "FVC2.zip", "FVC3.zip"}
 
 
+def test_resolution_sets_every_original_and_leaves_the_rest_of_the_plan():
+    mixed = corpus._plan(CorpusSpec())
+    hd = corpus._plan(CorpusSpec(resolution=(1280, 720)))
+    assert {(c.width, c.height) for c in hd} == {(1280, 720)}
+    sizes = {(m.width, m.height) for c in hd for m in c.members}
+    assert (1280, 720) in sizes and all(w <= 1280 and h <= 720 for w, h in sizes)
+    assert len(sizes) > 1  # near-duplicates still come at smaller sizes
+    assert [(c.label, c.frames, [m.video_id for m in c.members]) for c in hd] == [
+        (c.label, c.frames, [m.video_id for m in c.members]) for c in mixed
+    ]
+
+
+def test_fvc_generate_writes_originals_at_the_chosen_resolution(tmp_path):
+    argv = ["generate", "--out", str(tmp_path), "--videos", "3", "--archives", "1"]
+    assert cli.main([*argv, "--resolution", "160x96"]) == 0
+    with zipfile.ZipFile(tmp_path / "FVC1.zip") as zf:
+        shapes = {_decode(zf.read(name))[1][0].shape for name in zf.namelist()}
+    assert (96, 160) in shapes
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--resolution", "720p"])
+
+
 def test_ids_and_urls_parse_per_platform(small_corpus):
     out, videos = small_corpus
     assert len({v.video_id for v in videos}) == len(videos)
@@ -298,6 +321,8 @@ def test_splice_leaves_blocking_and_sharpening_in_the_region():
         {"min_frames": 0},
         {"min_frames": 10, "max_frames": 5},
         {"password": ""},
+        {"resolution": (64, 48)},
+        {"resolution": (641, 360)},
     ],
 )
 def test_invalid_specs_are_rejected(tmp_path, bad):

@@ -97,6 +97,8 @@ class CorpusSpec:
     password: str | None = None  # when set, every archive is AES-encrypted with pyzipper
     min_frames: int = 24
     max_frames: int = 48
+    # every original at this (width, height) instead of the mix of small native sizes
+    resolution: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,10 @@ def _validate(spec: CorpusSpec) -> None:
         raise ValueError("need 1 <= min_frames <= max_frames")
     if spec.password is not None and not spec.password:
         raise ValueError("password must be non-empty when given")
+    if spec.resolution is not None and (
+        min(spec.resolution) < 96 or any(side % 2 for side in spec.resolution)
+    ):
+        raise ValueError(f"resolution {spec.resolution}: need even sides of at least 96 pixels")
 
 
 def _cascade_sizes(rng: np.random.Generator, total: int) -> list[int]:
@@ -241,6 +247,7 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
     cascades: list[_Cascade] = []
     for ci, (size, label) in enumerate(labelled):
         w, h = _RESOLUTIONS[int(rng.choice(len(_RESOLUTIONS), p=_RESOLUTION_P))]
+        w, h = spec.resolution or (w, h)
         casc = _Cascade(
             index=ci,
             cascade_id=f"C{ci + 1:04d}",
@@ -259,7 +266,7 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
             while k > 0:  # a near-duplicate: another size and/or another CRF
                 scale = float(rng.choice(_DUP_SCALES))
                 mw, mh = _even(w * scale), _even(h * scale)
-                if min(mw, mh) < 96 or max(mw, mh) > 800:
+                if min(mw, mh) < 96 or max(mw, mh) > max(800, w, h):
                     mw, mh = w, h
                 crf = int(rng.integers(18, 33))
                 if (mw, mh, crf) not in used and ((mw, mh) != (w, h) or crf != orig_crf):
