@@ -17,7 +17,8 @@ cuts it (batches of 32), once per setting, each on a fresh data root and instanc
 Every setting must produce the same feature rows and clip checksums as the first before any
 time is reported. Reported per setting: wall time (the first run process started to the last
 one ended), the summed per-video work (each video's `seconds` in its partition's metadata, per
-per-video step), the time inside runs (the union of the runs' start-to-end intervals), and:
+per-video step), the time inside runs (the union of the runs' start-to-end intervals), how far
+apart the runs ended, and:
 
 - speed-up of two workers over one (goal at least 1.7x);
 - overhead, wall x workers / summed work - 1 (goal at most 10%), and the same over the time
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,12 +93,14 @@ def run_all(
     commands: Sequence[Sequence[list[str]]], env: Mapping[str, str], cwd: Path
 ) -> dict[str, float]:
     """Run each sequence of commands one after another, the sequences side by side: the wall
-    seconds and the CPU seconds of those processes; RuntimeError with the end of its output if
-    one fails."""
+    seconds, how far apart the sequences ended (summed over each sequence's end to the last
+    one's: time a worker had no run left) and the CPU seconds of those processes; RuntimeError
+    with the end of its output if one fails."""
     cpu_before = _children_cpu()
     start = time.perf_counter()
-    processes = [
-        subprocess.Popen(
+
+    def run(sequence: Sequence[list[str]]) -> tuple[float, int, str]:
+        process = subprocess.run(
             ["bash", "-ec", "; ".join(shlex.join(command) for command in sequence)],
             env=dict(env),
             cwd=cwd,
@@ -104,14 +108,17 @@ def run_all(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for sequence in commands
-    ]
-    for process in processes:
-        _, errors = process.communicate()
-        if process.returncode:
+        return time.perf_counter() - start, process.returncode, process.stderr
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        ended = list(pool.map(run, commands))
+    for _, returncode, errors in ended:
+        if returncode:
             raise RuntimeError(f"a run failed:\n{errors[-3000:]}")
+    wall = max(end for end, _, _ in ended)
     return {
-        "wall_s": time.perf_counter() - start,
+        "wall_s": wall,
+        "ended_apart_s": sum(wall - end for end, _, _ in ended),
         "run_processes_cpu_s": _children_cpu() - cpu_before,
     }
 
@@ -231,6 +238,7 @@ def report(rows: pd.DataFrame, corpus: str) -> str:
             "workers": workers,
             "in_steps_s": rows["in_steps_s"] - work,
             "between_steps_s": rows["inside_runs_s"] * workers - rows["in_steps_s"],
+            "ended_apart_s": rows["ended_apart_s"],
             "outside_runs_s": (rows["wall_s"] - rows["inside_runs_s"]) * workers,
             "runs": rows["runs"],
             "run_processes_cpu_s": rows["run_processes_cpu_s"],
@@ -258,6 +266,11 @@ def report(rows: pd.DataFrame, corpus: str) -> str:
         "inside steps but outside the per-video work (loading inputs, writing rows, Dagster's "
         "events per partition), between steps inside runs (dispatch, waiting, idle workers), "
         "and outside runs (each run process loading the code and creating its run). "
+        "`ended_apart_s` (already counted in the columns before it): how far apart the "
+        "workers' last runs ended (embedded), or the two runs (scaleout), summed over each to "
+        "the last one's end: "
+        "time a worker had no run left (scaleout: at most; the run left can use both workers "
+        "where two of its steps are ready at once). "
         "`run_processes_cpu_s`: CPU seconds of the `dagster job execute` processes (for the "
         "scale-out profile the orchestration alone, the steps running on the workers).",
         "",
