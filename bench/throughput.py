@@ -268,9 +268,8 @@ def report(rows: pd.DataFrame, corpus: str) -> str:
         "and outside runs (each run process loading the code and creating its run). "
         "`ended_apart_s` (already counted in the columns before it): how far apart the "
         "workers' last runs ended (embedded), or the two runs (scaleout), summed over each to "
-        "the last one's end: "
-        "time a worker had no run left (scaleout: at most; the run left can use both workers "
-        "where two of its steps are ready at once). "
+        "the last one's end: time a worker had no run left (scaleout: at most; the run left "
+        "can use both workers where two of its steps are ready at once). "
         "`run_processes_cpu_s`: CPU seconds of the `dagster job execute` processes (for the "
         "scale-out profile the orchestration alone, the steps running on the workers).",
         "",

@@ -75,6 +75,7 @@ _RESOLUTION_P = (0.12, 0.2, 0.2, 0.16, 0.2, 0.12)
 _FPS = (15, 24, 25, 30)
 _GOPS = (12, 30, 250)
 _DUP_SCALES = (0.5, 2 / 3, 0.75, 1.0, 1.25)
+_MIN_SIDE = 96  # no video side smaller (originals and near-duplicates)
 _YT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _YT_LAST = "AEIMQUYcgkosw048"  # real YouTube ids only end in these (64-bit id, 66 bits coded)
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "zen", "dar", "mon", "pix", "news")
@@ -167,9 +168,11 @@ def _validate(spec: CorpusSpec) -> None:
     if spec.password is not None and not spec.password:
         raise ValueError("password must be non-empty when given")
     if spec.resolution is not None and (
-        min(spec.resolution) < 96 or any(side % 2 for side in spec.resolution)
+        min(spec.resolution) < _MIN_SIDE or any(side % 2 for side in spec.resolution)
     ):
-        raise ValueError(f"resolution {spec.resolution}: need even sides of at least 96 pixels")
+        raise ValueError(
+            f"resolution {spec.resolution}: need even sides of at least {_MIN_SIDE} pixels"
+        )
 
 
 def _cascade_sizes(rng: np.random.Generator, total: int) -> list[int]:
@@ -246,6 +249,7 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
     archives = archive_names(spec)
     cascades: list[_Cascade] = []
     for ci, (size, label) in enumerate(labelled):
+        # drawn even when the resolution is fixed, so the rest of the plan stays the same
         w, h = _RESOLUTIONS[int(rng.choice(len(_RESOLUTIONS), p=_RESOLUTION_P))]
         w, h = spec.resolution or (w, h)
         casc = _Cascade(
@@ -266,7 +270,7 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
             while k > 0:  # a near-duplicate: another size and/or another CRF
                 scale = float(rng.choice(_DUP_SCALES))
                 mw, mh = _even(w * scale), _even(h * scale)
-                if min(mw, mh) < 96 or max(mw, mh) > max(800, w, h):
+                if min(mw, mh) < _MIN_SIDE or max(mw, mh) > max(800, w, h):
                     mw, mh = w, h
                 crf = int(rng.integers(18, 33))
                 if (mw, mh, crf) not in used and ((mw, mh) != (w, h) or crf != orig_crf):
