@@ -28,7 +28,7 @@ from fvc_dagster.lib.metrics import fold_scores
 from fvc_dagster.lib.models import BASELINES, get_spec
 from fvc_dagster.lib.models.backbones import TRUNKS
 from fvc_dagster.lib.models.registry import EMBEDDING_BACKBONES, build_frozen
-from fvc_dagster.lib.training import POSITIVE, TRAIN, VALIDATION
+from fvc_dagster.lib.training import POSITIVE, TRAIN, VALIDATION, fit_record
 
 BACKBONES = EMBEDDING_BACKBONES
 RANDOM_SEED = 0  # random weights are drawn from this seed, so they are the same every time
@@ -185,6 +185,7 @@ class EmbeddingFit:
     classifier: Any  # the fitted XGBClassifier
     probabilities: np.ndarray  # P(fake) of each validation clip, in row order
     scores: dict[str, float]
+    record: dict[str, list[str]]  # the videos it was fit on and scored (`fit_record`)
 
 
 def fit_xgboost(fold: EmbeddingFold, seed: int = 0) -> EmbeddingFit:
@@ -196,4 +197,5 @@ def fit_xgboost(fold: EmbeddingFold, seed: int = 0) -> EmbeddingFit:
     x_val, y_val = fold.xy(fold.validation)
     classifier = BASELINES["xgboost"](seed).fit(x_train, y_train)
     probabilities = classifier.predict_proba(x_val)[:, 1]
-    return EmbeddingFit(classifier, probabilities, fold_scores(y_val, probabilities))
+    record = fit_record(train=fold.train["video_id"], scored=fold.validation["video_id"])
+    return EmbeddingFit(classifier, probabilities, fold_scores(y_val, probabilities), record)

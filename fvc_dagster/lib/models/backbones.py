@@ -2,9 +2,11 @@
 per clip (B, D), the network's own layers up to its head, averaged.
 
 A 3D CNN's last feature map (B, D, T', H', W') is averaged over time and space, as its
-classifier's global pooling does; the per-frame ViT-B/16's class tokens (B, T, D) are averaged
-over the frames (the mean: the GRU or temporal transformer that reads them in order is trained
-with its network, so frozen and untrained it has nothing to add)."""
+classifier's global pooling does; the ViT networks embed through everything but their head:
+ViT-B/16's class token of each frame into the GRU (its final hidden state) or into the
+temporal encoder (its outputs averaged over the frames). Their temporal layers come with no
+pretrained weights, so with `weights="pretrained"` the ViT is ImageNet's and the temporal layers
+are drawn from the embedding seed."""
 
 from __future__ import annotations
 
@@ -15,10 +17,9 @@ import torch
 from torch import nn
 
 from fvc_dagster.lib.models.registry import builder, get_spec
-from fvc_dagster.lib.models.transformers import ViT, frame_tokens
 from fvc_dagster.lib.models.video_resnet import trunk
 
-SPACE_TIME, FRAMES = (2, 3, 4), (1,)
+SPACE_TIME = (2, 3, 4)
 
 
 class Pooled(nn.Module):
@@ -29,18 +30,19 @@ class Pooled(nn.Module):
         self.features, self.dims = features, dims
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.features(clip).mean(self.dims)
+        features = self.features(clip)
+        return features.mean(self.dims) if self.dims else features
 
 
-class FrameTokens(nn.Module):
-    """The ViT's class token of each frame of clips (B, 3, T, H, W): (B, T, D)."""
+class HeadInput(nn.Module):
+    """A network's `features(clip)`: what its head reads, (B, D)."""
 
-    def __init__(self, vit: ViT):
+    def __init__(self, network: nn.Module):
         super().__init__()
-        self.vit = vit
+        self.network = network
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        return frame_tokens(self.vit, clip)
+        return self.network.features(clip)
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,6 @@ class Trunk:
     dims: tuple[int, ...]
 
 
-def _frame_tokens(network: nn.Module) -> nn.Module:
-    return FrameTokens(network.vit)
-
-
 TRUNKS = {
     # r3d_18 up to layer4: pretrained_inception without its InceptionHead3d (512-d)
     "pretrained_inception": Trunk("r3d_18", lambda network: network[0], SPACE_TIME),
@@ -65,9 +63,10 @@ TRUNKS = {
     "i3d": Trunk("i3d_r50", lambda network: nn.Sequential(*network.blocks[:-1]), SPACE_TIME),
     # r2plus1d_18 up to layer4, without its fc (512-d)
     "r2plus1d": Trunk("r2plus1d_18", trunk, SPACE_TIME),
-    # ViT-B/16 on each frame (768-d), without the GRU or the temporal transformer
-    "vit_gru": Trunk("vit_b_16", _frame_tokens, FRAMES),
-    "vit_transformer": Trunk("vit_b_16", _frame_tokens, FRAMES),
+    # ViT-B/16 on each frame into the GRU: its final hidden state (256-d)
+    "vit_gru": Trunk("vit_b_16_gru", HeadInput, ()),
+    # ViT-B/16 on each frame into the temporal encoder, averaged over frames (768-d)
+    "vit_transformer": Trunk("vit_b_16_transformer", HeadInput, ()),
 }
 
 

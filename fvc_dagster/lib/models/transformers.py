@@ -79,9 +79,13 @@ class ViTGRU(nn.Module):
         self.gru = nn.GRU(vit.hidden_dim, hidden, layers, batch_first=True)
         self.head = BinaryHead(hidden, dropout)
 
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+    def features(self, clip: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the GRU's last layer's final hidden state (B, hidden)."""
         _, last = self.gru(frame_tokens(self.vit, clip))
-        return self.head(last[-1])
+        return last[-1]
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(clip))
 
 
 class ViTTransformer(nn.Module):
@@ -104,13 +108,17 @@ class ViTTransformer(nn.Module):
         )
         self.head = BinaryHead(dim, dropout)
 
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+    def features(self, clip: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the temporal encoder's outputs averaged over frames (B, D)."""
         tokens = frame_tokens(self.vit, clip)
         time = self.time
         if time.shape[1] != tokens.shape[1]:
             time = F.interpolate(time.transpose(1, 2), tokens.shape[1], mode="linear")
             time = time.transpose(1, 2)
-        return self.head(self.temporal(tokens + time).mean(1))
+        return self.temporal(tokens + time).mean(1)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(clip))
 
 
 def build_vit_gru(
