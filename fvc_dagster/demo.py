@@ -243,10 +243,13 @@ def _print_scores(data_dir: Path, seed: int) -> None:
 
 def _print_comparison(warehouse: Path) -> None:
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        table = con.execute("select * from fvc.model_comparison order by roc_auc_mean desc").df()
+        table = con.execute("select * from fvc.model_comparison order by rank").df()
     from fvc_dagster.lib.metrics import comparison_markdown
 
-    print("\nModel comparison (mean ± std over folds):\n")
+    print(
+        "\nModel comparison (mean ± sample std over folds; pooled held-out ROC-AUC with its 95% "
+        "cascade-bootstrap interval, and the chance band it must clear):\n"
+    )
     print(comparison_markdown(table))
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import fvc_metadata, write_zip
+from conftest import fvc_metadata, labelled_video, write_zip
 from fvc_dagster.cli import main
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.demo import execute_run_request
@@ -46,7 +46,9 @@ def platform(tmp_path_factory, video_bytes_factory):
     root = tmp_path_factory.mktemp("champion")
     (root / "inbox").mkdir()
     videos = LABELLED + UNLABELLED
-    members = {f"{v}.mp4": video_bytes_factory(frames=8, seed=i) for i, v in enumerate(videos)}
+    members = {
+        f"{v}.mp4": labelled_video(video_bytes_factory, i, i % 2) for i, v in enumerate(videos)
+    }
     write_zip(root / "inbox" / "FVC1.zip", members)
     rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(LABELLED)]
     write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
@@ -79,7 +81,8 @@ def test_the_champion_is_registered_with_its_lineage(platform):
     )
     assert set(clips["video_id"]) == set(LABELLED)
     assert tags["training_data"] == training_fingerprint(clips)
-    assert tags["package_version"] == "0.1.0" and len(tags["git_commit"]) in (40, 7)
+    assert tags["package_version"] == "0.1.0" and len(tags["source_sha256"]) == 64
+    assert json.loads(tags["settings"])["features"] and "cv_roc_auc_interval" in tags
     (run,) = instance.get_runs(dg.RunsFilter(job_name="champion"))
     assert tags["dagster_run_id"] == run.run_id
     assert MlflowClient().get_run(version.run_id).info.status == "FINISHED"
@@ -128,9 +131,11 @@ def test_a_rerun_registers_nothing_and_a_better_model_moves_the_alias(platform):
     before = dg.evaluate_automation_conditions(defs, instance, asset_selection=scores)
     other = "svm" if first.tags["model"] != "svm" else "xgboost"
     with duckdb.connect(str(root / "warehouse.duckdb")) as con:
+        # `other` is now the only model above chance, with a perfect mean
         con.execute(
-            "update fvc.model_comparison set roc_auc_mean = 1.0, roc_auc_std = 0.0 "
-            f"where model = '{other}'"
+            "update fvc.model_comparison set above_chance = (model = $other), "
+            "roc_auc_mean = if(model = $other, 1.0, roc_auc_mean)",
+            {"other": other},
         )
     better = execute_run_request(defs, "champion", dg.RunRequest(), instance)
     assert better.success

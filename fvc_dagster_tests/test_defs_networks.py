@@ -3,6 +3,8 @@ MLflow runs, its checkpoints and a resumed re-materialization; metrics without a
 
 import contextlib
 import io
+import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_labelled_inbox
+from conftest import fvc_metadata, write_labelled_inbox, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.demo import run_demo, train_networks
@@ -70,12 +72,12 @@ def test_a_network_trains_every_fold_and_joins_the_comparison(platform):
     assert len(predictions) == (len(BASELINES) + 2) * len(validation)  # and the ensemble
     metrics = query(root, "select * from fvc.fold_metrics")
     assert metrics["roc_auc"].notna().all() and (metrics["n_validation"] > 0).all()
-    # networks never trained are absent; the ensemble stacks the network too
+    # networks never trained are absent; the ensemble stacks what it can refit, not networks
     assert set(metrics["model"]) == {*BASELINES, NETWORK, "ensemble"}
     assert len(metrics) == (len(BASELINES) + 2) * N_FOLDS
     instance = platform[2]
     (record,) = instance.fetch_materializations(dg.AssetKey("ensemble"), limit=1).records
-    assert NETWORK + "[random]" in record.asset_materialization.metadata["base_models"].value
+    assert record.asset_materialization.metadata["base_models"].value == list(BASELINES)
     comparison = query(root, "select * from fvc.model_comparison")
     assert dict(zip(comparison["model"], comparison["weights"], strict=True)) == {
         **dict.fromkeys([*BASELINES, "ensemble"], "-"),
@@ -129,3 +131,135 @@ def test_a_rematerialized_fold_resumes_from_its_checkpoint_and_gives_the_same_ro
     assert run.info.status == "FINISHED" and run.data.params["resumed_from_epoch"] == "2"
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+
+
+# Runs last: it relabels the corpus the tests above read.
+HELD_OUT = 2
+EMBEDDING = "xgboost_pretrained_inception"
+BLIND_TRAINING = {**TINY_TRAINING, "epochs": 4, "patience": 1}  # early stopping on an inner fold
+
+
+def retrain_on_demand_models(root: Path, defs, instance) -> pd.DataFrame:
+    """The network (from scratch: checkpoints removed) and the embedding model on every fold,
+    then the ensemble and the predictions; every model's held-out predictions."""
+    from fvc_dagster.defs.jobs import NETWORK_DOWNSTREAM
+    from fvc_dagster.demo import _all_folds, embed_clips, execute_run_request
+
+    shutil.rmtree(root / "checkpoints", ignore_errors=True)
+    assert embed_clips(defs, instance, VIDEOS, [EMBEDDING])
+    selection = [dg.AssetKey(k) for k in (f"network_{NETWORK}", EMBEDDING, *NETWORK_DOWNSTREAM)]
+    ops = {f"network_{NETWORK}": {"config": BLIND_TRAINING}}
+    run = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
+    assert run.success
+    return query(root, "select * from fvc.fold_predictions")
+
+
+def archive_sensor_tick(defs, instance, cursor: str | None) -> tuple[list[dg.RunRequest], str]:
+    """One evaluation of `archive_sensor` from `cursor`, as the daemon runs it: its run requests
+    and its new cursor."""
+    sensor = defs.resolve_sensor_def("archive_sensor")
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, resources=dict(defs.resources), cursor=cursor
+    ) as context:
+        result = sensor(context)
+    return list(result.run_requests or []), result.cursor
+
+
+@pytest.fixture(scope="module")
+def relabelled(platform):
+    """Every model kind's held-out predictions; then every label of fold 2's videos flipped in
+    the metadata archive, picked up by the archive sensor, and every model retrained; the
+    predictions and folds before and after."""
+    from fvc_dagster.demo import _all_folds, execute_run_request, run_video_batches
+
+    root, defs, instance, _, _ = platform
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
+        patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        before = retrain_on_demand_models(root, defs, instance)
+        _, cursor = archive_sensor_tick(defs, instance, None)  # the sensor's state until now
+        folds = query(root, "select video_id, fold, label from fvc.cv_folds")
+        flip = set(folds.loc[folds["fold"] == HELD_OUT, "video_id"])
+        labels = folds.set_index("video_id")["label"]
+        swapped = {"real": "fake", "fake": "real"}
+        rows = [(f"c{i}", v, swapped[labels[v]] if v in flip else labels[v])
+                for i, v in enumerate(VIDEOS)]  # fmt: skip
+        metadata = root / "inbox" / "Metadata.zip"
+        write_zip(metadata, {"FVC.csv": fvc_metadata(rows)})
+        os.utime(metadata, (metadata.stat().st_atime, metadata.stat().st_mtime + 60))
+        requests, _ = archive_sensor_tick(defs, instance, cursor)
+        assert requests and all(r.run_key.startswith("relabel:") for r in requests)
+        run_video_batches(defs, requests, instance)
+        assert execute_run_request(defs, "training", _all_folds(), instance).success
+        after = retrain_on_demand_models(root, defs, instance)
+        folds_after = query(root, "select video_id, fold, label from fvc.cv_folds")
+    return before, after, folds, folds_after, flip
+
+
+def test_flipping_a_folds_labels_leaves_its_predictions_bit_identical_for_every_model_kind(
+    relabelled,
+):
+    before, after, folds, folds_after, flip = relabelled
+    assert folds_after[["video_id", "fold"]].equals(folds[["video_id", "fold"]])  # stable folds
+    assert (folds_after.set_index("video_id").loc[sorted(flip), "label"]
+            != folds.set_index("video_id").loc[sorted(flip), "label"]).all()  # fmt: skip
+    kinds = {*BASELINES, NETWORK, EMBEDDING, "ensemble"}
+    assert set(before["model"]) == kinds
+    for model in kinds:
+        held = [t[(t["model"] == model) & (t["fold"] == HELD_OUT)].sort_values("clip_id")
+                for t in (before, after)]  # fmt: skip
+        assert set(held[1]["video_id"]) == flip
+        assert (held[0]["label"].to_numpy() != held[1]["label"].to_numpy()).all(), model
+        assert held[0]["probability"].to_numpy().tobytes() == (
+            held[1]["probability"].to_numpy().tobytes()
+        ), f"{model}: fold {HELD_OUT}'s predictions moved when its own labels flipped"
+    # the flipped labels did reach the other folds' fits
+    others = [
+        t[(t["model"] == "logistic_regression") & (t["fold"] != HELD_OUT)]
+        .sort_values(["fold", "clip_id"])["probability"]
+        .to_numpy()
+        for t in (before, after)
+    ]
+    assert not (others[0] == others[1]).all()
+
+
+def test_every_fit_of_every_model_kind_passes_its_blindness_check(relabelled, platform):
+    instance = platform[2]
+    for asset in ("baseline_logistic_regression", f"network_{NETWORK}", EMBEDDING, "ensemble"):
+        key = dg.AssetCheckKey(dg.AssetKey(asset), "fit_blind_to_its_fold")
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        evaluation = record.event.dagster_event.event_specific_data
+        assert evaluation.passed and evaluation.metadata["folds_checked"].value == N_FOLDS, asset
+
+
+def test_a_network_that_chooses_its_epoch_on_the_held_out_fold_fails_the_blocking_check(
+    platform, relabelled, monkeypatch
+):
+    """A planted variant of the flaw this check exists for: each fold's epoch chosen on the
+    very clips it is scored on. The check fails and nothing downstream is materialized."""
+    from fvc_dagster.defs.jobs import NETWORK_DOWNSTREAM
+    from fvc_dagster.demo import _all_folds, execute_run_request
+    from fvc_dagster.lib import network_training
+
+    honest = network_training.fold_clips
+
+    def selecting_on_the_held_out_fold(*args, **kwargs):
+        folds = honest(*args, **kwargs)
+        for clips in folds.values():
+            clips.selection_rows, clips.selection = clips.held_out_rows, clips.held_out
+        return folds
+
+    monkeypatch.setattr(network_training, "fold_clips", selecting_on_the_held_out_fold)
+    root, defs, instance, _, _ = platform
+    monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+    shutil.rmtree(root / "checkpoints", ignore_errors=True)
+    selection = [dg.AssetKey(k) for k in (f"network_{NETWORK}", *NETWORK_DOWNSTREAM)]
+    ops = {f"network_{NETWORK}": {"config": BLIND_TRAINING}}
+    run = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
+    (evaluation,) = [e for e in run.get_asset_check_evaluations()
+                     if e.asset_key == dg.AssetKey(f"network_{NETWORK}")]  # fmt: skip
+    assert evaluation.check_name == "fit_blind_to_its_fold" and not evaluation.passed
+    assert evaluation.metadata["leaked_or_stray_videos"].value == len(VIDEOS)
+    assert not run.success
+    materialized = {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()}
+    assert f"network_{NETWORK}" in materialized
+    assert not materialized & {"fold_predictions", "fold_metrics", "model_comparison"}

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 import requests
 
-from conftest import fvc_metadata, write_zip
+from conftest import fvc_metadata, labelled_video, write_zip
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.demo import run_demo
 from fvc_dagster.lib.locking import exclusive
@@ -35,7 +35,10 @@ pytestmark = pytest.mark.long
 def labelled_archive(videos: list[str], video_bytes, first_seed: int) -> dict[str, bytes]:
     """Members of an archive: the videos (real and fake in turn, a cascade each) and FVC.csv."""
     rows = [(f"cascade_{v}", v, "fake" if i % 2 else "real") for i, v in enumerate(videos)]
-    members = {f"{v}.mp4": video_bytes(frames=6, seed=first_seed + i) for i, v in enumerate(videos)}
+    members = {
+        f"{v}.mp4": labelled_video(video_bytes, first_seed + i, i % 2, frames=6)
+        for i, v in enumerate(videos)
+    }
     return {**members, "FVC.csv": fvc_metadata(rows)}
 
 

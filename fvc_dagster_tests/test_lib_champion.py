@@ -36,25 +36,35 @@ from fvc_dagster.lib.serving import (
 FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
 
 
-def comparison(rows: list[tuple[str, float, float]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["model", "roc_auc_mean", "roc_auc_std"]).assign(
-        weights="-", f1_mean=0.5, f1_std=0.1
+def comparison(rows: list[tuple[str, float, float]], folds: int = 5) -> pd.DataFrame:
+    """Rows (model, mean ROC-AUC, low end of its interval), above chance and on every fold."""
+    return pd.DataFrame(rows, columns=["model", "roc_auc_mean", "roc_auc_low"]).assign(
+        weights="-", f1_mean=0.5, folds=folds, above_chance=True
     )
 
 
-def test_champion_is_the_best_mean_and_a_tie_goes_to_the_lower_std():
+def test_champion_is_the_best_mean_and_a_tie_goes_to_the_higher_interval():
     table = comparison(
-        [("svm", 0.90, 0.05), ("xgboost", 0.93, 0.04), ("logistic_regression", 0.93, 0.02),
-         ("ensemble", 0.99, 0.01)]
+        [("svm", 0.90, 0.8), ("xgboost", 0.93, 0.7), ("logistic_regression", 0.93, 0.8),
+         ("ensemble", 0.99, 0.9)]
     )  # fmt: skip
-    assert pick_champion(table)["model"] == "logistic_regression"  # the ensemble is no candidate
-    assert pick_champion(table.iloc[::-1])["model"] == "logistic_regression"  # any row order
-    assert pick_champion(table, "f1")["model"] == "logistic_regression"  # tied: lower std
-    assert pick_champion(table, candidate=lambda m: True)["model"] == "ensemble"
+    assert pick_champion(table, 5)["model"] == "logistic_regression"  # no ensemble candidate
+    assert pick_champion(table.iloc[::-1], 5)["model"] == "logistic_regression"  # any order
+    assert pick_champion(table, 5, "f1")["model"] == "logistic_regression"  # tied: interval
+    assert pick_champion(table, 5, candidate=lambda m: True)["model"] == "ensemble"
     with pytest.raises(ValueError, match="unknown metric 'auc'"):
-        pick_champion(table, "auc")
-    with pytest.raises(ValueError, match="no model"):
-        pick_champion(comparison([("svm", float("nan"), 0.0)]))
+        pick_champion(table, 5, "auc")
+    with pytest.raises(ValueError, match="no candidate"):
+        pick_champion(comparison([("svm", float("nan"), 0.0)]), 5)
+
+
+def test_a_model_inside_its_chance_band_or_short_of_folds_is_no_candidate():
+    table = comparison([("svm", 0.80, 0.7), ("xgboost", 0.95, 0.9), ("naive_cnn", 0.99, 0.9)])
+    table.loc[table["model"] == "xgboost", "above_chance"] = False
+    table.loc[table["model"] == "naive_cnn", "folds"] = 1  # a network trained on one fold
+    assert pick_champion(table, 5)["model"] == "svm"
+    with pytest.raises(ValueError, match="above its chance band"):
+        pick_champion(table[table["model"] != "svm"], 5)
 
 
 def clips_and_folds(n_videos: int = 12, unlabelled: int = 3):

@@ -354,3 +354,23 @@ def test_a_registry_network_trains_end_to_end_on_stored_clips(tmp_path):
     assert result.val_probabilities.shape == (4,)
     assert 0 <= result.history[-1]["data_wait_share"] < 1
     assert result.best_checkpoint.exists()
+
+
+def test_without_a_selection_set_every_epoch_runs_and_the_last_is_kept(tmp_path):
+    model = Tiny()
+    result = fit(model, Tensors(8), None, config(epochs=3, patience=1), tmp_path / "a")
+    assert result.best_epoch == 3 and not result.stopped_early and len(result.history) == 3
+    assert result.monitor == "last_epoch" and result.val_probabilities.size == 0
+    assert all(math.isnan(h["val_roc_auc"]) for h in result.history)
+    last = torch.load(result.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(v, last[k]) for k, v in model.state_dict().items())
+
+
+def test_predict_scores_with_the_kept_weights_and_never_reads_labels(tmp_path):
+    held_out = Tensors(6, seed=3)
+    model = Tiny()
+    result = fit(model, Tensors(8), held_out, config(epochs=2), tmp_path)
+    scored = trainer_module.predict(model, held_out, config())
+    np.testing.assert_allclose(scored, result.val_probabilities, rtol=1e-6)
+    flipped = [dict(item, label=1 - item["label"]) for item in map(held_out.__getitem__, range(6))]
+    np.testing.assert_array_equal(trainer_module.predict(model, flipped, config()), scored)

@@ -172,9 +172,11 @@ def test_fold_metrics_come_from_held_out_predictions_and_rank_models_by_mean_roc
     assert len(metrics) == 6 and (metrics["n_validation"] == 4).all()
     good = metrics[metrics["model"] == "good"].iloc[0]
     assert good["roc_auc"] == 1.0 and good["mlflow_run_id"] == "run-good-0"
-    table = compare_models(metrics)
+    table = compare_models(metrics, predictions.assign(dup_group=predictions["video_id"]))
     assert table["model"].tolist() == ["good", "bad"] and table.loc[0, "roc_auc_mean"] == 1.0
-    assert table.loc[0, "folds"] == 3 and "good | 3 | 1.000 ± 0.000" in comparison_markdown(table)
+    good_line = comparison_markdown(table).splitlines()[2]
+    assert table.loc[0, "folds"] == 3 and good_line.startswith("| good  | 3     | 4 / 4 ")
+    assert "1.000 ± 0.000" in good_line and "no: inside chance band" in good_line  # 4 cascades
     assert set(table["weights"]) == {NO_WEIGHTS}
     with pytest.raises(ValueError, match="good fold 0: 3 scores for 4 clips"):
         prediction_rows("good", 0, clips, np.zeros(3), 12, "run")
@@ -236,3 +238,29 @@ def test_svm_calibrates_with_as_many_folds_as_the_smaller_class_allows():
     result = train_fold("svm", fold_data(assign_clips(clips, folds, 5), clips, 0, FEATURES))
     assert result.pipeline.named_steps["classify"].cv == 4 and result.n_train == 8
     assert 0.0 <= result.scores["roc_auc"] <= 1.0
+
+
+def test_svm_with_one_row_of_a_class_calibrates_on_its_training_rows():
+    # An inner fold of a small corpus can hold a single video of a class: no split keeps it
+    # on both sides, so the sigmoid is fit on the rows the SVC was fit on, and still ranks.
+    x = np.array([[0.0, 0.1], [0.2, 0.0], [0.1, 0.3], [3.0, 3.1]])
+    y = np.array([0, 0, 0, 1])
+    svm = baseline_pipeline("svm").fit(x, y)
+    p = svm.predict_proba(x)[:, 1]
+    assert p[3] > p[:3].max() and np.allclose(svm.predict_proba(x).sum(axis=1), 1.0)
+
+
+def test_fit_leaks_name_a_held_out_video_used_to_fit_and_a_stray_scored_one():
+    from fvc_dagster.lib.training import fit_leaks, fit_record, selection_fold
+
+    folds = pd.DataFrame({"video_id": ["a", "b", "c", "d"], "fold": [0, 0, 1, 2]})
+    blind = fit_record(train=["c"], selection=["d"], scored=["a", "b"])
+    assert fit_leaks(0, blind, folds).empty
+    leaky = fit_record(train=["c", "a"], selection=["b"], scored=["a", "d"])
+    found = fit_leaks(0, leaky, folds)
+    assert found[["role", "video_id"]].values.tolist() == [
+        ["train", "a"], ["selection", "b"], ["scored", "d"]
+    ]  # fmt: skip
+    assert selection_fold(4, [0, 1, 2, 3, 4]) == 0 and selection_fold(1, [0, 1, 2]) == 2
+    with pytest.raises(ValueError, match="3 or more folds"):
+        selection_fold(0, [0, 1])

@@ -9,7 +9,7 @@ from fvc_dagster.defs.training.embeddings import EMBEDDING_MODELS
 PER_VIDEO_GROUPS = ("ingest", "clips", "features")
 # What a newly trained network changes: the stacking, the predictions, metrics and comparison.
 NETWORK_DOWNSTREAM = (
-    "ensemble", "ensemble_training_rows", "fold_predictions", "fold_metrics", "model_comparison",
+    "ensemble", "fold_predictions", "fold_metrics", "model_comparison",
 )  # fmt: skip
 
 video_pipeline_job = dg.define_asset_job(

@@ -124,6 +124,15 @@ class MlflowTracking(dg.ConfigurableResource):
         mlflow.set_tracking_uri(self.tracking_uri)
         return MlflowClient(self.tracking_uri)
 
+    def fit_videos(self, run_id: str) -> dict[str, list[str]]:
+        """The videos a fold run's fit used, by role (`lib.tracking.log_fit_videos`)."""
+        import mlflow
+
+        from fvc_dagster.lib.tracking import FIT_VIDEOS
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{FIT_VIDEOS}")
+
     def load_champion(self):
         """The registered champion (pyfunc model) and its model version."""
         from fvc_dagster.lib.serving import load_champion

@@ -4,26 +4,25 @@ lineage that says what it was built from."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fvc_dagster.lib.clip_data import INPUT_KEYS
-from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.metrics import METRICS
 from fvc_dagster.lib.models import REGISTRY, baseline_pipeline
 from fvc_dagster.lib.scoring import Detector
-from fvc_dagster.lib.training import POSITIVE, TRAIN, VALIDATION, baseline_training_rows
+from fvc_dagster.lib.training import POSITIVE, TRAIN, baseline_training_rows
 
 # The fold id of a refit: its clips are every labelled video's, in no CV fold.
 REFIT_FOLD = -1
 # What the networks' fold runs record in MLflow that `plan_network` takes back.
 NETWORK_PARAMS = (
     "epochs", "batch_size", "lr", "frames", "pixels", "weights", "weights_file",
-    "grad_accumulation", "patience",
+    "grad_accumulation", "epoch_choice",
 )  # fmt: skip
 
 
@@ -35,20 +34,30 @@ def servable(model: str) -> bool:
 
 
 def pick_champion(
-    comparison: pd.DataFrame, metric: str = "roc_auc", candidate=servable
+    comparison: pd.DataFrame, n_folds: int, metric: str = "roc_auc", candidate=servable
 ) -> pd.Series:
-    """The row of `model_comparison` whose model is a `candidate` with the best mean `metric`;
-    ties go to the lower std, then to the model name, so the choice never depends on row
-    order."""
+    """The champion row of `model_comparison`. Candidates: a `candidate` model (servable from
+    a video file by default) scored on all `n_folds` folds whose ROC-AUC interval clears its
+    chance band (`above_chance`). Rule: the highest mean `metric` over folds; ties go to the
+    higher low end of the ROC-AUC interval, then to the model name, so the choice never
+    depends on row order. ValueError naming why when no model qualifies."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    mean, std = f"{metric}_mean", f"{metric}_std"
-    comparison = comparison[comparison["model"].map(candidate)]
-    ranked = comparison.dropna(subset=[mean]).sort_values(
-        [mean, std, "model"], ascending=[False, True, True], na_position="last"
+    mean = f"{metric}_mean"
+    eligible = comparison[
+        comparison["model"].map(candidate)
+        & (comparison["folds"] == n_folds)
+        & comparison["above_chance"].astype(bool)
+    ]
+    ranked = eligible.dropna(subset=[mean]).sort_values(
+        [mean, "roc_auc_low", "model"], ascending=[False, False, True], na_position="last"
     )
     if ranked.empty:
-        raise ValueError(f"no model in the comparison has a mean {metric}")
+        raise ValueError(
+            f"no candidate model is scored on all {n_folds} folds with a mean {metric} and a "
+            "ROC-AUC interval above its chance band: train a model that learns (see "
+            "model_comparison's above_chance column)"
+        )
     return ranked.iloc[0]
 
 
@@ -69,24 +78,19 @@ def training_fingerprint(clips: pd.DataFrame) -> str:
 
 
 def code_lineage() -> dict[str, str]:
-    """The package version and the git commit of the code (each "unknown" when it cannot be
-    told: not installed, or not a checkout)."""
+    """The code a model was built with, with or without git: the installed package version
+    ("unknown" when not installed) and a sha256 over every Python file of the package (its
+    path and bytes)."""
     try:
         version = metadata.version("fvc-dagster")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    return {"package_version": version, "git_commit": commit or "unknown"}
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(f"{path.relative_to(package).as_posix()}\n".encode())
+        digest.update(path.read_bytes())
+    return {"package_version": version, "source_sha256": digest.hexdigest()}
 
 
 def refit_baseline(
@@ -112,31 +116,35 @@ def refit_baseline(
 
 
 def refit_rows(clips: pd.DataFrame) -> pd.DataFrame:
-    """`training_clips`-shaped rows of a refit (fold `REFIT_FOLD`): every labelled clip trains;
-    the original clips are also its validation set, so the trainer reports its fit (the epochs
-    are those of cross-validation: early stopping has nothing held out to watch)."""
+    """`training_clips`-shaped rows of a refit (fold `REFIT_FOLD`): every labelled clip trains,
+    nothing is held out."""
     columns = ["clip_id", "video_id", "aug_index", "label"]
-    train = clips[columns].assign(fold=REFIT_FOLD, role=TRAIN)
-    originals = clips.loc[clips["aug_index"] == ORIGINAL, columns]
-    validation = originals.assign(fold=REFIT_FOLD, role=VALIDATION)
-    return pd.concat([train, validation], ignore_index=True)
+    return clips[columns].assign(fold=REFIT_FOLD, role=TRAIN)
 
 
-def network_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """`plan_network` settings from a network fold run's MLflow params (strings), patience
-    dropped: a refit trains the epochs cross-validation asked for."""
+def refit_epochs(params: dict[str, Any], best_epochs: list[int]) -> int:
+    """The epochs a refit trains: those cross-validation chose, the median of the folds' kept
+    epochs rounded up (the configured `epochs` when they were fixed)."""
+    if params.get("epoch_choice", "inner_fold") == "fixed" or not best_epochs:
+        return int(params["epochs"])
+    return int(np.ceil(np.median(best_epochs)))
+
+
+def network_settings(params: dict[str, Any], best_epochs: list[int]) -> dict[str, Any]:
+    """`plan_network` settings of a refit from a network's fold runs: one run's MLflow params
+    (strings) and every fold's kept epoch; it trains `refit_epochs` with nothing to choose on."""
     out: dict[str, Any] = {}
     for key in NETWORK_PARAMS:
         value = params.get(key)
         if value in (None, "None", ""):
             continue
-        if key in ("epochs", "batch_size", "frames", "pixels", "grad_accumulation"):
+        if key in ("batch_size", "frames", "pixels", "grad_accumulation"):
             out[key] = int(value)
         elif key == "lr":
             out[key] = float(value)
-        elif key != "patience":
+        elif key != "epochs":
             out[key] = value
-    return out
+    return {**out, "epochs": refit_epochs(params, best_epochs), "epoch_choice": "fixed"}
 
 
 def refit_network(
@@ -148,8 +156,9 @@ def refit_network(
     frames_per_clip: int,
     scaling: str,
 ) -> Detector:
-    """A video network trained with its cross-validation settings on every labelled clip;
-    resumable like a fold (its checkpoints are under `<root>/checkpoints/<model>/fold-1/`)."""
+    """A video network trained with its cross-validation settings (`network_settings`) on
+    every labelled clip; resumable like a fold (its checkpoints are under
+    `<root>/checkpoints/<model>/fold-1/`)."""
     from fvc_dagster.lib.network_training import (
         checkpoint_dir,
         fold_clips,
@@ -157,10 +166,10 @@ def refit_network(
         train_network,
     )
 
-    plan = plan_network(model, 0, **settings, patience=None)
+    plan = plan_network(model, 0, **settings)
     data = fold_clips(refit_rows(clips), scaled_clips, [REFIT_FOLD], plan, root / "flow")
     data = data[REFIT_FOLD]
-    _, network = train_network(plan, data, checkpoint_dir(root, plan, data))
+    _, network, _ = train_network(plan, data, checkpoint_dir(root, plan, data))
     return Detector(
         model, "clip", network.cpu().eval(), frames_per_clip, scaling,
         frames=plan.frames, pixels=plan.pixels,

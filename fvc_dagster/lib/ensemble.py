@@ -1,83 +1,190 @@
-"""Stacking: a logistic regression over the base models' held-out probabilities.
+"""Stacking blind to the fold it scores: scikit-learn's StackingClassifier, with the outer
+folds as its inner cross-validation and non-negative weights.
 
-For fold k the meta-learner is fit on the held-out predictions of the other folds' videos only
-and scores fold k's clips, so no fold's labels ever reach its own meta-learner; the rows each
-meta-learner was fit on are returned for the check that proves it.
+For outer fold k, each base learner is fit on every fold but k and j and predicts the original
+clips of fold j, for each training fold j: out-of-fold predictions of every training video,
+made by models that never saw fold k. The base learners whose pooled out-of-fold ROC-AUC is
+above 0.5 are stacked (chosen there, never on fold k), and a logistic regression with
+non-negative weights on their logits is fit on those predictions, so it cannot turn a model
+that anti-learns into a strong one by flipping its sign. Then each stacked learner is fit on
+every fold but k, predicts fold k, and the meta-learner combines them. Every fit records the
+videos it was handed (`fit_record`), which the blindness check reads.
+
+Base learners are what can be refit inside the training folds from stored inputs: the tabular
+baselines (clip features) and XGBoost on clip embeddings. Video networks are not stacked: each
+outer fold would need a network trained for each of its inner folds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize
+from scipy.special import expit, logit
 
+from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.metrics import NO_WEIGHTS
-
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
+from fvc_dagster.lib.training import (
+    POSITIVE,
+    TRAIN,
+    VALIDATION,
+    FoldData,
+    fit_record,
+    train_fold,
+)
 
 CLIP_KEYS = ["fold", "video_id", "clip_id", "label"]
+# P(fake) is clipped this far from 0 and 1 before its logit is taken.
+EPSILON = 1e-6
 
 
 def base_model_name(model: str, weights: str) -> str:
-    """A base model's column in the stacking table: `model`, or `model[weights]` for a network."""
+    """A model's name in figures: `model`, or `model[weights]` for a network."""
     return model if weights == NO_WEIGHTS else f"{model}[{weights}]"
 
 
-def stacking_table(predictions: pd.DataFrame, folds: list[int]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per fold and validation clip (`CLIP_KEYS`), a column of P(fake) per base model,
-    and the base models used: those with a prediction for every clip of every fold (a model
-    trained on some folds only is left out)."""
-    missing = sorted(set(folds) - set(predictions["fold"]))
-    if missing:
-        raise ValueError(f"no held-out predictions for folds {missing}: train a base model on "
-                         "every fold")  # fmt: skip
-    named = predictions.assign(
-        base=[base_model_name(m, w) for m, w in zip(predictions["model"],
-                                                     predictions["weights"], strict=True)]
-    )  # fmt: skip
-    wide = named.pivot_table(index=CLIP_KEYS, columns="base", values="probability", aggfunc="first")
-    complete = [c for c in wide.columns if wide[c].notna().all()]
-    if not complete:
-        raise ValueError("no base model has held-out predictions for every clip of every fold")
-    return wide[complete].reset_index(), sorted(complete)
+@dataclass(frozen=True)
+class BaseLearner:
+    """A model the ensemble can refit: `fit_predict(train, scored)` fits on `training_clips`
+    rows `train` (video_id, clip_id, aug_index, label) and returns P(fake) of the rows
+    `scored`, in order, without reading their labels."""
+
+    name: str
+    fit_predict: Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+
+
+def tabular_learner(
+    model: str, features: pd.DataFrame, feature_names: list[str], seed: int = 0
+) -> BaseLearner:
+    """A baseline on clip features (`train_fold`: fit on the original clips it is handed)."""
+    columns = features.drop(columns=["video_id", "aug_index"], errors="ignore")
+
+    def fit_predict(train: pd.DataFrame, scored: pd.DataFrame) -> np.ndarray:
+        data = FoldData(train.merge(columns, on="clip_id"), scored.merge(columns, on="clip_id"),
+                        list(feature_names))  # fmt: skip
+        if len(data.validation) != len(scored):
+            raise ValueError(f"{model}: {len(scored) - len(data.validation)} scored clips have no "
+                             "features")  # fmt: skip
+        return train_fold(model, data, seed).val_probabilities
+
+    return BaseLearner(model, fit_predict)
+
+
+def embedding_learner(model: str, embeddings: pd.DataFrame, seed: int = 0) -> BaseLearner:
+    """XGBoost on one backbone's clip embeddings (`embeddings`: clip_id, embedding)."""
+    from fvc_dagster.lib.embeddings import EmbeddingFold, fit_xgboost
+
+    columns = embeddings[["clip_id", "embedding"]]
+
+    def fit_predict(train: pd.DataFrame, scored: pd.DataFrame) -> np.ndarray:
+        fold = EmbeddingFold(
+            train.merge(columns, on="clip_id"), scored.merge(columns, on="clip_id")
+        )
+        if len(fold.validation) != len(scored):
+            raise ValueError(f"{model}: scored clips without an embedding")
+        return fit_xgboost(fold, seed).probabilities
+
+    return BaseLearner(model, fit_predict)
+
+
+class NonNegativeLogistic:
+    """Logistic regression with non-negative weights (free intercept), L2-penalised, classes
+    balanced, on standardised inputs; fit by L-BFGS-B. `coef_` are the weights of the
+    standardised inputs."""
+
+    def __init__(self, l2: float = 1.0):
+        self.l2 = l2
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> NonNegativeLogistic:
+        x, y = np.asarray(x, float), np.asarray(y, int)
+        if len(np.unique(y)) < 2:
+            raise ValueError("the meta-learner needs both classes")
+        self.mean_, self.scale_ = x.mean(axis=0), x.std(axis=0)
+        self.scale_[self.scale_ == 0] = 1.0
+        z = (x - self.mean_) / self.scale_
+        weight = np.where(y == 1, len(y) / (2 * y.sum()), len(y) / (2 * (len(y) - y.sum())))
+        n = len(y)
+
+        def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+            margin = z @ params[:-1] + params[-1]
+            p = expit(margin)
+            nll = np.logaddexp(0, margin) - y * margin
+            residual = weight * (p - y)
+            grad = np.append(z.T @ residual, residual.sum()) / n
+            grad[:-1] += self.l2 * params[:-1] / n
+            return float(weight @ nll / n + 0.5 * self.l2 * params[:-1] @ params[:-1] / n), grad
+
+        bounds = [(0.0, None)] * z.shape[1] + [(None, None)]
+        start = np.zeros(z.shape[1] + 1)
+        found = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
+        self.coef_, self.intercept_ = found.x[:-1], float(found.x[-1])
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        z = (np.asarray(x, float) - self.mean_) / self.scale_
+        p = expit(z @ self.coef_ + self.intercept_)
+        return np.column_stack([1 - p, p])
+
+
+def _logits(probabilities: pd.DataFrame) -> np.ndarray:
+    return logit(np.clip(probabilities.to_numpy(float), EPSILON, 1 - EPSILON))
+
+
+def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
 
 
 @dataclass
 class StackedFold:
     fold: int
-    meta_learner: Pipeline
-    predictions: pd.DataFrame  # CLIP_KEYS of fold's clips + probability
-    training_rows: pd.DataFrame  # fold (the one scored), video_id, clip_id the learner saw
+    predictions: pd.DataFrame  # CLIP_KEYS of the fold's held-out clips + probability
+    inner_roc_auc: dict[str, float]  # each base learner's pooled out-of-fold ROC-AUC
+    weights: dict[str, float]  # each stacked learner's weight (standardised logit)
+    record: dict[str, list[str]]  # the videos its fits used (`fit_record`)
 
 
-def stack_fold(
-    table: pd.DataFrame, base_models: list[str], fold: int, seed: int = 0
-) -> StackedFold:
-    """Fit the meta-learner of `fold` on the other folds' rows and score the fold's rows."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def own_folds(training_clips: pd.DataFrame) -> pd.Series:
+    """Each video's fold (the fold whose validation rows hold it), by video id."""
+    held_out = training_clips[training_clips["role"] == VALIDATION]
+    return held_out.drop_duplicates("video_id").set_index("video_id")["fold"]
 
-    train, held_out = table[table["fold"] != fold], table[table["fold"] == fold]
-    y = (train["label"] == "fake").to_numpy(int)
-    if len(np.unique(y)) < 2:
-        raise ValueError(f"fold {fold}: the other folds' predictions hold a single class")
-    learner = make_pipeline(
-        StandardScaler(), LogisticRegression(class_weight="balanced", random_state=seed)
-    ).fit(train[base_models].to_numpy(float), y)
-    scored = held_out[CLIP_KEYS].assign(
-        probability=learner.predict_proba(held_out[base_models].to_numpy(float))[:, 1]
+
+def stack_fold(training_clips: pd.DataFrame, learners: list[BaseLearner], fold: int) -> StackedFold:
+    """The ensemble's held-out P(fake) for `fold` (see the module docstring)."""
+    rows = training_clips[training_clips["fold"] == fold]
+    train = rows[rows["role"] == TRAIN]
+    held_out = rows[rows["role"] == VALIDATION].reset_index(drop=True)
+    train_fold_of = train["video_id"].map(own_folds(training_clips))
+    inner_folds = sorted(train_fold_of.unique())
+    if len(inner_folds) < 2:
+        raise ValueError(
+            f"fold {fold}: stacking needs 2 or more training folds to fit its meta-learner "
+            f"inside them, got {inner_folds} (FVC_FOLDS >= 3)"
+        )
+    fitted_on, out_of_fold = [train["video_id"]], []
+    for inner in inner_folds:
+        inner_train = train[train_fold_of != inner]
+        scored = train[(train_fold_of == inner) & (train["aug_index"] == ORIGINAL)]
+        predictions = {b.name: b.fit_predict(inner_train, scored) for b in learners}
+        out_of_fold.append(scored[CLIP_KEYS].assign(**predictions))
+        fitted_on.append(inner_train["video_id"])
+    meta_rows = pd.concat(out_of_fold, ignore_index=True)
+    y = (meta_rows["label"] == POSITIVE).to_numpy(int)
+    inner_auc = {b.name: _roc_auc(y, meta_rows[b.name].to_numpy()) for b in learners}
+    stacked = [b for b in learners if inner_auc[b.name] > 0.5] or list(learners)
+    names = [b.name for b in stacked]
+    meta = NonNegativeLogistic().fit(_logits(meta_rows[names]), y)
+    outer = held_out[CLIP_KEYS].assign(**{b.name: b.fit_predict(train, held_out) for b in stacked})
+    scored = held_out[CLIP_KEYS].assign(probability=meta.predict_proba(_logits(outer[names]))[:, 1])
+    record = fit_record(
+        train=pd.concat(fitted_on),
+        selection=meta_rows["video_id"],
+        scored=held_out["video_id"],
     )
-    seen = train[["video_id", "clip_id"]].assign(fold=fold)[["fold", "video_id", "clip_id"]]
-    return StackedFold(fold, learner, scored.reset_index(drop=True), seen.reset_index(drop=True))
-
-
-def meta_learner_leaks(training_rows: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
-    """Rows a fold's meta-learner was fit on whose video `cv_folds` places in that very fold
-    (`fold, video_id, clip_id`); empty when no fold's labels reached its own meta-learner."""
-    placed = folds[["video_id", "fold"]].rename(columns={"fold": "video_fold"})
-    rows = training_rows.merge(placed, on="video_id", how="left")
-    return rows[rows["video_fold"] == rows["fold"]][["fold", "video_id", "clip_id"]]
+    return StackedFold(fold, scored, inner_auc, dict(zip(names, meta.coef_.tolist(), strict=True)),
+                       record)  # fmt: skip

@@ -1,6 +1,7 @@
-"""The comparison as figures (matplotlib, no display): every model's mean metric with its std
-over folds, ROC curves and confusion matrices from the held-out predictions, and one figure
-per model fold. Each is a `Figure` for MLflow's `log_figure` and an RGB array for the UI."""
+"""The comparison as figures (matplotlib, no display): every model's pooled ROC-AUC with its
+cascade bootstrap interval and chance band, ROC curves and confusion matrices from the
+held-out predictions, and one figure per model fold. Each is a `Figure` for MLflow's
+`log_figure` and an RGB array for the UI."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
 
 from fvc_dagster.lib.ensemble import base_model_name  # noqa: E402
@@ -28,16 +31,35 @@ def _truth(predictions: pd.DataFrame) -> np.ndarray:
     return (predictions["label"] == "fake").to_numpy(int)
 
 
-def metric_bars(comparison: pd.DataFrame, metric: str = "roc_auc") -> Figure:
-    """Every model's mean `metric` over folds with its std as an error bar, best first."""
-    table = comparison.sort_values(f"{metric}_mean", ascending=True)
+def metric_bars(comparison: pd.DataFrame) -> Figure:
+    """Every model's pooled held-out ROC-AUC, in the comparison's order (best on top), with
+    its 95% cascade bootstrap interval as the error bar and its chance band as a black tick;
+    models whose interval does not clear the band are grey and hatched."""
+    table = comparison.iloc[::-1].reset_index(drop=True)
     names = _labelled(table)
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.2), layout="constrained")
-    ax.barh(names, table[f"{metric}_mean"], xerr=table[f"{metric}_std"].fillna(0), capsize=3,
-            color="#4c72b0")  # fmt: skip
+    pooled = table["roc_auc_pooled"].to_numpy(float)
+    errors = np.nan_to_num(
+        [pooled - table["roc_auc_low"].to_numpy(float), table["roc_auc_high"] - pooled]
+    )
+    above = table["above_chance"].to_numpy(bool)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.6), layout="constrained")
+    bars = ax.barh(names, np.nan_to_num(pooled), xerr=errors, capsize=3,
+                   color=np.where(above, "#4c72b0", "#c8c8c8"))  # fmt: skip
+    for bar, clear in zip(bars, above, strict=True):
+        bar.set_hatch("" if clear else "//")
+    ax.vlines(table["chance_band"], np.arange(len(table)) - 0.4, np.arange(len(table)) + 0.4,
+              color="black", lw=2)  # fmt: skip
     ax.set_xlim(0, 1.05)
     ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel(f"{metric} (mean ± std over folds)")
+    ax.set_xlabel("pooled held-out ROC-AUC, 95% cascade bootstrap interval")
+    ax.legend(
+        handles=[
+            Patch(color="#4c72b0", label="above chance"),
+            Patch(facecolor="#c8c8c8", hatch="//", label="inside chance band"),
+            Line2D([], [], color="black", lw=2, label="chance band (95th pct.)"),
+        ],
+        fontsize=7, loc="lower right",
+    )  # fmt: skip
     return fig
 
 

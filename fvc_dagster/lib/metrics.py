@@ -1,11 +1,22 @@
-"""Binary classification metrics for one fold, and their mean and spread across folds."""
+"""Binary classification metrics for one fold, their mean and spread across folds, and the
+uncertainty of each model's pooled held-out ROC-AUC."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from fvc_dagster.lib.uncertainty import score_uncertainty
+
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+# What `compare_models` adds from the pooled held-out predictions (`lib.uncertainty`).
+UNCERTAINTY_COLUMNS = [
+    "roc_auc_pooled",
+    "roc_auc_low",
+    "roc_auc_high",
+    "chance_band",
+    "above_chance",
+]
 # The `weights` of a model that has no pretrained or random initial weights (the baselines).
 NO_WEIGHTS = "-"
 
@@ -85,36 +96,78 @@ def scores_markdown(predictions: pd.DataFrame) -> str:
     return fold_metrics_of(predictions).drop(columns="mlflow_run_id").to_markdown(index=False)
 
 
-def compare_models(fold_metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std of every metric per model and initial weights (random, pretrained, or
-    `NO_WEIGHTS`), best mean ROC-AUC first."""
+def _uncertainty_rows(predictions: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    rows = []
+    for (model, weights), part in predictions.groupby(keys):
+        cascades = part["dup_group"].fillna(part["video_id"]).astype(str).to_numpy()
+        score = score_uncertainty((part["label"] == "fake").to_numpy(int), part["probability"],
+                                  cascades)  # fmt: skip
+        rows.append(
+            {"model": model, "weights": weights, "held_out_videos": part["video_id"].nunique(),
+             "held_out_cascades": len(set(cascades)), "roc_auc_pooled": score.roc_auc,
+             "roc_auc_low": score.low, "roc_auc_high": score.high, "chance_band": score.band,
+             "above_chance": score.above_chance}
+        )  # fmt: skip
+    return pd.DataFrame(rows).set_index(keys)
+
+
+def compare_models(fold_metrics: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and initial weights (random, pretrained, or `NO_WEIGHTS`): `folds`,
+    the held-out videos and cascades, mean and sample std (ddof=1, NaN for one fold) of every
+    metric over folds, and from `predictions` (`PREDICTION_COLUMNS` and `dup_group`) the
+    pooled held-out ROC-AUC with its 95% cascade bootstrap interval, the 95th percentile of
+    its cascade permutation chance band and `above_chance` (the interval's low end above the
+    band). Ranked (`rank`, 1 = best): models above chance first, then by mean ROC-AUC, ties
+    by model name (then weights)."""
     keys = ["model", "weights"]
     grouped = fold_metrics.groupby(keys)[list(METRICS)]
-    table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
+    table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
     table["folds"] = fold_metrics.groupby(keys)["fold"].nunique()
+    table = table.join(_uncertainty_rows(predictions, keys))
+    table["above_chance"] = table["above_chance"].astype("boolean").fillna(False).astype(bool)
     ordered = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-    return (
-        table[["folds", *ordered]]
-        .sort_values("roc_auc_mean", ascending=False)
+    table = (
+        table[["folds", "held_out_videos", "held_out_cascades", *ordered, *UNCERTAINTY_COLUMNS]]
         .reset_index()
+        .sort_values(
+            ["above_chance", "roc_auc_mean", "model", "weights"],
+            ascending=[False, False, True, True],
+            na_position="last",
+        )
+        .reset_index(drop=True)
         .round(4)
     )
+    return table.assign(rank=range(1, len(table) + 1))
+
+
+def _number(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.3f}"
+
+
+def _verdict(row) -> str:
+    if pd.isna(row.roc_auc_low) or pd.isna(row.chance_band):
+        return "n/a"
+    return "yes" if row.above_chance else "no: inside chance band"
 
 
 def comparison_markdown(comparison: pd.DataFrame) -> str:
-    """A markdown table of mean ± std per model and its initial weights."""
-    extra = ["weights"]
-    header = "| model | folds | " + " | ".join([*METRICS, *extra]) + " |"
-    rule = "|---" * (len(METRICS) + len(extra) + 2) + "|"
+    """The comparison in its order as an aligned markdown table: per model its folds,
+    held-out videos / cascades, every metric's mean ± std over folds, pooled ROC-AUC with its
+    95% cascade bootstrap interval, chance band, whether the interval clears the band, and
+    its initial weights."""
+    header = ["model", "folds", "videos / cascades", *METRICS, "pooled roc_auc [95% CI]",
+              "chance band", "above chance", "weights"]  # fmt: skip
     rows = [
-        f"| {r.model} | {r.folds} | "
-        + " | ".join(
-            [
-                *(f"{getattr(r, m + '_mean'):.3f} ± {getattr(r, m + '_std'):.3f}" for m in METRICS),
-                *(str(getattr(r, c)) for c in extra),
-            ]
-        )
-        + " |"
+        [r.model, str(r.folds), f"{r.held_out_videos} / {r.held_out_cascades}",
+         *(f"{_number(getattr(r, m + '_mean'))} ± {_number(getattr(r, m + '_std'))}"
+           for m in METRICS),
+         f"{_number(r.roc_auc_pooled)} [{_number(r.roc_auc_low)}, {_number(r.roc_auc_high)}]",
+         _number(r.chance_band), _verdict(r), str(r.weights)]
         for r in comparison.itertuples()
-    ]
-    return "\n".join([header, rule, *rows])
+    ]  # fmt: skip
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+        for line in lines
+    )

@@ -1,5 +1,12 @@
 """A video network trained on CV folds: its settings, the folds' clip data, and the checkpoint
-directory that a rerun with the same settings and clips resumes from."""
+directory that a rerun with the same settings and clips resumes from.
+
+Held-out blind: fold k's network never sees fold k's labels. With `epoch_choice="inner_fold"`
+(the default) it trains on the clips of all folds but k and `selection_fold(k)`, chooses its
+epoch (and stops early) on the original clips of `selection_fold(k)`, and then scores fold k's
+original clips once; with `"fixed"` it trains on every other fold for `epochs` and keeps the
+last epoch.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from torch import nn
 from torch.utils.data import Dataset
@@ -21,9 +29,12 @@ from fvc_dagster.lib.clip_data import (
     model_options,
     normaliser,
 )
+from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.models import build_model, get_spec
-from fvc_dagster.lib.trainer import TrainConfig, TrainResult, fit, seed_everything
-from fvc_dagster.lib.training import TRAIN, VALIDATION
+from fvc_dagster.lib.trainer import TrainConfig, TrainResult, fit, predict, seed_everything
+from fvc_dagster.lib.training import TRAIN, VALIDATION, fit_record, selection_fold
+
+EpochChoice = Literal["inner_fold", "fixed"]
 
 # What a network reads of each scaled clip: its file, checksum and content box in the canvas.
 SCALED_CLIP_COLUMNS = [
@@ -39,13 +50,15 @@ SCALED_CLIP_COLUMNS = [
 
 @dataclass(frozen=True)
 class NetworkPlan:
-    """How `model` trains on one fold: its weights, clip size and trainer config."""
+    """How `model` trains on one fold: its weights, clip size, how its epoch is chosen and its
+    trainer config."""
 
     model: str
     weights: Literal["random", "pretrained"]
     weights_file: str | None
     frames: int
     pixels: int
+    epoch_choice: EpochChoice
     train: TrainConfig
 
 
@@ -69,24 +82,33 @@ def plan_network(
     weights_file: str | None = None,
     grad_accumulation: int = 1,
     patience: int | None = None,
+    epoch_choice: EpochChoice = "inner_fold",
 ) -> NetworkPlan:
     """The plan of `model` on `fold` (seeded by the fold); None takes the registry row's value
-    (the trainer's for `patience`), an empty `device` CUDA when present."""
+    (the trainer's for `patience`), an empty `device` CUDA when present. With a `"fixed"`
+    epoch choice nothing stops early."""
     spec = get_spec(model)
     if spec.input not in INPUT_KEYS:
         raise ValueError(f"{model!r} is not a video network")
-    given = dict(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience)
+    if epoch_choice not in ("inner_fold", "fixed"):
+        raise ValueError(f"epoch_choice must be 'inner_fold' or 'fixed', got {epoch_choice!r}")
+    given = dict(epochs=epochs, batch_size=batch_size, lr=lr)
+    if epoch_choice == "fixed":
+        given["patience"] = None
+    elif patience is not None:
+        given["patience"] = patience
     train = TrainConfig.from_recipe(
         spec.recipe,
         input_keys=INPUT_KEYS[spec.input],
         device=device or default_device(),
         seed=fold,
         grad_accumulation=grad_accumulation,
-        **{k: v for k, v in given.items() if v is not None},
+        **{k: v for k, v in given.items() if v is not None or k == "patience"},
     )
     return NetworkPlan(
-        model, weights, weights_file, frames or spec.frames, pixels or spec.pixels, train
-    )
+        model, weights, weights_file, frames or spec.frames, pixels or spec.pixels,
+        epoch_choice, train,
+    )  # fmt: skip
 
 
 class ClipSubset(Dataset):
@@ -105,14 +127,27 @@ class ClipSubset(Dataset):
 
 @dataclass
 class FoldClips:
-    """A fold's training clips (original and augmented) and validation clips (held-out
-    originals): their rows (training_clips joined to their scaled files) and datasets."""
+    """A fold's clips, as rows (training_clips joined to their scaled files) and datasets:
+    those it trains on (original and augmented), those that choose its epoch (the original
+    clips of its selection fold; none with a fixed epoch count) and the held-out originals it
+    is scored on."""
 
     fold: int
     train_rows: pd.DataFrame
-    validation_rows: pd.DataFrame
+    selection_rows: pd.DataFrame
+    held_out_rows: pd.DataFrame
     train: ClipSubset
-    validation: ClipSubset
+    selection: ClipSubset | None
+    held_out: ClipSubset
+
+    @property
+    def record(self) -> dict[str, list[str]]:
+        """The videos the fold's network is fit on, selected on and scores (`fit_record`)."""
+        return fit_record(
+            train=self.train_rows["video_id"],
+            selection=self.selection_rows["video_id"],
+            scored=self.held_out_rows["video_id"],
+        )
 
 
 def fold_clips(
@@ -122,8 +157,9 @@ def fold_clips(
     plan: NetworkPlan,
     flow_cache_dir: Path,
 ) -> dict[int, FoldClips]:
-    """Each fold's clips for `plan`'s network; the folds share one dataset, so a clip is decoded
-    once for all of them."""
+    """Each fold's clips for `plan`'s network (see the module docstring); the folds share one
+    dataset, so a clip is decoded once for all of them. A training video's own fold is the
+    fold whose validation rows hold it."""
     folds = list(folds)
     rows = training_clips[training_clips["fold"].isin(folds)].merge(
         scaled_clips[SCALED_CLIP_COLUMNS], on="clip_id", how="left", validate="many_to_one"
@@ -141,30 +177,42 @@ def fold_clips(
         clips, spec.input, plan.frames, plan.pixels, flow_cache_dir=flow_cache_dir
     )
 
-    def subset(fold: int, role: str) -> tuple[pd.DataFrame, ClipSubset]:
-        part = rows[(rows["fold"] == fold) & (rows["role"] == role)].reset_index(drop=True)
+    def subset(part: pd.DataFrame) -> tuple[pd.DataFrame, ClipSubset]:
+        part = part.reset_index(drop=True)
         return part, ClipSubset(dataset, index_of[part["clip_id"]])
 
+    all_folds = sorted(training_clips["fold"].unique())
+    own_fold = training_clips[training_clips["role"] == VALIDATION].set_index("video_id")["fold"]
     out = {}
     for fold in folds:
-        (train_rows, train), (validation_rows, validation) = (
-            subset(fold, TRAIN),
-            subset(fold, VALIDATION),
+        train = rows[(rows["fold"] == fold) & (rows["role"] == TRAIN)]
+        held_out = rows[(rows["fold"] == fold) & (rows["role"] == VALIDATION)]
+        selects = pd.Series(False, index=train.index)
+        if plan.epoch_choice == "inner_fold":
+            selects = train["video_id"].map(own_fold) == selection_fold(fold, all_folds)
+        (train_rows, train_set), (held_out_rows, held_out_set) = (
+            subset(train[~selects]),
+            subset(held_out),
         )
-        out[fold] = FoldClips(fold, train_rows, validation_rows, train, validation)
+        selection_rows, selection_set = subset(train[selects & (train["aug_index"] == ORIGINAL)])
+        if plan.epoch_choice == "fixed":
+            selection_set = None
+        out[fold] = FoldClips(fold, train_rows, selection_rows, held_out_rows, train_set,
+                              selection_set, held_out_set)  # fmt: skip
     return out
 
 
 def checkpoint_dir(root: Path, plan: NetworkPlan, clips: FoldClips) -> Path:
     """`<root>/checkpoints/<model>/fold<k>/<digest>`: the digest covers the plan (the device
-    aside) and every clip's checksum and label, so other settings or data start afresh."""
+    aside) and the checksum and label of every clip it trains on or chooses its epoch on, so
+    other settings or data start afresh (the held-out clips take no part in training)."""
     train = {k: v for k, v in dataclasses.asdict(plan.train).items() if k != "device"}
     key = {
         **dataclasses.asdict(plan),
         "train": train,
         "clips": [
             rows[["clip_id", "sha256", "label"]].values.tolist()
-            for rows in (clips.train_rows, clips.validation_rows)
+            for rows in (clips.train_rows, clips.selection_rows)
         ],
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -176,9 +224,10 @@ def train_network(
     clips: FoldClips,
     checkpoint: Path,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[TrainResult, nn.Module]:
-    """Build the network (initial weights seeded by the fold) and fit it, resuming from
-    `checkpoint` when a run there was cut short; the result and the best epoch's model."""
+) -> tuple[TrainResult, nn.Module, np.ndarray]:
+    """Build the network (initial weights seeded by the fold), fit it, resuming from
+    `checkpoint` when a run there was cut short, then score the held-out clips once: the
+    result, the kept epoch's model and its P(fake) of each held-out clip (in row order)."""
     spec = get_spec(plan.model)
     seed_everything(plan.train.seed)
     model = build_model(
@@ -187,13 +236,16 @@ def train_network(
         weights_file=plan.weights_file,
         **model_options(spec.input, plan.pixels),
     )
+    prepare = normaliser(spec.family)
     result = fit(
         model,
         clips.train,
-        clips.validation,
+        clips.selection,
         plan.train,
         checkpoint,
-        prepare=normaliser(spec.family),
+        prepare=prepare,
         on_epoch_end=on_epoch_end,
     )
-    return result, model
+    if not len(clips.held_out):
+        return result, model, np.empty(0)
+    return result, model, predict(model, clips.held_out, plan.train, prepare=prepare)

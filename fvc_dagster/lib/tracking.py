@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from fvc_dagster.lib.embeddings import EmbeddingFit, EmbeddingFold
-    from fvc_dagster.lib.network_training import NetworkPlan
+    from fvc_dagster.lib.network_training import FoldClips, NetworkPlan
     from fvc_dagster.lib.trainer import TrainResult
 
 
@@ -40,6 +40,7 @@ def log_fold_run(result: FoldResult, model: str, fold: str, data: FoldData) -> N
         }
     )
     mlflow.log_metrics({k: float(v) for k, v in result.scores.items() if not math.isnan(float(v))})
+    log_fit_videos(result.record)
     x_val, _ = data.xy(data.validation.head(5))
     mlflow.sklearn.log_model(
         result.pipeline,
@@ -51,23 +52,34 @@ def log_fold_run(result: FoldResult, model: str, fold: str, data: FoldData) -> N
     )
 
 
-def log_stacking_run(stacked: StackedFold, base_models: list[str]) -> None:
-    """The active run's record of one fold's meta-learner: its base models, their coefficients,
-    the rows it was fit on, and its scores on the fold."""
+def log_stacking_run(stacked: StackedFold) -> None:
+    """The active run's record of one fold's stacking: the base learners, their out-of-fold
+    ROC-AUC inside the training folds, the weights of those stacked, the videos its fits used,
+    and its scores on the fold."""
     from fvc_dagster.lib.metrics import fold_scores
 
-    coefficients = stacked.meta_learner[-1].coef_[0]
     mlflow.log_params(
-        {"model": "ensemble", "fold": stacked.fold, "base_models": ",".join(base_models),
-         "n_train_clips": len(stacked.training_rows)}
+        {"model": "ensemble", "fold": stacked.fold, "base_models": ",".join(stacked.inner_roc_auc),
+         "stacked_models": ",".join(stacked.weights),
+         "n_train_videos": len(stacked.record["train"])}
     )  # fmt: skip
-    mlflow.log_metrics(  # "naive_cnn[random]" as "coef_naive_cnn.random": MLflow's key rules
-        {f"coef_{m.replace('[', '.').rstrip(']')}": float(c)
-         for m, c in zip(base_models, coefficients, strict=True)}
+    mlflow.log_metrics(
+        {**{f"inner_roc_auc_{m}": v for m, v in stacked.inner_roc_auc.items() if math.isfinite(v)},
+         **{f"weight_{m}": w for m, w in stacked.weights.items()}}
     )  # fmt: skip
     y = (stacked.predictions["label"] == "fake").to_numpy(int)
     scores = fold_scores(y, stacked.predictions["probability"].to_numpy())
     mlflow.log_metrics({k: float(v) for k, v in scores.items() if math.isfinite(float(v))})
+    log_fit_videos(stacked.record)
+
+
+FIT_VIDEOS = "fit_videos.json"
+
+
+def log_fit_videos(record: dict[str, list[str]]) -> None:
+    """The active run's record of the videos its fit used, by role (`lib.training.fit_record`),
+    as the artifact `fit_videos.json`: what the blindness checks read."""
+    mlflow.log_dict(record, FIT_VIDEOS)
 
 
 def log_figure(fig, name: str) -> None:
@@ -103,11 +115,9 @@ EPOCH_METRICS = (
 )
 
 
-def log_network_params(
-    plan: NetworkPlan, fold: str, checkpoint: Path, n_train: int, n_validation: int
-) -> None:
-    """The active run's params: the plan (model, weights, clip size, trainer config), fold,
-    clip counts and the checkpoint directory."""
+def log_network_params(plan: NetworkPlan, fold: str, checkpoint: Path, clips: FoldClips) -> None:
+    """The active run's params: the plan (model, weights, clip size, epoch choice, trainer
+    config), fold, clip counts and the checkpoint directory."""
     mlflow.log_params(
         {
             "model": plan.model,
@@ -116,12 +126,15 @@ def log_network_params(
             "weights_file": plan.weights_file,
             "frames": plan.frames,
             "pixels": plan.pixels,
+            "epoch_choice": plan.epoch_choice,
             **asdict(plan.train),
-            "n_train_clips": n_train,
-            "n_validation_clips": n_validation,
+            "n_train_clips": len(clips.train),
+            "n_selection_clips": len(clips.selection_rows),
+            "n_validation_clips": len(clips.held_out),
             "checkpoint_dir": str(checkpoint),
         }
     )
+    log_fit_videos(clips.record)
 
 
 def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -166,3 +179,4 @@ def log_embedding_fold(
         }
     )
     mlflow.log_metrics({k: float(v) for k, v in fit.scores.items() if math.isfinite(float(v))})
+    log_fit_videos(fit.record)

@@ -1,13 +1,16 @@
-"""One trainer for every binary video network: `fit(model, train, validation, config, ckpt_dir)`.
+"""One trainer for every binary video network: `fit(model, train, selection, config, ckpt_dir)`.
 
 The trainer knows nothing about any network. It needs:
 
 - a model giving one logit per sample, (B, 1) or (B,), called as
   ``model(*[batch[k] for k in config.input_keys])`` (``("clip",)``, ``("clip", "box")`` for
   clip+box models, ``("clip", "flow")`` for clip+flow models);
-- two map-style datasets whose items are dicts of tensors with a float ``"label"`` (1 = fake),
-  collated by the default collate into a dict of batched tensors; they may expose ``labels``
-  (a 1-D array) so class weights need not read every item;
+- a training dataset and, optionally, a selection dataset: map-style, items are dicts of
+  tensors with a float ``"label"`` (1 = fake), collated by the default collate into a dict of
+  batched tensors; they may expose ``labels`` (a 1-D array) so class weights need not read
+  every item. The selection set chooses the epoch and stops early; it must never be the data
+  the model is scored on (an inner split of the training folds). Without one the trainer runs
+  every epoch and keeps the last;
 - optionally ``prepare(batch) -> batch``, run after the batch reaches the device (e.g.
   ``functools.partial(clip_data.normalise_on_device, mean=..., std=...)`` for uint8 clips).
 
@@ -16,13 +19,14 @@ linear warmup then cosine decay stepped per optimizer step, BCE-with-logits with
 ``pos_weight = n_neg / n_pos`` of the training labels, gradient accumulation, clipping by global
 norm, mixed precision on CUDA only (bf16 autocast, or fp16 autocast with a GradScaler; always
 fp32 on CPU, where bf16 autocast corrupts Conv3d weight gradients), no optimizer step on a
-non-finite gradient (counted), early stopping on validation ROC-AUC, fixed seeds, and an atomic
+non-finite gradient (counted), early stopping on selection ROC-AUC, fixed seeds, and an atomic
 checkpoint after every epoch from which a rerun with the same directory resumes by itself and
 ends exactly where an uninterrupted run ends (bit-exact on CPU).
 
 Files in the checkpoint directory: ``last.pt`` (everything needed to resume, written after each
 epoch) and ``best.pt`` (the best epoch's weights, metrics and config), both written to a temp
-file in the same directory and moved into place with ``os.replace``.
+file in the same directory and moved into place with ``os.replace``. `predict` scores a
+dataset (the held-out fold) once with the weights `fit` kept.
 """
 
 from __future__ import annotations
@@ -98,11 +102,12 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """`history`: one dict per epoch (epoch (1-based), train_loss, val_loss, val_roc_auc,
-    seconds, train_seconds, data_wait_share, clips_per_s, skipped_steps, optimizer_steps,
-    grad_norm_max (before clipping; non-finite ones excluded), lr). `val_probabilities`: the best
-    model's P(fake) for the validation items, in dataset order. The model passed to `fit` holds
-    the best epoch's weights when it returns."""
+    """`history`: one dict per epoch (epoch (1-based), train_loss, val_loss, val_roc_auc (on the
+    selection set; NaN without one), seconds, train_seconds, data_wait_share, clips_per_s,
+    skipped_steps, optimizer_steps, grad_norm_max (before clipping; non-finite ones excluded),
+    lr). `val_probabilities`: the kept model's P(fake) for the selection items, in dataset order
+    (empty without a selection set). The model passed to `fit` holds the kept epoch's weights
+    (the best on the selection set, or the last) when it returns."""
 
     history: list[dict[str, float]]
     best_epoch: int
@@ -233,8 +238,8 @@ class _Trainer:
         self.dir = Path(checkpoint_dir)
         self.device = torch.device(config.device)
         self.autocast_dtype, use_scaler = _amp_plan(config, self.device)
-        if len(train) == 0 or len(validation) == 0:
-            raise ValueError(f"empty data: {len(train)} training, {len(validation)} validation")
+        if len(train) == 0 or (validation is not None and len(validation) == 0):
+            raise ValueError(f"empty data: {len(train)} training, {len(validation)} selection")
 
         seed_everything(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -243,12 +248,14 @@ class _Trainer:
         if config.num_workers > 0:
             loader["persistent_workers"] = True  # keep the datasets' in-memory caches
         self.train_loader = DataLoader(train, shuffle=True, generator=self.generator, **loader)
-        self.val_loader = DataLoader(
-            validation, shuffle=False, generator=torch.Generator().manual_seed(0), **loader
-        )
-        self.val_labels = dataset_labels(validation)
-        two_classes = len(np.unique(self.val_labels > 0.5)) == 2
-        self.monitor = "val_roc_auc" if two_classes else "neg_val_loss"
+        self.monitor = "last_epoch"
+        if validation is not None:
+            self.val_loader = DataLoader(
+                validation, shuffle=False, generator=torch.Generator().manual_seed(0), **loader
+            )
+            self.val_labels = dataset_labels(validation)
+            two_classes = len(np.unique(self.val_labels > 0.5)) == 2
+            self.monitor = "val_roc_auc" if two_classes else "neg_val_loss"
 
         self.pos_weight = positive_weight(dataset_labels(train)) if config.class_weights else None
         pw = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=self.device)
@@ -419,17 +426,24 @@ class _Trainer:
         }
 
     @torch.no_grad()
-    def validate(self) -> tuple[dict[str, float], np.ndarray]:
+    def logits(self, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's float32 logits and the labels of every item of `loader`, on the CPU."""
         self.model.eval()
-        probabilities, loss_sum = [], 0.0
-        for raw in self.val_loader:
+        logits, labels = [], []
+        for raw in loader:
             batch = self._to_device(raw)
             with self._autocast():
-                logits = call_model(self.model, batch, self.config.input_keys)
-            logits = logits.float()
-            loss_sum += float(self.val_criterion(logits, batch[LABEL]))
-            probabilities.append(torch.sigmoid(logits).cpu())
-        probs = torch.cat(probabilities).numpy().astype(np.float64)
+                logits.append(call_model(self.model, batch, self.config.input_keys).float().cpu())
+            labels.append(batch[LABEL].cpu())
+        return torch.cat(logits), torch.cat(labels)
+
+    def validate(self) -> tuple[dict[str, float], np.ndarray]:
+        """Loss and ROC-AUC on the selection set (NaN without one), and its P(fake)."""
+        if self.monitor == "last_epoch":
+            return {"val_loss": math.nan, "val_roc_auc": math.nan}, np.empty(0)
+        logits, targets = self.logits(self.val_loader)
+        loss_sum = float(self.val_criterion(logits, targets))
+        probs = torch.sigmoid(logits).numpy().astype(np.float64)
         labels = self.val_labels > 0.5
         auc = math.nan
         if self.monitor == "val_roc_auc" and np.isfinite(probs).all():
@@ -448,9 +462,11 @@ class _Trainer:
             metrics = {k: float(v) if k != "epoch" else int(v) for k, v in metrics.items()}
             self.epoch += 1
             self.history.append(metrics)
-            score = (
-                metrics["val_roc_auc"] if self.monitor == "val_roc_auc" else -metrics["val_loss"]
-            )
+            score = {
+                "val_roc_auc": metrics["val_roc_auc"],
+                "neg_val_loss": -metrics["val_loss"],
+                "last_epoch": float(self.epoch),
+            }[self.monitor]
             if math.isfinite(score) and score > self.best["score"] + self.config.min_delta:
                 self.best = {
                     "epoch": self.epoch,
@@ -493,22 +509,47 @@ class _Trainer:
 def fit(
     model: nn.Module,
     train: Dataset,
-    validation: Dataset,
+    selection: Dataset | None,
     config: TrainConfig,
     checkpoint_dir: str | Path,
     *,
     prepare: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train `model` on `train`, validate on `validation` after every epoch, and return the best
-    epoch (see the module docstring). Resumes from `checkpoint_dir/last.pt` when it exists
+    """Train `model` on `train`, score `selection` after every epoch, and return the best
+    epoch on it, or with no selection set train every epoch and keep the last (see the module
+    docstring). Resumes from `checkpoint_dir/last.pt` when it exists
     (written with the same config, `device` and `num_workers` aside); a finished checkpoint
     returns its result without training. Seeds python, numpy and torch from `config.seed`.
     `on_epoch_end(epoch, metrics)` runs after each epoch's checkpoint is written (1-based epoch;
     the metrics of `TrainResult.history`); an exception from it stops training, and the next
     call resumes after that epoch."""
-    trainer = _Trainer(model, train, validation, config, checkpoint_dir, prepare, on_epoch_end)
+    trainer = _Trainer(model, train, selection, config, checkpoint_dir, prepare, on_epoch_end)
     return trainer.run()
+
+
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    prepare: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+) -> np.ndarray:
+    """P(fake) of every item of `dataset`, in order, from `model` as it is (eval mode, the
+    device, batch size and autocast of `config`); the items' labels only give the batch size."""
+    device = torch.device(config.device)
+    model.to(device).eval()
+    dtype, _ = _amp_plan(config, device)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
+    autocast = contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype)
+    probabilities = []
+    with torch.no_grad():
+        for raw in loader:
+            batch = {k: v.to(device) for k, v in raw.items()}
+            with autocast:
+                logits = call_model(model, prepare(batch) if prepare else batch, config.input_keys)
+            probabilities.append(torch.sigmoid(logits.float()).cpu())
+    return torch.cat(probabilities).numpy().astype(np.float64)
 
 
 def load_best(model: nn.Module, checkpoint: str | Path) -> dict[str, Any]:

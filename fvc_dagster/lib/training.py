@@ -23,6 +23,35 @@ if TYPE_CHECKING:
 
 POSITIVE = "fake"
 TRAIN, VALIDATION = "train", "validation"
+# A fit's record of the videos it used: those it was fit on, those that chose its epoch or its
+# stacking, and those it scored (`FitRecord`).
+FIT_ROLES = ("train", "selection", "scored")
+
+
+def fit_record(**videos: pd.Series | list[str]) -> dict[str, list[str]]:
+    """The record a fit makes of the videos it used, by role of `FIT_ROLES` (each the
+    `video_id`s of the rows it passed to its estimator or scored): sorted, distinct."""
+    unknown = set(videos) - set(FIT_ROLES)
+    if unknown:
+        raise ValueError(f"unknown fit roles {sorted(unknown)}; roles are {FIT_ROLES}")
+    return {role: sorted(set(map(str, videos.get(role, [])))) for role in FIT_ROLES}
+
+
+def fit_leaks(fold: int, record: dict[str, list[str]], folds: pd.DataFrame) -> pd.DataFrame:
+    """What breaks fold `fold`'s blindness in its fit record, checked against `folds`
+    (`video_id, fold`): a video the fit trained or selected on that the fold holds out, or a
+    video it scored that the fold does not hold out. Columns `fold, role, video_id,
+    video_fold` (NaN: the video has no fold); empty when the fit was blind."""
+    placed = folds.set_index("video_id")["fold"]
+    rows = pd.DataFrame(
+        [(fold, role, v) for role in FIT_ROLES for v in record.get(role, [])],
+        columns=["fold", "role", "video_id"],
+    )
+    rows["video_fold"] = rows["video_id"].map(placed)
+    used = rows["role"] != "scored"
+    leaked = used & (rows["video_fold"] == fold)
+    stray = ~used & (rows["video_fold"] != fold)
+    return rows[leaked | stray].reset_index(drop=True)
 
 
 def assign_clips(clips: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> pd.DataFrame:
@@ -42,6 +71,16 @@ def assign_clips(clips: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> pd.D
         parts.append(labelled[held_out & original].assign(fold=fold, role=VALIDATION))
     columns = ["fold", "role", "clip_id", "video_id", "aug_index", "label"]
     return pd.concat(parts, ignore_index=True)[columns].sort_values(["fold", "role", "clip_id"])
+
+
+def selection_fold(fold: int, folds: list[int]) -> int:
+    """The training fold that chooses fold `fold`'s epoch: the next of `folds`, cyclically (a
+    whole fold, so the split is grouped by cascade and stratified like the folds)."""
+    ordered = sorted(folds)
+    if fold not in ordered or len(ordered) < 3:
+        raise ValueError(f"fold {fold}: an inner selection fold needs 3 or more folds, got "
+                         f"{ordered}; train with epoch_choice 'fixed'")  # fmt: skip
+    return ordered[(ordered.index(fold) + 1) % len(ordered)]
 
 
 def clip_owners(store: Path) -> pd.DataFrame:
@@ -145,6 +184,7 @@ class FoldResult:
     n_train: int  # clips it was fitted on: the original clips of the training videos
     n_validation: int
     val_probabilities: np.ndarray  # P(fake) of each validation clip, in `validation` row order
+    record: dict[str, list[str]]  # the videos it was fit on and scored (`fit_record`)
 
 
 def baseline_training_rows(train: pd.DataFrame) -> pd.DataFrame:
@@ -170,7 +210,8 @@ def train_fold(model: str, data: FoldData, seed: int = 0) -> FoldResult:
     overlap = set(data.train["video_id"]) & set(data.validation["video_id"])
     if overlap:
         raise ValueError(f"held-out videos in the training set: {sorted(overlap)[:5]}")
-    x_train, y_train = data.xy(baseline_training_rows(data.train))
+    train = baseline_training_rows(data.train)
+    x_train, y_train = data.xy(train)
     x_val, y_val = data.xy(data.validation)
     if len(np.unique(y_train)) < 2:
         raise ValueError("the training folds hold a single class")
@@ -183,4 +224,5 @@ def train_fold(model: str, data: FoldData, seed: int = 0) -> FoldResult:
         len(x_train),
         len(x_val),
         probabilities,
+        fit_record(train=train["video_id"], scored=data.validation["video_id"]),
     )

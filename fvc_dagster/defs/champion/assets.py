@@ -1,6 +1,7 @@
 """The champion registered in MLflow (`champion_model`) and its score for every video
 (`video_scores`)."""
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,7 @@ from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage, Ml
 from fvc_dagster.defs.training.assets import CLIP_FEATURES, clip_features
 from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.clipstore import read_clip
+from fvc_dagster.lib.metrics import comparison_markdown
 from fvc_dagster.lib.models import get_spec
 from fvc_dagster.lib.scoring import VideoInput
 from fvc_dagster.lib.serving import (
@@ -32,15 +34,17 @@ from fvc_dagster.lib.serving import (
 
 # The tags that identify what a version was built from: equal tags, nothing new to register.
 LINEAGE_KEYS = (
-    "model", "weights", "training_data", "package_version", "git_commit", "frames_per_clip",
-    "scaling",
+    "model", "weights", "settings", "training_data", "package_version", "source_sha256",
+    "frames_per_clip", "scaling",
 )  # fmt: skip
 
 
 class ChampionSelection(dg.Config):
     metric: Literal["roc_auc", "pr_auc", "f1", "accuracy", "precision", "recall"] = Field(
         default="roc_auc",
-        description="The mean over folds that picks the champion (ties: lower std).",
+        description="The mean over folds that ranks the candidates (scored on every fold, "
+        "ROC-AUC interval above its chance band); ties: the higher interval low end, then "
+        "the name.",
     )
 
 
@@ -93,12 +97,30 @@ def champion_model(
         training_fingerprint,
     )
 
-    best = pick_champion(model_comparison, config.metric)
+    try:
+        best = pick_champion(model_comparison, cv_folds["fold"].nunique(), config.metric)
+    except ValueError as exc:
+        raise dg.Failure(
+            description=f"no champion: {exc}",
+            metadata={"comparison": dg.MetadataValue.md(comparison_markdown(model_comparison))},
+        ) from exc
     model, metric = str(best["model"]), config.metric
     clips = labelled_clips(augmented_clips, cv_folds)
+    client = mlflow.client()
+    tabular = get_spec(model).family == "tabular"
+    if tabular:
+        settings = {"features": CLIP_FEATURES, "seed": 0}
+    else:
+        rows = fold_metrics[
+            (fold_metrics["model"] == model) & (fold_metrics["weights"] == best["weights"])
+        ]
+        runs = [client.get_run(run_id).data for run_id in rows["mlflow_run_id"]]
+        best_epochs = [int(run.metrics["best_epoch"]) for run in runs]
+        settings = network_settings(runs[0].params, best_epochs)
     tags = {
         "model": model,
         "weights": str(best["weights"]),
+        "settings": json.dumps(settings, sort_keys=True),
         "training_data": training_fingerprint(clips),
         **code_lineage(),
         "frames_per_clip": str(sampling.frames_per_clip),
@@ -107,9 +129,10 @@ def champion_model(
         f"cv_{metric}_mean": f"{best[f'{metric}_mean']:.4f}",
         f"cv_{metric}_std": f"{best[f'{metric}_std']:.4f}",
         "cv_folds": str(int(best["folds"])),
+        "cv_roc_auc_interval": f"[{best['roc_auc_low']:.4f}, {best['roc_auc_high']:.4f}]",
+        "cv_chance_band": f"{best['chance_band']:.4f}",
         "dagster_run_id": context.run_id,
     }
-    client = mlflow.client()
     current = champion_version(client)
     if same_lineage(current, tags, LINEAGE_KEYS):
         context.log.info(f"{model} is champion as version {current.version}; nothing changed")
@@ -122,19 +145,15 @@ def champion_model(
             tags={"dagster_run_id": context.run_id, "model": model},
             experiment=mlflow.champion_experiment,
         ) as run:
-            if get_spec(model).family == "tabular":
+            if tabular:
                 features = clip_features(handcrafted_features, scaled_features)
                 detector = refit_baseline(
                     model, clips, features, CLIP_FEATURES, sampling.frames_per_clip,
                     scaling.method,
                 )  # fmt: skip
             else:
-                rows = fold_metrics[
-                    (fold_metrics["model"] == model) & (fold_metrics["weights"] == best["weights"])
-                ]
-                params = client.get_run(rows["mlflow_run_id"].iloc[0]).data.params
                 detector = refit_network(
-                    model, clips, scaled_clips, network_settings(params), storage.root,
+                    model, clips, scaled_clips, settings, storage.root,
                     sampling.frames_per_clip, scaling.method,
                 )  # fmt: skip
             version = register_detector(detector, tags)
@@ -150,9 +169,7 @@ def champion_model(
         {
             "champion": dg.MetadataValue.md(table.T.to_markdown(headers=["", "value"])),
             "model": dg.MetadataValue.text(model),
-            "best_in_comparison": dg.MetadataValue.text(
-                str(pick_champion(model_comparison, metric, candidate=lambda m: True)["model"])
-            ),
+            "best_in_comparison": dg.MetadataValue.text(str(model_comparison.iloc[0]["model"])),
             "version": dg.MetadataValue.text(version),
             "newly_registered": dg.MetadataValue.bool(registered),
             f"cv_{metric}_mean": dg.MetadataValue.float(float(best[f"{metric}_mean"])),

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from fvc_dagster.defs.batching import TRAINING_POOL, per_fold_asset
+from fvc_dagster.defs.batching import per_fold_asset
 from fvc_dagster.defs.partitions import ALL_VIDEOS, DEFAULT_FOLDS, N_FOLDS, folds_partitions
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.training.embeddings import (
@@ -16,7 +16,12 @@ from fvc_dagster.defs.training.embeddings import (
 from fvc_dagster.defs.training.networks import NETWORKS, network_asset_name, network_assets
 from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.clipstore import png_markdown
-from fvc_dagster.lib.ensemble import stack_fold, stacking_table
+from fvc_dagster.lib.ensemble import (
+    BaseLearner,
+    embedding_learner,
+    stack_fold,
+    tabular_learner,
+)
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.metrics import (
     PREDICTION_COLUMNS,
@@ -26,7 +31,7 @@ from fvc_dagster.lib.metrics import (
     prediction_rows,
     scores_markdown,
 )
-from fvc_dagster.lib.models import TABULAR_MODELS
+from fvc_dagster.lib.models import REGISTRY, TABULAR_MODELS
 from fvc_dagster.lib.splits import assign_folds, videos_keeping_their_fold
 from fvc_dagster.lib.training import assign_clips, fold_data, train_fold
 
@@ -190,58 +195,74 @@ def base_predictions(warehouse: DuckDBResource, baselines: dict[str, pd.DataFram
     return table.assign(fold=table["fold"].astype(int))[PREDICTION_COLUMNS]
 
 
-@dg.multi_asset(
-    outs={
-        "ensemble": dg.AssetOut(kinds={"duckdb", "scikitlearn"}, description=(
-            "One row per validation clip of each fold: the stacked P(fake) of a logistic "
-            "regression over the base models' held-out probabilities, fit for fold k on the "
-            "other folds' videos only."), automation_condition=UPDATE_ON_NEW_DATA),
-        "ensemble_training_rows": dg.AssetOut(kinds={"duckdb"}, description=(
-            "One row per fold and clip its meta-learner was fit on (what the leak check "
-            "reads)."), automation_condition=UPDATE_ON_NEW_DATA),
-    },
-    ins=BASELINE_INS,
-    deps=[*network_assets, *embedding_model_assets],
-    pool=TRAINING_POOL,
+def ensemble_learners(warehouse: DuckDBResource, features: pd.DataFrame) -> list[BaseLearner]:
+    """The base learners the ensemble refits inside each fold's training folds: every tabular
+    baseline, and XGBoost on the embeddings of each backbone whose model has been trained."""
+    learners = [tabular_learner(m, features, CLIP_FEATURES) for m in TABULAR_MODELS]
+    trained = [m for m in EMBEDDING_MODELS if existing_table(warehouse, embedding_asset_name(m))
+               is not None]  # fmt: skip
+    if trained:
+        from fvc_dagster.lib.embeddings import backbone_embeddings
+
+        stored = existing_table(warehouse, "clip_embeddings")
+        for model in trained:
+            embeddings, _ = backbone_embeddings(stored, REGISTRY[model].options["backbone"])
+            learners.append(embedding_learner(model, embeddings))
+    return learners
+
+
+@per_fold_asset(
     group_name="training",
-)  # fmt: skip
+    kinds={"duckdb", "mlflow", "scikitlearn"},
+    ins={
+        "training_clips": dg.AssetIn(),
+        "handcrafted_features": ALL_VIDEOS,
+        "scaled_features": ALL_VIDEOS,
+    },
+    deps=[*baseline_assets, *embedding_model_assets],
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
 def ensemble(
     context: dg.AssetExecutionContext,
+    training_clips: pd.DataFrame,
+    handcrafted_features: pd.DataFrame,
+    scaled_features: pd.DataFrame,
     warehouse: DuckDBResource,
     mlflow: MlflowTracking,
-    **baselines: pd.DataFrame,
-):
+) -> pd.DataFrame:
+    """One row per validation clip of each fold: the stacked P(fake) of the baselines and the
+    trained embedding models, every learner and the non-negative meta-learner fit inside the
+    fold's training folds (lib/ensemble.py)."""
     from fvc_dagster.lib.tracking import log_fold_figure, log_stacking_run
 
-    folds = folds_partitions.get_partition_keys()
-    table, base_models = stacking_table(
-        base_predictions(warehouse, baselines), [int(f) for f in folds]
-    )
-    rows, seen = [], []
-    for fold in folds:
+    learners = ensemble_learners(warehouse, clip_features(handcrafted_features, scaled_features))
+    rows, weights = [], {}
+    for fold in context.partition_keys:
         with mlflow.start_run(
             run_name=f"ensemble-fold{fold}",
             tags={"dagster_run_id": context.run_id, "model": "ensemble", "fold": fold},
         ) as run:
-            stacked = stack_fold(table, base_models, int(fold))
-            log_stacking_run(stacked, base_models)
+            stacked = stack_fold(training_clips, learners, int(fold))
+            log_stacking_run(stacked)
             scored = stacked.predictions
             rows.append(
                 prediction_rows("ensemble", fold, scored, scored["probability"],
-                                len(stacked.training_rows), run.info.run_id)
+                                len(stacked.record["train"]), run.info.run_id)
             )  # fmt: skip
             log_fold_figure(rows[-1])
-        seen.append(stacked.training_rows)
+        weights[fold] = {m: round(w, 3) for m, w in stacked.weights.items()}
+        context.log.info(f"ensemble fold {fold}: stacked {weights[fold]}")
     predictions = pd.concat(rows, ignore_index=True)
-    yield dg.Output(
-        predictions,
-        output_name="ensemble",
-        metadata={
-            "base_models": dg.MetadataValue.json(base_models),
+    context.add_output_metadata(
+        {
+            "base_models": dg.MetadataValue.json([b.name for b in learners]),
+            "stacked_weights": dg.MetadataValue.md(
+                pd.DataFrame(weights).T.rename_axis("fold").to_markdown()
+            ),
             "scores": dg.MetadataValue.md(scores_markdown(predictions)),
-        },
+        }
     )
-    yield dg.Output(pd.concat(seen, ignore_index=True), output_name="ensemble_training_rows")
+    return predictions
 
 
 @dg.asset(
@@ -294,15 +315,21 @@ def model_comparison(
     context: dg.AssetExecutionContext,
     fold_metrics: pd.DataFrame,
     fold_predictions: pd.DataFrame,
+    cv_folds: pd.DataFrame,
     mlflow: MlflowTracking,
 ) -> pd.DataFrame:
-    """One row per model (and weights, for networks): mean and std of every metric over the
-    folds, best ROC-AUC first; its figures (mean ROC-AUC with std, ROC curves, confusion
-    matrices) in the UI and in an MLflow run of `fvc-comparison`."""
+    """One row per model (and weights, for networks): held-out videos and cascades, mean and
+    sample std of every metric over the folds, the pooled held-out ROC-AUC with its 95% cascade
+    bootstrap interval and its chance band (`above_chance`: the interval clears it), ranked
+    above-chance models first; its figures (pooled ROC-AUC with interval and band, ROC curves,
+    confusion matrices) in the UI and in an MLflow run of `fvc-comparison`."""
     from fvc_dagster.lib.figures import confusion_matrices, metric_bars, rgb, roc_curves
     from fvc_dagster.lib.tracking import log_figure
 
-    table = compare_models(fold_metrics)
+    cascades = cv_folds[["video_id", "dup_group"]]
+    table = compare_models(
+        fold_metrics, fold_predictions.merge(cascades, on="video_id", how="left")
+    )
     figures = {
         "roc_auc_by_model": metric_bars(table),
         "roc_curves": roc_curves(fold_predictions),
@@ -322,6 +349,7 @@ def model_comparison(
             "comparison": dg.MetadataValue.md(comparison_markdown(table)),
             "best_model": dg.MetadataValue.text(str(table.iloc[0]["model"])),
             "best_roc_auc_mean": dg.MetadataValue.float(float(table.iloc[0]["roc_auc_mean"])),
+            "models_above_chance": dg.MetadataValue.int(int(table["above_chance"].sum())),
         }
     )
     return table

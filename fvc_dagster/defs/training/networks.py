@@ -32,9 +32,15 @@ class NetworkTraining(dg.Config):
     weights_file: str | None = Field(default=None, description="pretrained weights to read")
     grad_accumulation: int = Field(default=1, ge=1)
     patience: int | None = Field(
-        default=None, ge=1, description="epochs without a better validation ROC-AUC before "
+        default=None, ge=1, description="epochs without a better selection-fold ROC-AUC before "
         "stopping; empty: the trainer's default (5)"
     )  # fmt: skip
+    epoch_choice: Literal["inner_fold", "fixed"] = Field(
+        default="inner_fold",
+        description="inner_fold: fold k trains on the folds but k and the next one, and the next "
+        "one chooses its epoch and stops it early; fixed: it trains on every other fold for "
+        "`epochs` and keeps the last. Fold k itself is scored once, after training, either way.",
+    )
 
 
 def network_asset_name(model: str) -> str:
@@ -89,7 +95,7 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
                 log_epoch(epoch, metrics)
                 context.log.info(
                     f"{model} fold {fold_key} epoch {epoch}: train_loss="
-                    f"{metrics['train_loss']:.4f} val_roc_auc={metrics['val_roc_auc']:.3f}"
+                    f"{metrics['train_loss']:.4f} selection_roc_auc={metrics['val_roc_auc']:.3f}"
                 )
 
             with mlflow.start_run(
@@ -97,16 +103,14 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
                 tags={"dagster_run_id": context.run_id, "model": model, "fold": fold_key},
                 experiment=mlflow.network_experiment,
             ) as run:
-                log_network_params(
-                    plan, fold_key, checkpoint, len(data.train), len(data.validation)
-                )
-                result, network = train_network(plan, data, checkpoint, on_epoch_end)
-                scores = fold_scores(data.validation.labels, result.val_probabilities)
+                log_network_params(plan, fold_key, checkpoint, data)
+                result, network, held_out = train_network(plan, data, checkpoint, on_epoch_end)
+                scores = fold_scores(data.held_out.labels, held_out)
                 log_network_result(result, network, scores)
                 rows.append(
                     prediction_rows(
-                        model, fold_key, data.validation_rows, result.val_probabilities,
-                        len(data.train), run.info.run_id, plan.weights,
+                        model, fold_key, data.held_out_rows, held_out, len(data.train),
+                        run.info.run_id, plan.weights,
                     )
                 )  # fmt: skip
                 log_fold_figure(rows[-1])
@@ -122,7 +126,8 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
 
     _network.__doc__ = (
         f"One row per validation clip of each fold: the held-out P(fake) of the {model} network "
-        "trained on the fold's training clips (original and augmented)."
+        "trained on the fold's training clips (original and augmented), its epoch chosen on an "
+        "inner fold, scored once."
     )
     return _network
 

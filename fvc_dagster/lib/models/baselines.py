@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_selection import VarianceThreshold, f_classif
+from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -74,13 +75,24 @@ class SignificantFeatures(BaseEstimator, TransformerMixin):
 
 class SmallSampleCalibratedClassifierCV(CalibratedClassifierCV):
     """`CalibratedClassifierCV` with at most as many calibration folds as the smaller class has
-    rows (5 at most, 2 at least): fitted on one clip per video, a small corpus's training folds
-    can hold fewer than 5 videos of a class."""
+    rows (5 at most): fitted on one clip per video, a small corpus's training folds can hold
+    fewer than 5 videos of a class. With a single row of a class no split can hold it on both
+    sides, so the classifier is fit on every row and its sigmoid calibrated on the same rows."""
 
     def fit(self, X, y, **fit_params):
         _, counts = np.unique(y, return_counts=True)
-        self.cv = int(np.clip(counts.min(), 2, 5))
-        return super().fit(X, y, **fit_params)
+        if counts.min() >= 2:
+            self.cv = int(min(counts.min(), 5))
+            return super().fit(X, y, **fit_params)
+        frozen = FrozenEstimator(clone(self.estimator).fit(X, y))
+        every_row = np.arange(len(y))
+        fitted = CalibratedClassifierCV(
+            frozen, method=self.method, cv=[(every_row, every_row)], ensemble=False
+        ).fit(X, y)
+        self.classes_ = fitted.classes_
+        self.calibrated_classifiers_ = fitted.calibrated_classifiers_
+        self.n_features_in_ = fitted.n_features_in_
+        return self
 
 
 def _xgboost(seed: int):
