@@ -13,14 +13,28 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import pyzipper
 
 from fvc_dagster import cli
 from fvc_dagster.lib import corpus
 from fvc_dagster.lib.corpus import CorpusSpec, GeneratedVideo, generate_corpus
+from fvc_dagster.lib.splits import assign_folds
 
 SMALL = CorpusSpec(n_videos=12, n_archives=2, min_frames=8, max_frames=12)
+SPLICE = {
+    "rw": 0.5,
+    "rh": 0.5,
+    "cx": 0.5,
+    "cy": 0.5,
+    "quality": 40,
+    "resample": 0.8,
+    "sharpen": 2.0,
+    "sharpen_sigma": 1.6,
+    "feather": 0.08,
+    "gain": 1.0,
+}
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 URL_PATTERNS = (
     ("youtube", r"https://www\.youtube\.com/watch\?v=([A-Za-z0-9_-]{11})"),
@@ -188,17 +202,54 @@ def test_labels_cover_real_fake_and_extra_labels(small_corpus):
     assert abs(labels.count("real") - labels.count("fake")) <= 4
 
 
-def test_default_size_corpus_plan_is_balanced_for_stratified_cv():
-    # The plan (no rendering) of the default 60-video corpus: enough of each class for
-    # 5-fold stratified CV, and some cascades spread over several archives.
+@pytest.mark.parametrize("seed", range(5))
+def test_demo_plan_has_40_balanced_cascades_and_both_classes_in_every_fold(seed):
+    # The plan (no rendering) of the demo corpus: at least 40 real/fake cascades, as many of
+    # each class (cascades and videos), and every fold of the pipeline's 5-fold assignment
+    # holding several cascades of each class.
+    cascades = corpus._plan(CorpusSpec(n_videos=60, n_archives=3, seed=seed))
+    videos = pd.DataFrame(
+        [
+            {"video_id": m.video_id, "label": c.label, "dup_group": c.cascade_id}
+            for c in cascades
+            for m in c.members
+        ]
+    )
+    assert len(videos) == 60
+    trainable = videos[videos["label"].isin(["real", "fake"])]
+    per_class = trainable.groupby("label")["dup_group"].nunique()
+    assert per_class.sum() >= 40
+    assert abs(per_class["real"] - per_class["fake"]) <= 1
+    n_videos = trainable["label"].value_counts()
+    assert abs(n_videos["real"] - n_videos["fake"]) <= 1
+    assert trainable.groupby("dup_group").size().max() <= 4
+
+    folds = assign_folds(videos, n_folds=5)
+    per_fold = folds.groupby(["fold", "label"])["dup_group"].nunique().unstack(fill_value=0)
+    assert per_fold.shape == (5, 2)
+    assert (per_fold >= 3).all().all()
+
+
+def test_default_plan_spreads_cascades_over_every_archive():
     cascades = corpus._plan(CorpusSpec())
-    members = [(c.label, m) for c in cascades for m in c.members]
-    assert len(members) == 60
-    n_real = sum(label == "real" for label, _ in members)
-    n_fake = sum(label == "fake" for label, _ in members)
-    assert n_real >= 20 and n_fake >= 20
     assert any(len({m.archive for m in c.members}) > 1 for c in cascades)
-    assert {m.archive for _, m in members} == {"FVC1.zip", "FVC2.zip", "FVC3.zip"}
+    assert {m.archive for c in cascades for m in c.members} == {
+        "FVC1.zip",
+        "FVC2.zip",
+        "FVC3.zip",
+    }
+
+
+def test_every_cascade_draws_its_splice_alike_and_only_fakes_are_manipulated():
+    cascades = corpus._plan(CorpusSpec())
+    assert all(c.splice.keys() == SPLICE.keys() for c in cascades)
+    assert all(c.manipulated == (c.label in ("fake", "parody")) for c in cascades)
+    # Donors are recordings of their own, never another cascade's host scene (content shared
+    # across cascades of both labels made content embeddings anti-learn).
+    hosts = [corpus._scene(0, c.index).c0 for c in cascades]
+    for c in cascades:
+        donor = corpus._scene(0, c.index, donor=True).c0
+        assert not any(np.allclose(donor, host) for host in hosts)
 
 
 def test_resolution_sets_every_original_and_leaves_the_rest_of_the_plan():
@@ -284,33 +335,73 @@ def test_password_encrypts_every_archive(tmp_path):
     assert _sha256s(again) == _sha256s(tmp_path)
 
 
-def test_splice_leaves_blocking_and_sharpening_in_the_region():
+def _grey(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)[88:152, 112:208]
+
+
+def _boundary_ratio(img: np.ndarray) -> float:
+    """Mean horizontal step across the 8x8 grid's column boundaries over the mean elsewhere."""
+    d = np.abs(np.diff(_grey(img), axis=1))
+    at_boundary = (np.arange(d.shape[1]) % 8) == 7
+    return float(d[:, at_boundary].mean() / d[:, ~at_boundary].mean())
+
+
+@pytest.fixture(scope="module")
+def host_and_donor() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     host = corpus._render(corpus._scene(0, 1), 320, 240, 2, 25, rng)
-    donor = corpus._render(corpus._scene(0, 2), 320, 240, 2, 25, rng)
-    params = {
-        "rw": 0.5,
-        "rh": 0.5,
-        "cx": 0.5,
-        "cy": 0.5,
-        "quality": 40,
-        "resample": 0.8,
-        "sharpen": 2.0,
-        "sharpen_sigma": 1.6,
-        "feather": 0.08,
-        "gain": 1.0,
-    }
-    fake = corpus._splice(host, donor, params)
+    donor = corpus._render(corpus._scene(0, 1, donor=True), 128, 96, 2, 25, rng)
+    return host, donor
 
-    def boundary_ratio(img: np.ndarray) -> float:
-        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)[88:152, 112:208]
-        d = np.abs(np.diff(g, axis=1))
-        at_boundary = (np.arange(d.shape[1]) % 8) == 7
-        return float(d[:, at_boundary].mean() / d[:, ~at_boundary].mean())
 
-    assert fake.shape == host.shape and fake.dtype == np.uint8
-    assert np.array_equal(fake[:, :8], host[:, :8])  # outside the region: untouched
-    assert boundary_ratio(fake[0]) > boundary_ratio(host[0]) + 0.3
+def test_real_splice_is_a_composite_with_the_donor_untouched(host_and_donor):
+    host, donor = host_and_donor
+    real = corpus._splice(host, donor, SPLICE, manipulated=False)
+    x, y, w, h = corpus._region(320, 240, SPLICE)
+    assert (x, y, w, h) == (80, 64, 160, 120)
+    assert real.shape == host.shape and real.dtype == np.uint8
+    outside = np.ones(host.shape[1:3], bool)
+    outside[y : y + h, x : x + w] = False
+    assert np.array_equal(real[:, outside], host[:, outside])
+
+    # The region's centre is the donor's picture (fitted to the region), pixel for pixel.
+    rows, cols = slice(h // 2 - 12, h // 2 + 12), slice(w // 2 - 16, w // 2 + 16)
+    pasted = corpus.resize_frames(donor, w, h)[:, rows, cols].astype(int)
+    in_frame = np.s_[:, y + rows.start : y + rows.stop, x + cols.start : x + cols.stop]
+    assert np.abs(real[in_frame] - pasted).max() <= 1
+    assert np.abs(host[in_frame] - pasted).mean() > 10
+    # No blocking added: the 8x8 grid is no more visible than in the host.
+    assert abs(_boundary_ratio(real[0]) - _boundary_ratio(host[0])) < 0.1
+
+
+def test_fake_splice_leaves_blocking_and_sharpening_in_the_region(host_and_donor):
+    host, donor = host_and_donor
+    real = corpus._splice(host, donor, SPLICE, manipulated=False)
+    fake = corpus._splice(host, donor, SPLICE, manipulated=True)
+    unsharpened = corpus._splice(host, donor, {**SPLICE, "sharpen": 0.0}, manipulated=True)
+    x, y, w, h = corpus._region(320, 240, SPLICE)
+    outside = np.ones(host.shape[1:3], bool)
+    outside[y : y + h, x : x + w] = False
+    assert np.array_equal(fake[:, outside], host[:, outside])
+
+    # The same composite as the real one, but JPEG blocks on the frame's grid...
+    assert _boundary_ratio(fake[0]) > _boundary_ratio(real[0]) + 0.3
+
+    # ...and sharpening halos: more fine detail than the same chain without the unsharp mask.
+    def detail(img: np.ndarray) -> float:
+        return float(cv2.Laplacian(_grey(img), cv2.CV_32F).std())
+
+    assert detail(fake[0]) > 1.3 * detail(unsharpened[0])
+
+
+def test_write_videos_gives_the_archived_videos_bytes(small_corpus, tmp_path):
+    out, videos = small_corpus
+    written = corpus.write_videos(tmp_path, SMALL)
+    assert [(p.name, label) for p, label in written] == [
+        (f"{v.video_id}.mp4", v.label) for v in videos
+    ]
+    for (path, _), video in zip(written, videos, strict=True):
+        assert path.read_bytes() == _video_bytes(out, video)
 
 
 @pytest.mark.parametrize(

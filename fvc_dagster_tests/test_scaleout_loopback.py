@@ -28,9 +28,9 @@ from fvc_dagster.loopback import (
 )
 
 WORKERS = ("fvcworker1", "fvcworker2")
-# Seed 16: 9 videos; with 2 folds, fold 1 holds 2 real and 2 fake videos (so fold 0 trains, one
+# Seed 0: 9 videos; with 2 folds, fold 1 holds 2 real and 2 fake videos (so fold 0 trains, one
 # clip per video, the SVM calibrating on 2 per class), fold 0 one real and two fake.
-N_VIDEOS, SEED = 9, 16
+N_VIDEOS, SEED = 9, 0
 FOLDS = "2"
 TRAINED_FOLD = "0"
 # Clips of 4 frames: the pipeline's work per clip, not Celery's, is what a test on 2 cores can skip.

@@ -9,13 +9,17 @@ layout so that the whole pipeline can run end to end without the real data:
   and 1/f-like multi-octave texture, camera pan and shake, moving anti-aliased shapes, optics
   blur, flicker and sensor noise), encoded with libx264 (yuv420p) at varied sizes, frame
   rates, CRFs (18-32) and GOP sizes;
-* a cascade groups 1-4 videos: the original and re-encodes of the same content at other sizes
-  and/or CRFs, i.e. genuine near-duplicates;
-* fake (and parody) cascades carry a real splice: an elliptical region taken from another
-  cascade's content, resampled (down- then up-scaled), JPEG-compressed at low quality on the
-  frame's 8x8 grid, sharpened (unsharp mask, which also accentuates the JPEG block edges) and
-  blended in with feathered edges; then the frame is x264-encoded, so the region is
-  compressed twice and the rest once.  Real videos are compressed once.
+* a cascade groups 1-4 videos (1.4 on average, so a corpus has many small cascades): the
+  original and re-encodes of the same content at other sizes and/or CRFs, i.e. genuine
+  near-duplicates;
+* every cascade, real or fake, is a composite: an elliptical region of a second recording (a
+  donor scene of its own) blended into the host scene with feathered edges, with region,
+  feather and photometric mismatch drawn the same way for both classes, so the content does
+  not tell the label.  Only the region's processing differs.  Fake (and parody) cascades
+  resample it (down- then up-scaled), JPEG-compress it at low quality on the frame's 8x8 grid
+  and sharpen it (unsharp mask, which also accentuates the JPEG block edges) before blending;
+  then the frame is x264-encoded, so the region is compressed twice and the rest once.  Real
+  (and uncertain) cascades blend the region in untouched: compressed once, like the rest.
 
 Everything is derived from ``numpy.random.default_rng`` seeded by the spec, archives use fixed
 zip timestamps, x264 runs single-threaded without macroblock-tree rate control (which made the
@@ -81,8 +85,13 @@ _YT_LAST = "AEIMQUYcgkosw048"  # real YouTube ids only end in these (64-bit id, 
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "zen", "dar", "mon", "pix", "news")
 _EXTRA_LABELS = ("uncertain", "parody")
 _OCTAVE_CELLS = (6, 12, 24, 48, 96, 192, 384)  # texture grid cells across the canvas width
+_MEAN_CASCADE_SIZE = 1.4  # videos per cascade: 60 videos make 41 real/fake cascades
+_MAX_CASCADE_SIZE = 4
+_MANIPULATED = ("fake", "parody")  # labels whose spliced region is recompressed and sharpened
+_HOST_SCENES, _DONOR_SCENES = 7919, 7927  # seed streams of the two scenes of a cascade
 
-# Splice (fake) parameters, drawn uniformly per fake cascade.
+# Splice parameters, drawn uniformly per cascade (all of them for every cascade: the
+# recompression ones are applied to fakes only).
 _SPLICE_SIZE = (0.5, 0.7)  # region width/height as a fraction of the frame
 _SPLICE_QUALITY = (30, 50)  # JPEG quality of the spliced region (inclusive)
 _SPLICE_RESAMPLE = (0.7, 0.9)  # down-then-up-scale factor applied before the JPEG step
@@ -144,12 +153,11 @@ class _Cascade:
     index: int
     cascade_id: str
     label: str
-    spliced: bool
+    manipulated: bool  # the spliced region is resampled, recompressed and sharpened
     fps: int
     frames: int
     width: int  # native size (the original's)
     height: int
-    donor: int = -1  # cascade index whose content is spliced in (spliced cascades only)
     splice: dict = field(default_factory=dict)
     members: list[_Member] = field(default_factory=list)
 
@@ -176,13 +184,30 @@ def _validate(spec: CorpusSpec) -> None:
 
 
 def _cascade_sizes(rng: np.random.Generator, total: int) -> list[int]:
-    sizes: list[int] = []
-    while sum(sizes) < total:
-        s = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.3, 0.25, 0.15]))
-        sizes.append(min(s, total - sum(sizes)))
-    if len(sizes) == 1 and sizes[0] >= 2:  # make room for both classes
-        sizes = [sizes[0] - 1, 1]
-    return sizes
+    """Sizes of the cascades of ``total`` videos: ``total / _MEAN_CASCADE_SIZE`` of them (two at
+    least, for both classes), one video each, the rest added to random cascades not yet full."""
+    sizes = np.ones(min(total, max(2, round(total / _MEAN_CASCADE_SIZE))), dtype=int)
+    for _ in range(total - len(sizes)):
+        sizes[rng.choice(np.flatnonzero(sizes < _MAX_CASCADE_SIZE))] += 1
+    return sizes.tolist()
+
+
+def _balanced_labels(rng: np.random.Generator, sizes: list[int]) -> list[str]:
+    """Real or fake for each cascade: largest first, each to the class with fewer videos (then
+    fewer cascades, then at random), so both classes get as many videos and cascades."""
+    videos = {"real": 0, "fake": 0}
+    cascades = {"real": 0, "fake": 0}
+    labels = [""] * len(sizes)
+    for i in sorted(rng.permutation(len(sizes)).tolist(), key=lambda j: -sizes[j]):
+        load = {c: (videos[c], cascades[c]) for c in videos}
+        if load["real"] == load["fake"]:
+            label = "real" if rng.random() < 0.5 else "fake"
+        else:
+            label = min(load, key=load.__getitem__)
+        videos[label] += sizes[i]
+        cascades[label] += 1
+        labels[i] = label
+    return labels
 
 
 class _IdFactory:
@@ -231,17 +256,7 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
     n_extra = len(_EXTRA_LABELS) if spec.n_videos >= 8 else 0
     sizes = _cascade_sizes(rng, spec.n_videos - n_extra)
 
-    # Balance real/fake on video counts (greedy over a shuffled order).
-    counts = {"real": 0, "fake": 0}
-    labelled: list[tuple[int, str]] = []
-    for i in rng.permutation(len(sizes)):
-        s = sizes[int(i)]
-        if counts["real"] == counts["fake"]:
-            label = "real" if rng.random() < 0.5 else "fake"
-        else:
-            label = min(counts, key=counts.__getitem__)
-        counts[label] += s
-        labelled.append((s, label))
+    labelled = list(zip(sizes, _balanced_labels(rng, sizes), strict=True))
     for extra in _EXTRA_LABELS[:n_extra]:
         labelled.insert(int(rng.integers(0, len(labelled) + 1)), (1, extra))
 
@@ -256,7 +271,7 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
             index=ci,
             cascade_id=f"C{ci + 1:04d}",
             label=label,
-            spliced=label in ("fake", "parody"),
+            manipulated=label in _MANIPULATED,
             fps=int(rng.choice(_FPS)),
             frames=int(rng.integers(spec.min_frames, spec.max_frames + 1)),
             width=w,
@@ -308,12 +323,8 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
         movable = [m for m in all_members if m.archive == donor_arch]
         movable[-1].archive = name
 
-    # Splice parameters (donor content from another cascade).
+    # Splice parameters: the same draws for every cascade, whatever its label.
     for casc in cascades:
-        if not casc.spliced:
-            continue
-        others = [c.index for c in cascades if c.index != casc.index]
-        casc.donor = int(rng.choice(others)) if others else casc.index
         casc.splice = {
             "rw": float(rng.uniform(*_SPLICE_SIZE)),  # region size, fraction of the frame
             "rh": float(rng.uniform(*_SPLICE_SIZE)),
@@ -351,8 +362,9 @@ class _Scene:
     noise: float
 
 
-def _scene(seed: int, index: int) -> _Scene:
-    rng = np.random.default_rng([seed, 7919, index])
+def _scene(seed: int, index: int, donor: bool = False) -> _Scene:
+    """Cascade ``index``'s host scene, or its donor scene (a recording no cascade is hosted in)."""
+    rng = np.random.default_rng([seed, _DONOR_SCENES if donor else _HOST_SCENES, index])
     shapes = []
     for _ in range(int(rng.integers(3, 8))):
         shapes.append(
@@ -474,14 +486,39 @@ def _render(
     return out
 
 
-def _splice(host: np.ndarray, donor: np.ndarray, p: dict) -> np.ndarray:
-    """Blend an elliptical region of ``donor`` into ``host``: resampled, JPEG-compressed on
-    the frame's 8x8 grid at ``p["quality"]``, unsharp-masked, feathered at the edges."""
+def _region(width: int, height: int, p: dict) -> tuple[int, int, int, int]:
+    """``(x, y, w, h)`` of the spliced region in a ``width`` x ``height`` frame, on the 8x8 grid."""
+    rw = max(16, int(round(p["rw"] * width / 8)) * 8)
+    rh = max(16, int(round(p["rh"] * height / 8)) * 8)
+    x0 = int(np.clip(round((p["cx"] * width - rw / 2) / 8) * 8, 0, (width - rw) // 8 * 8))
+    y0 = int(np.clip(round((p["cy"] * height - rh / 2) / 8) * 8, 0, (height - rh) // 8 * 8))
+    return x0, y0, rw, rh
+
+
+def _recompress(patch: np.ndarray, p: dict) -> np.ndarray:
+    """The fake's processing of a region (uint8 in, float32 out): resampled, JPEG-compressed at
+    ``p["quality"]`` (its 8x8 blocks on the frame's grid), unsharp-masked."""
+    rh, rw = patch.shape[:2]
+    small = (max(8, int(rw * p["resample"])), max(8, int(rh * p["resample"])))
+    patch = cv2.resize(patch, small, interpolation=cv2.INTER_AREA)
+    patch = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    ok, buf = cv2.imencode(".jpg", patch[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(p["quality"])])
+    if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
+        raise RuntimeError("JPEG encoding failed")
+    patch = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+    # Unsharp mask on the decoded patch (the "sharpen" step of face-swap mergers and photo
+    # editors); it also accentuates the JPEG block edges.
+    blur = cv2.GaussianBlur(patch, (0, 0), p["sharpen_sigma"])
+    patch += p["sharpen"] * (patch - blur)
+    return patch
+
+
+def _splice(host: np.ndarray, donor: np.ndarray, p: dict, manipulated: bool) -> np.ndarray:
+    """Blend ``donor`` (resized to the region) into an elliptical region of ``host`` with
+    feathered edges and gain ``p["gain"]``; when ``manipulated``, through `_recompress` first."""
     _, h, w, _ = host.shape
-    rw = max(16, int(round(p["rw"] * w / 8)) * 8)
-    rh = max(16, int(round(p["rh"] * h / 8)) * 8)
-    x0 = int(np.clip(round((p["cx"] * w - rw / 2) / 8) * 8, 0, (w - rw) // 8 * 8))
-    y0 = int(np.clip(round((p["cy"] * h - rh / 2) / 8) * 8, 0, (h - rh) // 8 * 8))
+    x0, y0, rw, rh = _region(w, h, p)
+    donor = resize_frames(donor, rw, rh)
     feather = max(2.0, p["feather"] * min(rw, rh))
     mask = np.zeros((rh, rw), np.float32)
     pad = int(np.ceil(feather))
@@ -492,27 +529,17 @@ def _splice(host: np.ndarray, donor: np.ndarray, p: dict) -> np.ndarray:
         -1,
         cv2.LINE_AA,
     )
-    mask = cv2.GaussianBlur(mask, (0, 0), feather / 2)[..., None]
-    small = (max(8, int(rw * p["resample"])), max(8, int(rh * p["resample"])))
+    mask = cv2.GaussianBlur(mask, (0, 0), feather / 2)
+    inverse = 1.0 - mask
     out = host.copy()
     for f in range(host.shape[0]):
-        patch = donor[f, y0 : y0 + rh, x0 : x0 + rw]
-        patch = cv2.resize(patch, small, interpolation=cv2.INTER_AREA)
-        patch = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-        patch = np.clip(patch * p["gain"] + 0.5, 0, 255).astype(np.uint8)
-        ok, buf = cv2.imencode(
-            ".jpg", patch[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(p["quality"])]
-        )
-        if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
-            raise RuntimeError("JPEG encoding failed")
-        patch = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
-        # Unsharp mask on the decoded patch (the "sharpen" step of face-swap mergers and
-        # photo editors); it also accentuates the JPEG block edges.
-        blur = cv2.GaussianBlur(patch, (0, 0), p["sharpen_sigma"])
-        patch += p["sharpen"] * (patch - blur)
-        region = out[f, y0 : y0 + rh, x0 : x0 + rw].astype(np.float32)
-        blended = patch * mask + region * (1 - mask)
-        out[f, y0 : y0 + rh, x0 : x0 + rw] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        patch = cv2.convertScaleAbs(donor[f], alpha=p["gain"])
+        region = out[f, y0 : y0 + rh, x0 : x0 + rw]
+        if manipulated:  # the sharpened patch leaves 0..255: blend in float, then saturate
+            blended = cv2.blendLinear(_recompress(patch, p), np.float32(region), mask, inverse)
+            region[...] = np.clip(blended + 0.5, 0, 255)
+        else:
+            region[...] = cv2.blendLinear(patch, region, mask, inverse)
     return out
 
 
@@ -641,18 +668,19 @@ def _iter_videos(
     cascades: list[_Cascade], spec: CorpusSpec
 ) -> Iterator[tuple[_Cascade, _Member, bytes]]:
     for casc in cascades:
-        scene = _scene(spec.seed, casc.index)
         noise_rng = np.random.default_rng([spec.seed, 104729, casc.index])
-        base = _render(scene, casc.width, casc.height, casc.frames, casc.fps, noise_rng)
-        donor = None
-        if casc.spliced:  # the other cascade's content, as a separate recording
-            donor_rng = np.random.default_rng([spec.seed, 15485863, casc.index])
-            donor_scene = _scene(spec.seed, casc.donor)
-            donor = _render(donor_scene, casc.width, casc.height, casc.frames, casc.fps, donor_rng)
+        host = _render(
+            _scene(spec.seed, casc.index), casc.width, casc.height, casc.frames, casc.fps, noise_rng
+        )
+        # The donor is recorded at the region's native size (a whole frame, of which only
+        # the region is used, costs about twice as much to render).
+        _, _, rw, rh = _region(casc.width, casc.height, casc.splice)
+        donor_rng = np.random.default_rng([spec.seed, 15485863, casc.index])
+        donor_scene = _scene(spec.seed, casc.index, donor=True)
+        donor = _render(donor_scene, rw, rh, casc.frames, casc.fps, donor_rng)
         for m in casc.members:
-            frames = resize_frames(base, m.width, m.height)
-            if donor is not None:
-                frames = _splice(frames, resize_frames(donor, m.width, m.height), casc.splice)
+            frames = resize_frames(host, m.width, m.height)
+            frames = _splice(frames, donor, casc.splice, casc.manipulated)
             yield casc, m, _encode(frames, casc.fps, m.crf, m.gop)
 
 
