@@ -17,11 +17,13 @@ from mlflow import MlflowClient
 from conftest import write_video
 from fvc_dagster.lib.champion import (
     labelled_clips,
+    network_settings,
     pick_champion,
     refit_baseline,
     training_fingerprint,
 )
-from fvc_dagster.lib.clips import ORIGINAL
+from fvc_dagster.lib.clips import ORIGINAL, make_clips
+from fvc_dagster.lib.clipstore import read_clip
 from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.models import build_model
 from fvc_dagster.lib.scoring import Detector, VideoInput, video_input
@@ -144,14 +146,19 @@ def test_a_detector_scores_video_files_and_names_a_file_it_cannot_read(videos, t
     )
 
 
-def test_a_saved_network_detector_gives_the_same_probabilities(videos, tmp_path):
+@pytest.mark.parametrize("source", ["native", "scaled"])
+def test_a_saved_network_detector_gives_the_same_probabilities(videos, tmp_path, source):
     torch.manual_seed(0)
     network = build_model("naive_cnn").eval()
-    detector = Detector("naive_cnn", "clip", network, 4, frames=2, pixels=16)
+    detector = Detector("naive_cnn", "clip", network, 4, frames=2, pixels=16, source=source)
     inputs = [video_input(videos[v], 4) for v in ("v0", "mkv")]
     assert all(isinstance(i, VideoInput) for i in inputs)
+    # The native frames are the original clip as `augmented_clips` stores it.
+    rows, _ = make_clips("v0", videos["v0"], 4, tmp_path / "clips")
+    assert np.array_equal(inputs[0].native_frames, read_clip(Path(rows[0]["path"])))
     before = detector.probabilities(inputs)
     loaded = Detector.load(detector.save(tmp_path / "network"))
+    assert loaded.source == source
     assert np.allclose(loaded.probabilities(inputs), before, atol=1e-6)
     assert len(before) == 2 and ((before > 0) & (before < 1)).all()
 
@@ -194,3 +201,20 @@ def test_the_registered_pyfunc_scores_paths_in_a_fresh_process(videos, tmp_path)
     assert good["probability_fake"] == pytest.approx(expected.loc[0, "probability_fake"])
     assert good["label"] == expected.loc[0, "label"] and bad["error"].startswith(str(videos["bad"]))
     assert REGISTERED_MODEL == "fvc-detector"
+
+
+def test_a_network_refit_trains_the_epochs_cross_validation_chose_with_every_setting():
+    params = {"epochs": "20", "batch_size": "8", "lr": "0.001", "frames": "4", "pixels": "64",
+              "weights": "random", "weights_file": "None", "grad_accumulation": "1",
+              "epoch_choice": "inner_fold", "source": "native", "train_windows": "random",
+              "augmentations": "cutout,flip",
+              "fold": "0", "checkpoint_dir": "/x"}  # fmt: skip
+    settings = network_settings(params, best_epochs=[3, 4, 6])
+    assert settings == {
+        "epochs": 4, "batch_size": 8, "lr": 0.001, "frames": 4, "pixels": 64,
+        "weights": "random", "grad_accumulation": 1, "epoch_choice": "fixed",
+        "source": "native", "train_windows": "random", "augmentations": ["cutout", "flip"],
+    }  # fmt: skip
+    assert network_settings({**params, "augmentations": ""}, [3])["augmentations"] == []
+    fixed = network_settings({**params, "epoch_choice": "fixed"}, [1, 1])
+    assert fixed["epochs"] == 20

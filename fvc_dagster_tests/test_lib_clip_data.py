@@ -1,4 +1,5 @@
-"""The clip data path: stored scaled clips to uint8 tensors, boxes, cached flow, loaders."""
+"""The clip data path: stored scaled clips or native windows of lossless clips to uint8
+tensors, boxes, cached flow, loaders, and the augmentations that train networks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import torch
 from torch import nn
 
 from fvc_dagster.lib import clip_data
+from fvc_dagster.lib.augment import AUG_TYPES
 from fvc_dagster.lib.clip_data import (
+    GRID,
     ClipDataset,
+    grid_offset,
     make_loader,
     model_options,
+    network_aug_indices,
     normalise_on_device,
     sample_indices,
 )
@@ -167,3 +172,147 @@ def test_the_loader_order_is_fixed_by_its_seed(rows):
     assert order(0) == order(0)
     assert order(0) != order(1)
     assert make_loader(data, 4).num_workers == 0
+
+
+# -- native windows of lossless clips -------------------------------------------------------
+
+NATIVE_W, NATIVE_H = 56, 40
+
+
+def native_clip(n: int) -> np.ndarray:
+    """K random frames of 56 x 40: every pixel value is arbitrary, so any resampling shows."""
+    return np.random.default_rng(100 + n).integers(0, 256, (K, NATIVE_H, NATIVE_W, 3), np.uint8)
+
+
+@pytest.fixture
+def native_rows(tmp_path):
+    rows = []
+    for n in range(3):
+        path = tmp_path / "clips" / f"v{n}" / f"v{n}__orig.avi"
+        sha = write_clip(native_clip(n), path)
+        label = "fake" if n % 2 else "real"
+        rows.append(dict(clip_id=f"v{n}__orig", path=str(path), sha256=sha, label=label))
+    return rows
+
+
+def stored_window(n: int, frames: int, pixels: int, x: int, y: int) -> np.ndarray:
+    """The stored pixels an item should hold, (3, T, P, P), cut with numpy from the frames."""
+    clip = native_clip(n)[sample_indices(K, frames)]
+    return clip[:, y : y + pixels, x : x + pixels].transpose(3, 0, 1, 2)
+
+
+def test_native_centre_windows_are_the_stored_pixels_on_the_grid(native_rows):
+    data = ClipDataset.for_input(native_rows, "clip", frames=4, pixels=16, source="native")
+    # (56 - 16) / 2 = 20 and (40 - 16) / 2 = 12: the grid starts nearest them, halves up
+    assert (grid_offset(NATIVE_W, 16, "centre"), grid_offset(NATIVE_H, 16, "centre")) == (24, 16)
+    for n in range(3):
+        item = data[n]
+        assert item["clip"].dtype == torch.uint8 and set(item) == {"clip", "label"}
+        np.testing.assert_array_equal(item["clip"].numpy(), stored_window(n, 4, 16, 24, 16))
+    assert torch.equal(data[0]["clip"], data[0]["clip"])  # fixed, read after read
+    assert data.labels.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_native_random_windows_vary_between_draws_but_stay_on_the_grid(native_rows):
+    data = ClipDataset(native_rows, 4, 16, source="native", crops="random")
+
+    def offsets(draws: int) -> list[tuple[int, int]]:
+        found = []
+        for _ in range(draws):
+            item = data[1]["clip"].numpy()
+            for y in range(0, NATIVE_H - 16 + 1, GRID):
+                for x in range(0, NATIVE_W - 16 + 1, GRID):
+                    if np.array_equal(item, stored_window(1, 4, 16, x, y)):
+                        found.append((x, y))
+                        break
+                else:
+                    continue
+                break
+        assert len(found) == draws  # every window is a grid-aligned copy of stored pixels
+        return found
+
+    np.random.seed(0)
+    first = offsets(20)
+    assert len(set(first)) > 3 and {x for x, _ in first} <= {0, 8, 16, 24, 32, 40}
+    np.random.seed(0)
+    assert offsets(20) == first  # numpy's global RNG (the trainer seeds and checkpoints it)
+    state = np.random.get_state()
+    later = offsets(5)
+    np.random.set_state(state)
+    assert offsets(5) == later  # restored as a resumed run restores it
+
+
+def test_train_and_validation_views_share_one_decode(native_rows, monkeypatch):
+    reads = []
+    real = clip_data.read_clip
+    monkeypatch.setattr(clip_data, "read_clip", lambda p: reads.append(p) or real(p))
+    train = ClipDataset.for_input(native_rows, "clip", 4, 16, source="native", crops="random")
+    validation = train.with_crops("centre")
+    for _ in range(3):
+        list(make_loader(train, 2, shuffle=True))
+        list(make_loader(validation, 2))
+    assert len(reads) == len(native_rows)
+    assert (train.crops, validation.crops) == ("random", "centre")
+    np.testing.assert_array_equal(validation[2]["clip"].numpy(), stored_window(2, 4, 16, 24, 16))
+
+
+def test_a_clip_smaller_than_the_window_is_padded_at_the_bottom_right(native_rows):
+    data = ClipDataset.for_input(native_rows, "clip+box", 4, 48, source="native")
+    item = data[0]  # 56 x 40 under a 48 px window: x at the grid start nearest 4 (8), y at 0
+    clip = item["clip"].numpy()
+    np.testing.assert_array_equal(clip[:, :, :40, :], stored_window(0, 4, 48, 8, 0))
+    assert (clip[:, :, 40:, :] == 0).all()  # the rows past the frame are black
+    assert item["box"].tolist() == [0.0, 0.0, 48.0, 40.0]  # the real pixels, for BoxPooled
+    tiny = ClipDataset([{"frames": native_clip(0)[:, :5, :7], "label": 1}], 2, 8, source="native")
+    assert tiny[0]["clip"].shape == (3, 2, 8, 8)
+    random_tiny = tiny.with_crops("random")
+    assert torch.equal(random_tiny[0]["clip"], tiny[0]["clip"])  # one place only: offset 0
+
+
+def test_native_flow_is_of_the_window_and_cached_for_centre_windows_only(native_rows, tmp_path):
+    calls = []
+
+    def counting(clip):
+        calls.append(clip.shape)
+        return optical_flow(clip)
+
+    cache = tmp_path / "flow"
+    data = ClipDataset.for_input(native_rows, "clip+flow", 4, 16, source="native",
+                                 flow_cache_dir=cache, flow_fn=counting)  # fmt: skip
+    item = data[0]
+    assert item["flow"].shape == (2, 3, 16, 16) and calls == [(4, 16, 16, 3)]
+    data[0]
+    assert len(calls) == 1 and len(list(cache.glob("*.npy"))) == 1
+    train = data.with_crops("random")
+    train[0], train[0]
+    assert len(calls) == 3 and len(list(cache.glob("*.npy"))) == 1
+
+
+def test_bad_sources_and_placements_are_errors(native_rows, rows):
+    with pytest.raises(ValueError, match="source"):
+        ClipDataset(native_rows, 4, 16, source="resized")
+    with pytest.raises(ValueError, match="native clips only"):
+        ClipDataset(rows, 4, 16, crops="random")
+    with pytest.raises(ValueError, match="native clips only"):
+        ClipDataset(rows, 4, 16).with_crops("random")
+    with pytest.raises(ValueError, match="grid"):
+        clip_data.native_window(native_clip(0), 16, 4, 0)
+
+
+def test_the_scaled_path_is_the_default_and_unchanged(rows):
+    default = ClipDataset.for_input(rows, "clip", 4, 32)
+    scaled = ClipDataset.for_input(rows, "clip", 4, 32, source="scaled")
+    frames = clip_data.read_clip(rows[1]["path"])
+    box = (BOX["content_x"], BOX["content_y"], BOX["scaled_width"], BOX["scaled_height"])
+    expected = clip_data.prepare_clip(frames, 4, 32, box, crop=True)[0]
+    for data in (default, scaled):
+        assert data.source == "scaled"
+        np.testing.assert_array_equal(data[1]["clip"].permute(1, 2, 3, 0).numpy(), expected)
+
+
+def test_networks_train_on_the_original_and_the_named_augmentations():
+    assert network_aug_indices([]) == (-1,)
+    assert network_aug_indices(["temporal", "flip", "flip"]) == (-1, 1, 8)
+    assert network_aug_indices(AUG_TYPES) == (-1, *range(10))
+    with pytest.raises(ValueError, match="unknown augmentations \\['blur'\\]"):
+        network_aug_indices(["flip", "blur"])

@@ -45,7 +45,9 @@ def test_registry_lists_fourteen_networks_three_baselines_and_five_models_on_emb
         "logistic_regression", "svm", "xgboost", "xgboost_pretrained_inception", "xgboost_i3d",
         "xgboost_r2plus1d", "xgboost_vit_gru", "xgboost_vit_transformer",
     ]  # fmt: skip
-    assert all(REGISTRY[n].checkpoint and REGISTRY[n].recipe for n in NETWORKS)
+    assert all(REGISTRY[n].recipe for n in NETWORKS)
+    # every network but naive_cnn (trained from scratch) has pretrained weights
+    assert [n for n in NETWORKS if REGISTRY[n].checkpoint is None] == ["naive_cnn"]
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -98,7 +100,6 @@ def _official_state(name: str) -> dict:
 
     library = {
         "pretrained_inception": lambda: get_model("r3d_18"),
-        "naive_cnn": lambda: get_model("resnet18"),
         "i3d": hub.i3d_r50,
         "x3d": hub.x3d_m,
         "slowfast_attention": hub.slowfast_r50,
@@ -106,9 +107,7 @@ def _official_state(name: str) -> dict:
     return library.state_dict()
 
 
-@pytest.mark.parametrize(
-    "name", ["pretrained_inception", "naive_cnn", "i3d", "x3d", "slowfast_attention"]
-)
+@pytest.mark.parametrize("name", ["pretrained_inception", "i3d", "x3d", "slowfast_attention"])
 def test_pretrained_weights_load_from_torch_home(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     checkpoint = get_spec(name).checkpoint
@@ -183,3 +182,18 @@ def test_fvc_models_json_lists_the_networks_with_distinct_sizes(capsys, tmp_path
     )
     assert rows["xgboost_i3d"]["weights"].startswith("put I3D_8x8_R50.pyth in")
     assert rows["xgboost_i3d"]["recipe"] is None and rows["xgboost_i3d"]["family"] == "embedding"
+
+
+def test_naive_cnn_reads_one_coding_block_per_feature_and_has_no_pretrained_weights():
+    from fvc_dagster.lib.models.naive_cnn import GridCNN
+
+    net = GridCNN(width=4).eval()
+    frames = torch.rand(2, 3, 64, 48)
+    # the 8 x 8 stride-8 layer: one feature per block of the window's 8-pixel grid
+    assert net.features[:6](frames).shape == (2, 8, 8, 6)
+    clip = torch.rand(2, 3, 4, 32, 32)
+    model = build_model("naive_cnn").eval()
+    per_frame = torch.stack([model.net(clip[:, :, t]) for t in range(4)], 1).mean(1)
+    assert torch.allclose(model(clip), per_frame, atol=1e-6)  # logits averaged over frames
+    with pytest.raises(ValueError, match="naive_cnn has no pretrained weights"):
+        build_model("naive_cnn", weights="pretrained")

@@ -37,7 +37,8 @@ def stored(tmp_path):
 
 
 def plan(**settings):
-    return plan_network("naive_cnn", 0, weights="random", frames=2, pixels=16, **settings)
+    return plan_network("naive_cnn", 0, **{"weights": "random", "frames": 2, "pixels": 16,
+                                            **settings})  # fmt: skip
 
 
 def test_fold_k_trains_without_its_selection_fold_and_scores_only_its_own_videos(stored, tmp_path):
@@ -77,3 +78,33 @@ def test_the_held_out_labels_take_no_part_in_the_checkpoint(stored, tmp_path):
     assert checkpoint_dir(tmp_path, plan(), other) != checkpoint_dir(
         tmp_path, plan(), fold_clips(training_clips, scaled, [1], plan(), tmp_path)[1]
     )
+
+
+def test_networks_train_on_the_originals_and_the_named_augmentations_only(stored, tmp_path):
+    training_clips, scaled, _ = stored  # aug_index 0 is rotation: it resamples every pixel
+    default = fold_clips(training_clips, scaled, [0], plan(), tmp_path)[0]
+    assert set(default.train_rows["aug_index"]) == {-1}
+    named = fold_clips(training_clips, scaled, [0], plan(augmentations=["rotation"]), tmp_path)[0]
+    assert set(named.train_rows["aug_index"]) == {-1, 0}
+    assert checkpoint_dir(tmp_path, plan(), default) != checkpoint_dir(
+        tmp_path, plan(augmentations=["rotation"]), named
+    )
+    with pytest.raises(ValueError, match="unknown augmentations \\['sharpen'\\]"):
+        plan(augmentations=["sharpen"])
+    with pytest.raises(ValueError, match="source must be"):
+        plan(source="resized")
+
+
+def test_native_networks_score_the_centre_window_and_train_on_the_chosen_one(stored, tmp_path):
+    training_clips, scaled, _ = stored
+    native = fold_clips(training_clips, scaled, [0], plan(pixels=8), tmp_path)[0]
+    assert {native.train.clips.crops, native.selection.clips.crops} == {"centre"}
+    drawn = fold_clips(training_clips, scaled, [0], plan(pixels=8, train_windows="random"),
+                       tmp_path)[0]  # fmt: skip
+    assert drawn.train.clips.crops == "random" and drawn.held_out.clips.crops == "centre"
+    assert native.held_out[0]["clip"].shape == (3, 2, 8, 8)
+    resized = fold_clips(training_clips, scaled, [0], plan(source="scaled"), tmp_path)[0]
+    assert resized.train.clips is resized.held_out.clips and resized.train.clips.source == "scaled"
+    missing = scaled[scaled["aug_index"] == 0]
+    with pytest.raises(ValueError, match="no file in augmented_clips .* materialize"):
+        fold_clips(training_clips, missing, [0], plan(), tmp_path)

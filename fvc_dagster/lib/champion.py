@@ -22,7 +22,7 @@ REFIT_FOLD = -1
 # What the networks' fold runs record in MLflow that `plan_network` takes back.
 NETWORK_PARAMS = (
     "epochs", "batch_size", "lr", "frames", "pixels", "weights", "weights_file",
-    "grad_accumulation", "epoch_choice",
+    "grad_accumulation", "epoch_choice", "source", "train_windows", "augmentations",
 )  # fmt: skip
 
 
@@ -136,6 +136,9 @@ def network_settings(params: dict[str, Any], best_epochs: list[int]) -> dict[str
     out: dict[str, Any] = {}
     for key in NETWORK_PARAMS:
         value = params.get(key)
+        if key == "augmentations" and value is not None:  # comma-separated, "" for none
+            out[key] = [name for name in value.split(",") if name]
+            continue
         if value in (None, "None", ""):
             continue
         if key in ("batch_size", "frames", "pixels", "grad_accumulation"):
@@ -150,15 +153,16 @@ def network_settings(params: dict[str, Any], best_epochs: list[int]) -> dict[str
 def refit_network(
     model: str,
     clips: pd.DataFrame,
-    scaled_clips: pd.DataFrame,
+    clip_files: dict[str, pd.DataFrame],
     settings: dict[str, Any],
     root: Path,
     frames_per_clip: int,
     scaling: str,
 ) -> Detector:
     """A video network trained with its cross-validation settings (`network_settings`) on
-    every labelled clip; resumable like a fold (its checkpoints are under
-    `<root>/checkpoints/<model>/fold-1/`)."""
+    every labelled clip, reading its clips from `clip_files[source]` (augmented_clips'
+    rows for "native", scaled_clips' for "scaled"); resumable like a fold (its checkpoints are
+    under `<root>/checkpoints/<model>/fold-1/`)."""
     from fvc_dagster.lib.network_training import (
         checkpoint_dir,
         fold_clips,
@@ -167,10 +171,11 @@ def refit_network(
     )
 
     plan = plan_network(model, 0, **settings)
-    data = fold_clips(refit_rows(clips), scaled_clips, [REFIT_FOLD], plan, root / "flow")
-    data = data[REFIT_FOLD]
+    data = fold_clips(
+        refit_rows(clips), clip_files[plan.source], [REFIT_FOLD], plan, root / "flow"
+    )[REFIT_FOLD]
     _, network, _ = train_network(plan, data, checkpoint_dir(root, plan, data))
     return Detector(
         model, "clip", network.cpu().eval(), frames_per_clip, scaling,
-        frames=plan.frames, pixels=plan.pixels,
+        frames=plan.frames, pixels=plan.pixels, source=plan.source,
     )  # fmt: skip

@@ -1,8 +1,11 @@
-"""The data path of a fold for the video networks: stored scaled clips to batches on the device.
+"""The data path of a fold for the video networks: stored clips to batches on the device.
 
-`ClipDataset` reads each clip row's file (`<data>/scaled/<video_id>/<clip_id>.avi`, a 256 x 256
-letterboxed canvas with the content box in `content_x, content_y, scaled_width, scaled_height`)
-with `read_clip`, samples T of its K frames uniformly, resizes to P x P and yields uint8 tensors:
+Two sources (`ClipDataset(source=...)`), both sampling T of a clip's K frames uniformly
+(`sample_indices`) and yielding uint8 tensors:
+
+``source="scaled"`` (the default): each row's file is a scaled clip
+(`<data>/scaled/<video_id>/<clip_id>.avi`, a 256 x 256 letterboxed canvas with the content box
+in `content_x, content_y, scaled_width, scaled_height`), resized to P x P:
 
 - ``crop=True`` (the default for "clip" and "clip+flow" models): the content box is cut out of
   the canvas and resized to P x P, so no letterbox bar reaches the network and every pixel is
@@ -12,30 +15,55 @@ with `read_clip`, samples T of its K frames uniformly, resizes to P x P and yiel
   frame (float32). `BoxPooled` (``variable_ar_cnn``) reads boxes in pixels of a `canvas`-pixel
   square: build it with ``canvas=P`` (`model_options`) for these boxes.
 
-Rows without a content box (unscaled clips) are used whole. Spatial resizing is
-``cv2.resize`` with INTER_AREA when shrinking (256 to 112 or 224 px), INTER_LINEAR when a side
-grows (a small content box cropped to 224 px). "clip+flow" items also hold ``"flow"``
-(2, T-1, P, P) float32: `optical_flow` of the resized clip, computed once per clip and kept
-(float16) in memory and, with `flow_cache_dir`, in an .npy file per clip that later datasets
-(later folds, reruns) reuse.
+  Rows without a content box (unscaled clips) are used whole. Spatial resizing is
+  ``cv2.resize`` with INTER_AREA when shrinking, INTER_LINEAR when a side grows.
+
+``source="native"``: each row's file is a lossless clip of `augmented_clips`
+(`<data>/clips/<video_id>/<clip_id>.avi`, frames at the video's native size), and an item is a
+P x P window copied out of it, pixel for pixel: no resampling, no filtering, so the forensic
+traces the resize erases (double compression on the 8x8 grid, sharpening halos, blended
+seams, a few native pixels wide) reach the network. The window's offsets are multiples of
+`GRID` (8) on both axes, so it keeps the source's 8x8 block grid:
+
+- ``crops="centre"`` (validation, scoring): the grid-aligned window nearest the frame's
+  centre, the same on every read;
+- ``crops="random"`` (training): a grid-aligned window drawn uniformly on every read from
+  numpy's global RNG, which the trainer seeds and keeps in its checkpoints, so the draws are
+  the same run to run and across a resume (with ``num_workers=0``).
+
+One window per clip, the same in all its T frames. A clip narrower or shorter than P is not
+refused: its pixels sit at the window's top-left (offset 0, so the grid is kept) and the rest
+is zero (black); ``"box"`` is the (0, 0, w, h) of the real pixels, so `BoxPooled` ignores the
+padding. `with_crops` gives a view of the same rows with the other placement, sharing the
+cache (a fold trains on random windows and validates on centre ones of one decoded clip).
+
+"clip+flow" items also hold ``"flow"`` (2, T-1, P, P) float32: `optical_flow` of the item's
+frames. Flow of a fixed clip (scaled, or a centre window) is computed once and kept (float16)
+in memory and, with `flow_cache_dir`, in an .npy file per clip that later datasets (later
+folds, reruns) reuse; flow of a random window is computed on every read.
 
 Clips stay uint8 until they reach the device: `normalise_on_device` converts and normalises
-there (4x less to copy than float32). Decoded, resized clips are cached in memory by default
-(uint8: 3 x 16 x 112 x 112 = 0.6 MB a clip, 2.4 MB at 224 px; a demo fold of about 530
-training clips holds 320 MB at 112 px), up to `max_cache_bytes`, so epochs after the first skip
-decoding: reading, cropping and resizing a 16-frame 256 px clip to 112 px takes about 18 ms on
-one core, a cached item about 0.3 ms. Next to a network this is small (X3D-M at 16 x 112 trains
-about 0.9 clips/s on one core: 1.7 % of step time waits for data without the cache, 0.1 % with
-it), but it is most of an epoch for tiny networks and on a GPU. With
-``num_workers > 0`` each worker holds its own cache: use persistent workers.
+there (4x less to copy than float32). Clips are cached in memory by default, up to
+`max_cache_bytes`, so epochs after the first skip decoding: the prepared (T, P, P, 3) clip of a
+scaled row or centre window (3 x 16 x 112 x 112 = 0.6 MB), the T sampled native frames of a
+clip read for random windows (16 x 360 x 640 x 3 = 11 MB; 4 frames, 2.8 MB). Reading,
+cropping and resizing a 16-frame 256 px clip to 112 px takes about 18 ms on one core, a
+cached item about 0.3 ms. Next to a network this is small (X3D-M at 16 x 112 trains about 0.9
+clips/s on one core: 1.7 % of step time waits for data without the cache, 0.1 % with it), but
+it is most of an epoch for tiny networks and on a GPU. With ``num_workers > 0`` each worker
+holds its own cache: use persistent workers.
+
+`network_aug_indices` turns a list of augmentation names (a config value) into the
+`aug_index` values whose clips train a network.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -43,21 +71,27 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fvc_dagster.lib.atomic import replacing
+from fvc_dagster.lib.augment import AUG_TYPES
+from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.clipstore import read_clip
 from fvc_dagster.lib.models.flow import optical_flow
 
 POSITIVE = "fake"
+GRID = 8  # native windows start on multiples of this (the 8x8 block grid of JPEG and H.264)
+Source = Literal["scaled", "native"]
+Crops = Literal["centre", "random"]
 INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "clip": ("clip",),
     "clip+box": ("clip", "box"),
     "clip+flow": ("clip", "flow"),
 }
+
 # Per-channel RGB mean and std (in [0, 1]) of each family's pretraining data.
 KINETICS_TORCHVISION = ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989))
 KINETICS_PYTORCHVIDEO = ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "resnet2d": IMAGENET,
+    "cnn2d": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),  # trained from scratch: [0, 1] centred
     "r3d": KINETICS_TORCHVISION,
     "r2plus1d": KINETICS_TORCHVISION,
     "two-stream": KINETICS_TORCHVISION,
@@ -121,6 +155,43 @@ def prepare_clip(
     return out, resized_box
 
 
+def grid_offset(size: int, pixels: int, crops: Crops) -> int:
+    """Where a `pixels`-wide window starts on a side of `size` pixels: a multiple of `GRID`,
+    the one nearest the centre ("centre") or one drawn uniformly from numpy's global RNG
+    ("random"); 0 when the window covers the side."""
+    last = max(0, size - pixels) // GRID  # the last grid-aligned start that fits
+    if crops == "centre":  # the grid start nearest (size - pixels) / 2, halves up
+        return min(last, (max(0, size - pixels) // 2 + GRID // 2) // GRID) * GRID
+    if crops == "random":
+        return int(np.random.randint(last + 1)) * GRID
+    raise ValueError(f"crops must be 'centre' or 'random', got {crops!r}")
+
+
+def native_window(frames: np.ndarray, pixels: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (T, P, P, 3) uint8 window of (T, H, W, 3) frames at (x, y), copied pixel for pixel
+    (zero where it passes the frame's right or bottom edge), and the (0, 0, w, h) box of the
+    real pixels in it (float32)."""
+    _, height, width, _ = frames.shape
+    if x % GRID or y % GRID or not (0 <= x < max(1, width) and 0 <= y < max(1, height)):
+        raise ValueError(
+            f"window at ({x}, {y}) is off the {GRID}-pixel grid of a {width}x{height} clip"
+        )
+    w, h = min(pixels, width - x), min(pixels, height - y)
+    out = np.zeros((len(frames), pixels, pixels, 3), np.uint8)
+    out[:, :h, :w] = frames[:, y : y + h, x : x + w]
+    return out, np.array([0, 0, w, h], np.float32)
+
+
+def network_aug_indices(names: Iterable[str]) -> tuple[int, ...]:
+    """The `aug_index` values whose clips train a network: the original (-1) and the named
+    augmentations (names of `augment.AUG_TYPES`), ascending. An unknown name is an error."""
+    names = list(names)
+    unknown = sorted(set(names) - set(AUG_TYPES))
+    if unknown:
+        raise ValueError(f"unknown augmentations {unknown}; known: {', '.join(AUG_TYPES)}")
+    return (ORIGINAL, *sorted(AUG_TYPES.index(name) for name in set(names)))
+
+
 def label_value(label: Any) -> float:
     """1.0 for fake, 0.0 for real (strings), or a number as it is."""
     if isinstance(label, str):
@@ -136,12 +207,29 @@ def _records(rows: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+class _Cache:
+    """Arrays kept in memory up to a byte budget, shared by a dataset and its views."""
+
+    def __init__(self, enabled: bool, max_bytes: int):
+        self.enabled, self.max_bytes, self.bytes = enabled, max_bytes, 0
+        self.arrays: dict[tuple[str, int], Any] = {}
+        self.flows: dict[tuple[str, int], np.ndarray] = {}
+
+    def keep(self, key: tuple[str, int], value: Any, nbytes: int) -> None:
+        if self.enabled and self.bytes + nbytes <= self.max_bytes:
+            self.arrays[key] = value
+            self.bytes += nbytes
+
+
 class ClipDataset(Dataset):
-    """Clip rows (each with `path`, or `frames` holding the stored clip in memory, `label` and
-    optionally the content box columns, `clip_id`, `sha256`) as dicts of tensors: ``clip``
-    (3, T, P, P) uint8, ``label`` float32 (1 = fake), ``box`` (4,) float32 when `with_box`,
-    ``flow`` (2, T-1, P, P) float32 when `with_flow`.
-    Items are in row order; `labels` holds them all."""
+    """Clip rows as dicts of tensors: ``clip`` (3, T, P, P) uint8, ``label`` float32
+    (1 = fake), ``box`` (4,) float32 when `with_box`, ``flow`` (2, T-1, P, P) float32 when
+    `with_flow`. Items are in row order; `labels` holds them all.
+
+    Each row has `label` and `path` (or `frames`, the stored clip in memory), optionally
+    `clip_id` and `sha256` (they name the flow cache file), and for ``source="scaled"`` the
+    content box columns. `crop` applies to scaled rows, `crops` to native ones (see the module
+    docstring)."""
 
     def __init__(
         self,
@@ -149,6 +237,8 @@ class ClipDataset(Dataset):
         frames: int,
         pixels: int,
         *,
+        source: Source = "scaled",
+        crops: Crops = "centre",
         crop: bool = True,
         with_box: bool = False,
         with_flow: bool = False,
@@ -162,50 +252,98 @@ class ClipDataset(Dataset):
             raise ValueError(f"frames and pixels must be positive, got {frames}, {pixels}")
         if with_flow and frames < 2:
             raise ValueError("optical flow needs at least 2 frames")
+        if source not in ("scaled", "native"):
+            raise ValueError(f"source must be 'scaled' or 'native', got {source!r}")
+        if crops not in ("centre", "random") or (source == "scaled" and crops != "centre"):
+            raise ValueError(f"crops {crops!r}: 'centre' or 'random' (native clips only)")
         self.frames, self.pixels, self.crop = frames, pixels, crop
+        self.source, self.crops = source, crops
         self.with_box, self.with_flow = with_box, with_flow
-        self.cache_clips, self.max_cache_bytes = cache_clips, max_cache_bytes
         self.flow_cache_dir = None if flow_cache_dir is None else Path(flow_cache_dir)
         self.flow_fn = flow_fn
         self.labels = np.array([label_value(r["label"]) for r in self.rows], np.float32)
-        self._clips: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._flows: dict[int, np.ndarray] = {}
-        self._cached_bytes = 0
+        self._cache = _Cache(cache_clips, max_cache_bytes)
 
     @classmethod
     def for_input(
-        cls, rows: Any, model_input: str, frames: int, pixels: int, **options: Any
+        cls,
+        rows: Any,
+        model_input: str,
+        frames: int,
+        pixels: int,
+        *,
+        source: Source = "scaled",
+        **options: Any,
     ) -> ClipDataset:
-        """The dataset a model with registry `input` ("clip", "clip+box", "clip+flow") needs:
-        the box for clip+box (no crop), the flow for clip+flow (cropped), crop for clip."""
+        """The dataset a model with registry `input` ("clip", "clip+box", "clip+flow") needs
+        from `source`: the box for clip+box (scaled: no crop), the flow for clip+flow (scaled:
+        cropped), scaled clips cropped for clip."""
         if model_input not in INPUT_KEYS:
             raise ValueError(f"no clip data for model input {model_input!r}")
         defaults = {
-            "crop": model_input != "clip+box",
             "with_box": model_input == "clip+box",
             "with_flow": model_input == "clip+flow",
         }
-        return cls(rows, frames, pixels, **{**defaults, **options})
+        if source == "scaled":
+            defaults["crop"] = model_input != "clip+box"
+        return cls(rows, frames, pixels, source=source, **{**defaults, **options})
+
+    def with_crops(self, crops: Crops) -> ClipDataset:
+        """The same rows with native windows placed by `crops`, sharing this dataset's cache."""
+        if self.source != "native" or crops not in ("centre", "random"):
+            raise ValueError(f"crops {crops!r}: 'centre' or 'random' (native clips only)")
+        view = copy.copy(self)
+        view.crops = crops
+        return view
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def clip(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(T, P, P, 3) uint8 frames and the resized box of row `index`, from the cache or read."""
-        cached = self._clips.get(index)
+    def _read(self, index: int) -> np.ndarray:
+        row = self.rows[index]
+        return row["frames"] if "frames" in row else read_clip(Path(row["path"]))
+
+    def _native_frames(self, index: int, keep: bool) -> np.ndarray:
+        """The T sampled native frames of row `index`; kept in the cache when `keep`."""
+        cached = self._cache.arrays.get(("frames", index))
         if cached is not None:
             return cached
-        row = self.rows[index]
-        frames = row["frames"] if "frames" in row else read_clip(Path(row["path"]))
-        result = prepare_clip(frames, self.frames, self.pixels, row_box(row), self.crop)
-        if self.cache_clips and self._cached_bytes + result[0].nbytes <= self.max_cache_bytes:
-            self._clips[index] = result
-            self._cached_bytes += result[0].nbytes
+        stored = self._read(index)
+        sampled = np.ascontiguousarray(stored[sample_indices(len(stored), self.frames)])
+        if keep:
+            self._cache.keep(("frames", index), sampled, sampled.nbytes)
+        return sampled
+
+    def clip(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(T, P, P, 3) uint8 frames and the box of row `index`: from the cache or read."""
+        if self.source == "native" and self.crops == "random":
+            sampled = self._native_frames(index, keep=True)
+            _, height, width, _ = sampled.shape
+            x, y = (grid_offset(size, self.pixels, "random") for size in (width, height))
+            return native_window(sampled, self.pixels, x, y)
+        key = (self.source, index)
+        cached = self._cache.arrays.get(key)
+        if cached is not None:
+            return cached
+        if self.source == "native":
+            sampled = self._native_frames(index, keep=False)
+            _, height, width, _ = sampled.shape
+            x, y = (grid_offset(size, self.pixels, "centre") for size in (width, height))
+            result = native_window(sampled, self.pixels, x, y)
+        else:
+            row = self.rows[index]
+            result = prepare_clip(self._read(index), self.frames, self.pixels, row_box(row),
+                                  self.crop)  # fmt: skip
+        self._cache.keep(key, result, result[0].nbytes)
         return result
 
     def flow(self, index: int, clip: np.ndarray) -> np.ndarray:
-        """(T-1, P, P, 2) float16 flow of row `index`, computed once (memory, then .npy file)."""
-        cached = self._flows.get(index)
+        """(T-1, P, P, 2) float16 flow of `clip`, row `index`'s frames: of a fixed clip
+        computed once (memory, then .npy file), of a random window every time."""
+        if self.crops == "random":
+            return np.asarray(self.flow_fn(clip), dtype=np.float16)
+        key = (self.source, index)
+        cached = self._cache.flows.get(key)
         if cached is not None:
             return cached
         path = self._flow_path(index)
@@ -215,7 +353,7 @@ class ClipDataset(Dataset):
             flow = np.asarray(self.flow_fn(clip), dtype=np.float16)
             if path is not None:
                 _save_npy(flow, path)
-        self._flows[index] = flow
+        self._cache.flows[key] = flow
         return flow
 
     def _flow_path(self, index: int) -> Path | None:
@@ -228,7 +366,8 @@ class ClipDataset(Dataset):
         else:  # no digest in the row: the file's identity
             stat = source.stat()
             content = f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        key = f"{content}|{row_box(row)}|{self.frames}|{self.pixels}|{self.crop}|dis-medium"
+        place = f"{row_box(row)}" if self.source == "scaled" else f"native-centre-{GRID}"
+        key = f"{content}|{place}|{self.frames}|{self.pixels}|{self.crop}|dis-medium"
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         name = row.get("clip_id") or source.stem
         return self.flow_cache_dir / f"{name}.{self.frames}x{self.pixels}.{digest}.npy"

@@ -6,6 +6,15 @@ Held-out blind: fold k's network never sees fold k's labels. With `epoch_choice=
 epoch (and stops early) on the original clips of `selection_fold(k)`, and then scores fold k's
 original clips once; with `"fixed"` it trains on every other fold for `epochs` and keeps the
 last epoch.
+
+What a network sees (`NetworkPlan.source`): ``"native"`` (the default) reads P-pixel windows
+of the lossless clips of `augmented_clips` on their own 8x8 grid, never resampled (the centre
+one to choose the epoch and to score; to train, the centre one too or, with
+`train_windows="random"`, one drawn anew on every read), so the forensic traces a few native
+pixels wide reach it; ``"scaled"`` reads the 256-pixel letterboxed clips of `scaled_clips`
+resized to P. It trains on the original clips and the augmentations named in
+`NetworkPlan.augmentations` (by default `augment.NETWORK_AUGMENTATIONS`, those that resample
+or smooth no pixel, chosen by measurement in bench/results/network_input.md).
 """
 
 from __future__ import annotations
@@ -23,10 +32,14 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import Dataset
 
+from fvc_dagster.lib.augment import NETWORK_AUGMENTATIONS
 from fvc_dagster.lib.clip_data import (
     INPUT_KEYS,
     ClipDataset,
+    Crops,
+    Source,
     model_options,
+    network_aug_indices,
     normaliser,
 )
 from fvc_dagster.lib.clips import ORIGINAL
@@ -36,22 +49,20 @@ from fvc_dagster.lib.training import TRAIN, VALIDATION, fit_record, selection_fo
 
 EpochChoice = Literal["inner_fold", "fixed"]
 
-# What a network reads of each scaled clip: its file, checksum and content box in the canvas.
-SCALED_CLIP_COLUMNS = [
-    "clip_id",
-    "path",
-    "sha256",
-    "content_x",
-    "content_y",
-    "scaled_width",
-    "scaled_height",
-]
+# What a network reads of each clip, by source: its file and checksum (and for a scaled clip
+# its content box in the canvas), and the asset that holds them.
+CLIP_FILE_COLUMNS: dict[str, list[str]] = {
+    "native": ["clip_id", "path", "sha256"],
+    "scaled": ["clip_id", "path", "sha256", "content_x", "content_y", "scaled_width",
+               "scaled_height"],
+}  # fmt: skip
+CLIP_FILE_ASSETS = {"native": "augmented_clips", "scaled": "scaled_clips"}
 
 
 @dataclass(frozen=True)
 class NetworkPlan:
-    """How `model` trains on one fold: its weights, clip size, how its epoch is chosen and its
-    trainer config."""
+    """How `model` trains on one fold: its weights, clip size, how its epoch is chosen, what it
+    sees (source and augmentations) and its trainer config."""
 
     model: str
     weights: Literal["random", "pretrained"]
@@ -59,6 +70,9 @@ class NetworkPlan:
     frames: int
     pixels: int
     epoch_choice: EpochChoice
+    source: Source
+    train_windows: Crops
+    augmentations: tuple[str, ...]
     train: TrainConfig
 
 
@@ -83,6 +97,9 @@ def plan_network(
     grad_accumulation: int = 1,
     patience: int | None = None,
     epoch_choice: EpochChoice = "inner_fold",
+    source: Source = "native",
+    train_windows: Crops = "centre",
+    augmentations: Iterable[str] = NETWORK_AUGMENTATIONS,
 ) -> NetworkPlan:
     """The plan of `model` on `fold` (seeded by the fold); None takes the registry row's value
     (the trainer's for `patience`), an empty `device` CUDA when present. With a `"fixed"`
@@ -92,6 +109,12 @@ def plan_network(
         raise ValueError(f"{model!r} is not a video network")
     if epoch_choice not in ("inner_fold", "fixed"):
         raise ValueError(f"epoch_choice must be 'inner_fold' or 'fixed', got {epoch_choice!r}")
+    if source not in CLIP_FILE_ASSETS:
+        raise ValueError(f"source must be 'native' or 'scaled', got {source!r}")
+    if train_windows not in ("centre", "random"):
+        raise ValueError(f"train_windows must be 'centre' or 'random', got {train_windows!r}")
+    augmentations = tuple(sorted(set(augmentations)))
+    network_aug_indices(augmentations)  # names them all or raises
     given = dict(epochs=epochs, batch_size=batch_size, lr=lr)
     if epoch_choice == "fixed":
         given["patience"] = None
@@ -107,7 +130,7 @@ def plan_network(
     )
     return NetworkPlan(
         model, weights, weights_file, frames or spec.frames, pixels or spec.pixels,
-        epoch_choice, train,
+        epoch_choice, source, train_windows, augmentations, train,
     )  # fmt: skip
 
 
@@ -127,10 +150,10 @@ class ClipSubset(Dataset):
 
 @dataclass
 class FoldClips:
-    """A fold's clips, as rows (training_clips joined to their scaled files) and datasets:
-    those it trains on (original and augmented), those that choose its epoch (the original
-    clips of its selection fold; none with a fixed epoch count) and the held-out originals it
-    is scored on."""
+    """A fold's clips, as rows (training_clips joined to their files) and datasets: those it
+    trains on (the originals and the plan's augmentations), those that choose its epoch (the
+    original clips of its selection fold; none with a fixed epoch count) and the held-out
+    originals it is scored on."""
 
     fold: int
     train_rows: pd.DataFrame
@@ -152,37 +175,43 @@ class FoldClips:
 
 def fold_clips(
     training_clips: pd.DataFrame,
-    scaled_clips: pd.DataFrame,
+    clip_files: pd.DataFrame,
     folds: Iterable[int],
     plan: NetworkPlan,
     flow_cache_dir: Path,
 ) -> dict[int, FoldClips]:
-    """Each fold's clips for `plan`'s network (see the module docstring); the folds share one
-    dataset, so a clip is decoded once for all of them. A training video's own fold is the
-    fold whose validation rows hold it."""
+    """Each fold's clips for `plan`'s network (see the module docstring), their files from
+    `clip_files` (the rows of `CLIP_FILE_ASSETS[plan.source]`); the folds share one dataset, so
+    a clip is decoded once for all of them. A training video's own fold is the fold whose
+    validation rows hold it."""
     folds = list(folds)
     rows = training_clips[training_clips["fold"].isin(folds)].merge(
-        scaled_clips[SCALED_CLIP_COLUMNS], on="clip_id", how="left", validate="many_to_one"
-    )
+        clip_files[CLIP_FILE_COLUMNS[plan.source]], on="clip_id", how="left",
+        validate="many_to_one",
+    )  # fmt: skip
     missing = rows.loc[rows["path"].isna(), "clip_id"].unique()
     if len(missing):
+        asset = CLIP_FILE_ASSETS[plan.source]
         raise ValueError(
-            f"{len(missing)} training clips have no scaled clip (e.g. {', '.join(missing[:5])}):"
-            " materialize scaled_clips for their videos"
+            f"{len(missing)} training clips have no file in {asset} (e.g. "
+            f"{', '.join(missing[:5])}): materialize {asset} for their videos"
         )
     clips = rows.drop_duplicates("clip_id").reset_index(drop=True)
     index_of = pd.Series(clips.index, index=clips["clip_id"])
     spec = get_spec(plan.model)
-    dataset = ClipDataset.for_input(
-        clips, spec.input, plan.frames, plan.pixels, flow_cache_dir=flow_cache_dir
-    )
+    scoring = ClipDataset.for_input(
+        clips, spec.input, plan.frames, plan.pixels, source=plan.source,
+        flow_cache_dir=flow_cache_dir,
+    )  # fmt: skip
+    training = scoring.with_crops(plan.train_windows) if plan.source == "native" else scoring
 
-    def subset(part: pd.DataFrame) -> tuple[pd.DataFrame, ClipSubset]:
+    def subset(part: pd.DataFrame, dataset: ClipDataset) -> tuple[pd.DataFrame, ClipSubset]:
         part = part.reset_index(drop=True)
         return part, ClipSubset(dataset, index_of[part["clip_id"]])
 
     all_folds = sorted(training_clips["fold"].unique())
     own_fold = training_clips[training_clips["role"] == VALIDATION].set_index("video_id")["fold"]
+    trains_on = network_aug_indices(plan.augmentations)
     out = {}
     for fold in folds:
         train = rows[(rows["fold"] == fold) & (rows["role"] == TRAIN)]
@@ -190,11 +219,12 @@ def fold_clips(
         selects = pd.Series(False, index=train.index)
         if plan.epoch_choice == "inner_fold":
             selects = train["video_id"].map(own_fold) == selection_fold(fold, all_folds)
-        (train_rows, train_set), (held_out_rows, held_out_set) = (
-            subset(train[~selects]),
-            subset(held_out),
+        train_rows, train_set = subset(train[~selects & train["aug_index"].isin(trains_on)],
+                                       training)  # fmt: skip
+        held_out_rows, held_out_set = subset(held_out, scoring)
+        selection_rows, selection_set = subset(
+            train[selects & (train["aug_index"] == ORIGINAL)], scoring
         )
-        selection_rows, selection_set = subset(train[selects & (train["aug_index"] == ORIGINAL)])
         if plan.epoch_choice == "fixed":
             selection_set = None
         out[fold] = FoldClips(fold, train_rows, selection_rows, held_out_rows, train_set,

@@ -2,9 +2,10 @@
 pipeline's own code.
 
 `video_input` runs what the per-video assets run on a video, for its original clip only: probe
-(PyAV), K uniformly sampled frames, the 15 handcrafted features with the source's codec cues,
-the clip scaled into the 256-pixel canvas (letterbox, or the VAE when the model was trained on
-VAE-scaled clips), and the 8 scaled-clip features. A `Detector` scores those inputs, or the same
+(PyAV), K uniformly sampled frames (the original clip, at the video's own size), the 15
+handcrafted features with the source's codec cues, the clip scaled into the 256-pixel canvas
+(letterbox, or the VAE when the model was trained on VAE-scaled clips), and the 8 scaled-clip
+features. A `Detector` scores those inputs, or the same
 rows read back from the warehouse (`video_scores` does), with a tabular baseline or a video
 network. `Detector.save` writes a folder (a JSON description and the model's file, never a
 pickle) that `Detector.load` reads back in a process that has only this package's library.
@@ -35,12 +36,13 @@ THRESHOLD = 0.5  # P(fake) at or above which a video is labelled fake, as in the
 
 @dataclass
 class VideoInput:
-    """What a detector reads of one video: the features of its original clip and that clip
-    scaled into its canvas (frames and content box)."""
+    """What a detector reads of one video: the features of its original clip, that clip
+    scaled into its canvas (frames and content box) and the clip itself (native frames)."""
 
     features: dict[str, float]
-    scaled_frames: np.ndarray
-    content_box: tuple[int, int, int, int]
+    scaled_frames: np.ndarray | None
+    content_box: tuple[int, int, int, int] | None
+    native_frames: np.ndarray | None = None
 
 
 def video_input(
@@ -59,7 +61,7 @@ def video_input(
         scaled_size=(w, h),
         content_box=scaled.content_box,
     )
-    return VideoInput(features, scaled.frames, scaled.content_box)
+    return VideoInput(features, scaled.frames, scaled.content_box, clip)
 
 
 def _scaler(method: str, vae_weights_dir) -> Any:
@@ -83,8 +85,9 @@ def _no_fallback(scaled: ScaledClip) -> ScaledClip:
 class Detector:
     """A fitted model and what it needs to score a video. `kind` "features" (a tabular
     pipeline over `feature_names`) or "clip" (a network over `frames` x `pixels` clips of
-    registry `input` "clip" or "clip+box"); `frames_per_clip` and `scaling` are the pipeline
-    settings the model was trained with."""
+    registry `input` "clip" or "clip+box", reading the `source` it was trained on: "native"
+    windows of the original clip or the "scaled" clip); `frames_per_clip` and `scaling` are
+    the pipeline settings the model was trained with."""
 
     model_name: str
     kind: str
@@ -94,6 +97,7 @@ class Detector:
     feature_names: list[str] = field(default_factory=list)
     frames: int | None = None
     pixels: int | None = None
+    source: str = "scaled"
     threshold: float = THRESHOLD
 
     def probabilities(self, inputs: Sequence[VideoInput]) -> np.ndarray:
@@ -120,11 +124,13 @@ class Detector:
         from fvc_dagster.lib.trainer import call_model
 
         spec = get_spec(self.model_name)
-        rows = [
-            {"frames": i.scaled_frames, "label": 0.0, **_box_columns(i.content_box)} for i in inputs
-        ]
+        if self.source == "native":
+            rows = [{"frames": i.native_frames, "label": 0.0} for i in inputs]
+        else:
+            rows = [{"frames": i.scaled_frames, "label": 0.0, **_box_columns(i.content_box)}
+                    for i in inputs]  # fmt: skip
         dataset = ClipDataset.for_input(
-            rows, spec.input, self.frames, self.pixels, cache_clips=False
+            rows, spec.input, self.frames, self.pixels, source=self.source, cache_clips=False
         )
         batch = _collate(dataset)
         self.estimator.eval()

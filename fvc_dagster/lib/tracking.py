@@ -116,8 +116,9 @@ EPOCH_METRICS = (
 
 
 def log_network_params(plan: NetworkPlan, fold: str, checkpoint: Path, clips: FoldClips) -> None:
-    """The active run's params: the plan (model, weights, clip size, epoch choice, trainer
-    config), fold, clip counts and the checkpoint directory."""
+    """The active run's params: the plan (model, weights, clip size, epoch choice, source,
+    training windows, augmentations (comma-separated), trainer config), fold, clip counts and
+    the checkpoint directory."""
     mlflow.log_params(
         {
             "model": plan.model,
@@ -127,6 +128,9 @@ def log_network_params(plan: NetworkPlan, fold: str, checkpoint: Path, clips: Fo
             "frames": plan.frames,
             "pixels": plan.pixels,
             "epoch_choice": plan.epoch_choice,
+            "source": plan.source,
+            "train_windows": plan.train_windows,
+            "augmentations": ",".join(plan.augmentations),
             **asdict(plan.train),
             "n_train_clips": len(clips.train),
             "n_selection_clips": len(clips.selection_rows),

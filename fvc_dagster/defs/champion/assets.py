@@ -152,8 +152,9 @@ def champion_model(
                     scaling.method,
                 )  # fmt: skip
             else:
+                clip_files = {"native": augmented_clips, "scaled": scaled_clips}
                 detector = refit_network(
-                    model, clips, scaled_clips, settings, storage.root,
+                    model, clips, clip_files, settings, storage.root,
                     sampling.frames_per_clip, scaling.method,
                 )  # fmt: skip
             version = register_detector(detector, tags)
@@ -191,6 +192,7 @@ def video_scores(
     source_videos: pd.DataFrame,
     handcrafted_features: pd.DataFrame,
     scaled_features: pd.DataFrame,
+    augmented_clips: pd.DataFrame,
     scaled_clips: pd.DataFrame,
     mlflow: MlflowTracking,
 ) -> pd.DataFrame:
@@ -203,11 +205,17 @@ def video_scores(
     features = features[features["aug_index"] == ORIGINAL]
     features_of = rows_by_video(features, "handcrafted_features and scaled_features")
     scaled_of = rows_by_video(scaled_clips[scaled_clips["aug_index"] == ORIGINAL], "scaled_clips")
+    native_of = rows_by_video(
+        augmented_clips[augmented_clips["aug_index"] == ORIGINAL], "augmented_clips"
+    )
     source_of = rows_by_video(source_videos, "source_videos")
 
     def score(video_id: str) -> dict:
         if detector.kind == "features":
             p = float(detector.feature_probabilities(features_of(video_id))[0])
+        elif detector.source == "native":
+            native = read_clip(Path(native_of(video_id)["path"].iloc[0]))
+            p = float(detector.probabilities([VideoInput({}, None, None, native)])[0])
         else:
             scaled = scaled_of(video_id).iloc[0]
             box = tuple(int(scaled[k]) for k in ("content_x", "content_y", "scaled_width",

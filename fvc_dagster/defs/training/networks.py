@@ -9,6 +9,7 @@ from pydantic import Field
 from fvc_dagster.defs.batching import per_fold_asset
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
+from fvc_dagster.lib.augment import NETWORK_AUGMENTATIONS
 from fvc_dagster.lib.metrics import fold_scores, prediction_rows, scores_markdown
 from fvc_dagster.lib.models import list_models
 
@@ -41,6 +42,24 @@ class NetworkTraining(dg.Config):
         "one chooses its epoch and stops it early; fixed: it trains on every other fold for "
         "`epochs` and keeps the last. Fold k itself is scored once, after training, either way.",
     )
+    source: Literal["native", "scaled"] = Field(
+        default="native",
+        description="native: `pixels`-pixel windows of the lossless clips on their own 8x8 grid, "
+        "never resampled (the centre one selects and scores); scaled: the 256-pixel "
+        "letterboxed clips resized to `pixels`",
+    )
+    train_windows: Literal["centre", "random"] = Field(
+        default="centre",
+        description="native source: the window that trains, the clip's centre one (as scored) "
+        "or one drawn anew on every read (one that misses a manipulated region labels "
+        "untouched pixels fake)",
+    )
+    augmentations: list[str] = Field(
+        default=list(NETWORK_AUGMENTATIONS),
+        description="augmented clips that train the network besides the originals (names of "
+        "the augmentations); none by default (measured); rotation, blur, affine, elastic and "
+        "combined resample or filter every pixel",
+    )
 
 
 def network_asset_name(model: str) -> str:
@@ -57,6 +76,7 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
         kinds={"duckdb", "mlflow", "pytorch"},
         ins={
             "training_clips": dg.AssetIn(),
+            "augmented_clips": ALL_VIDEOS,
             "scaled_clips": ALL_VIDEOS,
         },
     )
@@ -64,6 +84,7 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         config: NetworkTraining,
         training_clips: pd.DataFrame,
+        augmented_clips: pd.DataFrame,
         scaled_clips: pd.DataFrame,
         storage: FvcStorage,
         mlflow: MlflowTracking,
@@ -83,9 +104,9 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
 
         folds = [int(key) for key in context.partition_keys]
         plans = {fold: plan_network(model, fold, **config.model_dump()) for fold in folds}
-        clips = fold_clips(
-            training_clips, scaled_clips, folds, plans[folds[0]], storage.root / "flow"
-        )
+        plan = plans[folds[0]]
+        clip_files = augmented_clips if plan.source == "native" else scaled_clips
+        clips = fold_clips(training_clips, clip_files, folds, plan, storage.root / "flow")
         rows, resumed = [], {}
         for fold_key in context.partition_keys:
             plan, data = plans[int(fold_key)], clips[int(fold_key)]
@@ -126,8 +147,8 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
 
     _network.__doc__ = (
         f"One row per validation clip of each fold: the held-out P(fake) of the {model} network "
-        "trained on the fold's training clips (original and augmented), its epoch chosen on an "
-        "inner fold, scored once."
+        "trained on the fold's training clips (the originals and the augmentations configured; "
+        "native windows by default), its epoch chosen on an inner fold or fixed, scored once."
     )
     return _network
 

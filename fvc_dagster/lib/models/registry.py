@@ -88,9 +88,8 @@ REGISTRY: dict[str, ModelSpec] = {
         _tabular("svm"),
         _tabular("xgboost"),
         ModelSpec(
-            "naive_cnn", "resnet2d", "clip", "video_resnet:build_frame_cnn", **TORCHVISION_CLIP,
-            recipe=Recipe(batch_size=16), checkpoint=imagenet_checkpoint("resnet18-f37072fd.pth"),
-            options={"arch": "resnet18"},
+            "naive_cnn", "cnn2d", "clip", "naive_cnn:build_naive_cnn", frames=16, pixels=64,
+            recipe=Recipe(lr=1e-3, batch_size=8, epochs=200),
         ),
         ModelSpec(
             "pretrained_inception", "r3d", "clip", "video_resnet:build_inception",
@@ -231,6 +230,8 @@ def _build(
         raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
     if weights_file is not None and weights != "pretrained":
         raise ValueError("weights_file is only read with weights='pretrained'")
+    if weights == "pretrained" and spec.checkpoint is None:
+        raise ValueError(f"{spec.name} has no pretrained weights: train it with weights: random")
     state = spec.checkpoint.load(weights_file) if weights == "pretrained" else None
     return builder(spec)(state, **{**spec.options, **overrides})
 
@@ -250,7 +251,7 @@ def portfolio() -> list[dict[str, Any]]:
     and weights are its frozen backbone's)."""
     rows = []
     for spec in REGISTRY.values():
-        weighted = spec.family != "tabular"
+        pretrainable = spec.checkpoint is not None
         rows.append(
             {
                 "name": spec.name,
@@ -258,9 +259,9 @@ def portfolio() -> list[dict[str, Any]]:
                 "input": spec.input,
                 "frames": spec.frames,
                 "pixels": spec.pixels,
-                "parameters": parameter_count(spec.name) if weighted else None,
-                "pretrained": spec.checkpoint.dataset if weighted else None,
-                "weights": spec.checkpoint.status() if weighted else None,
+                "parameters": parameter_count(spec.name) if spec.family != "tabular" else None,
+                "pretrained": spec.checkpoint.dataset if pretrainable else None,
+                "weights": spec.checkpoint.status() if pretrainable else None,
                 "recipe": vars(spec.recipe) if spec.recipe else None,
             }
         )

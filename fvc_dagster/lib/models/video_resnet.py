@@ -1,4 +1,4 @@
-"""Networks on torchvision video ResNets (`r3d_18`, `r2plus1d_18`) and a 2D ResNet over frames.
+"""Networks on torchvision video ResNets (`r3d_18`, `r2plus1d_18`), and frame averaging.
 
 Every builder takes the library model's state dict (or None for random weights), loads it into
 the unmodified library model, then replaces or extends its head (torchvision refuses
@@ -46,10 +46,6 @@ class FrameAveraged(nn.Module):
         b, c, t, h, w = clip.shape
         logits = self.net(clip.transpose(1, 2).reshape(b * t, c, h, w))
         return logits.view(b, t).mean(1, keepdim=True)
-
-
-def build_frame_cnn(state, arch: str = "resnet18") -> nn.Module:
-    return FrameAveraged(build_video_resnet(state, arch))
 
 
 def build_inception(state, arch: str = "r3d_18", dropout: float = 0.5) -> nn.Module:
