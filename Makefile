@@ -43,6 +43,7 @@ bench: $(BIN)/fvc
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.training_input
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.network_input --section "Recommended settings"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
