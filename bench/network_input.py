@@ -343,10 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     # Defaults: the demo's setting (`DEMO_NETWORK_CONFIGS`); `--labels true,shuffled` adds the
     # chance control. Comma-separated values give every combination.
     parser.add_argument("--sources", default="native", help="native, scaled or both")
-    parser.add_argument("--pixels", default="96")
+    parser.add_argument("--pixels", default="112")
     parser.add_argument("--frames", default="1")
     parser.add_argument("--augmentations", default="none", help="none, pixels, all")
-    parser.add_argument("--epochs", default="120")
+    parser.add_argument("--epochs", default="100")
     parser.add_argument("--lr", default="1e-3")
     parser.add_argument("--batch", default="8")
     parser.add_argument("--epoch-choice", default="fixed", help="fixed, inner_fold or both")

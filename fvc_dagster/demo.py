@@ -22,8 +22,8 @@ from fvc_dagster.defs.partitions import folds_partitions, partition_range_tags, 
 from fvc_dagster.defs.recovery import fail_dead_runs, process_tags, slots_held
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-# The video network the demo trains, from scratch on CPU: naive_cnn on the native 96-px centre
-# window of one frame per clip, 120 epochs (about 50 s a fold on one core), the count fixed
+# The video network the demo trains, from scratch on CPU: naive_cnn on the native 112-px centre
+# window of one frame per clip, 100 epochs (about 60 s a fold on one core), the count fixed
 # (an inner fold of about nine videos chose epochs by noise). bench/results/network_input.md
 # has the measurements and the shuffled-label control.
 DEMO_NETWORKS = ("naive_cnn",)
@@ -36,7 +36,7 @@ DEMO_EMBEDDING_CONFIG = {"weights": "random", "frames": 4, "pixels": 32, "batch_
 SMOKE_NETWORK_CONFIG = {"weights": "random", "frames": 4, "pixels": 32, "epochs": 1,
                         "batch_size": 32, "lr": 1e-3}  # fmt: skip
 DEMO_NETWORK_CONFIGS = {
-    "naive_cnn": {"weights": "random", "frames": 1, "pixels": 96, "epochs": 120,
+    "naive_cnn": {"weights": "random", "frames": 1, "pixels": 112, "epochs": 100,
                   "batch_size": 8, "lr": 1e-3, "epoch_choice": "fixed", "augmentations": []},
 }  # fmt: skip
 
