@@ -127,13 +127,19 @@ def test_clips_are_decoded_once_and_served_from_memory(rows, monkeypatch):
     assert len(first) == 2
 
 
-def test_flow_is_computed_once_per_clip_and_reused_from_its_file(rows, tmp_path):
+def counting_flow():
+    """`optical_flow` that records the shape of every clip it is called on: (calls, function)."""
     calls = []
 
     def counting(clip):
         calls.append(clip.shape)
         return optical_flow(clip)
 
+    return calls, counting
+
+
+def test_flow_is_computed_once_per_clip_and_reused_from_its_file(rows, tmp_path):
+    calls, counting = counting_flow()
     cache = tmp_path / "flow"
     data = ClipDataset.for_input(rows, "clip+flow", 4, 32, flow_cache_dir=cache, flow_fn=counting)
     loader = make_loader(data, 2, shuffle=True)
@@ -270,12 +276,7 @@ def test_a_clip_smaller_than_the_window_is_padded_at_the_bottom_right(native_row
 
 
 def test_native_flow_is_of_the_window_and_cached_for_centre_windows_only(native_rows, tmp_path):
-    calls = []
-
-    def counting(clip):
-        calls.append(clip.shape)
-        return optical_flow(clip)
-
+    calls, counting = counting_flow()
     cache = tmp_path / "flow"
     data = ClipDataset.for_input(native_rows, "clip+flow", 4, 16, source="native",
                                  flow_cache_dir=cache, flow_fn=counting)  # fmt: skip

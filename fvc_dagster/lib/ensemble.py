@@ -1,5 +1,5 @@
-"""Stacking blind to the fold it scores: scikit-learn's StackingClassifier, with the outer
-folds as its inner cross-validation and non-negative weights.
+"""Stacking blind to the fold it scores: the outer folds as its inner cross-validation, and
+non-negative weights.
 
 For outer fold k, each base learner is fit on every fold but k and j and predicts the original
 clips of fold j, for each training fold j: out-of-fold predictions of every training video,
@@ -33,6 +33,7 @@ from fvc_dagster.lib.training import (
     VALIDATION,
     FoldData,
     fit_record,
+    own_folds,
     train_fold,
 )
 
@@ -146,12 +147,6 @@ class StackedFold:
     inner_roc_auc: dict[str, float]  # each base learner's pooled out-of-fold ROC-AUC
     weights: dict[str, float]  # each stacked learner's weight (standardised logit)
     record: dict[str, list[str]]  # the videos its fits used (`fit_record`)
-
-
-def own_folds(training_clips: pd.DataFrame) -> pd.Series:
-    """Each video's fold (the fold whose validation rows hold it), by video id."""
-    held_out = training_clips[training_clips["role"] == VALIDATION]
-    return held_out.drop_duplicates("video_id").set_index("video_id")["fold"]
 
 
 def stack_fold(training_clips: pd.DataFrame, learners: list[BaseLearner], fold: int) -> StackedFold:

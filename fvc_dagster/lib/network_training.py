@@ -45,7 +45,7 @@ from fvc_dagster.lib.clip_data import (
 from fvc_dagster.lib.clips import ORIGINAL
 from fvc_dagster.lib.models import build_model, get_spec
 from fvc_dagster.lib.trainer import TrainConfig, TrainResult, fit, predict, seed_everything
-from fvc_dagster.lib.training import TRAIN, VALIDATION, fit_record, selection_fold
+from fvc_dagster.lib.training import TRAIN, VALIDATION, fit_record, own_folds, selection_fold
 
 EpochChoice = Literal["inner_fold", "fixed"]
 
@@ -210,7 +210,7 @@ def fold_clips(
         return part, ClipSubset(dataset, index_of[part["clip_id"]])
 
     all_folds = sorted(training_clips["fold"].unique())
-    own_fold = training_clips[training_clips["role"] == VALIDATION].set_index("video_id")["fold"]
+    own_fold = own_folds(training_clips)
     trains_on = network_aug_indices(plan.augmentations)
     out = {}
     for fold in folds:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 POSITIVE = "fake"
 TRAIN, VALIDATION = "train", "validation"
 # A fit's record of the videos it used: those it was fit on, those that chose its epoch or its
-# stacking, and those it scored (`FitRecord`).
+# stacking, and those it scored (`fit_record`).
 FIT_ROLES = ("train", "selection", "scored")
 
 
@@ -71,6 +71,12 @@ def assign_clips(clips: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> pd.D
         parts.append(labelled[held_out & original].assign(fold=fold, role=VALIDATION))
     columns = ["fold", "role", "clip_id", "video_id", "aug_index", "label"]
     return pd.concat(parts, ignore_index=True)[columns].sort_values(["fold", "role", "clip_id"])
+
+
+def own_folds(training_clips: pd.DataFrame) -> pd.Series:
+    """Each video's fold (the fold whose validation rows hold it), by video id."""
+    held_out = training_clips[training_clips["role"] == VALIDATION]
+    return held_out.drop_duplicates("video_id").set_index("video_id")["fold"]
 
 
 def selection_fold(fold: int, folds: list[int]) -> int:
