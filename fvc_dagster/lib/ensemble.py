@@ -36,6 +36,7 @@ from fvc_dagster.lib.training import (
     own_folds,
     train_fold,
 )
+from fvc_dagster.lib.uncertainty import pooled_roc_auc
 
 CLIP_KEYS = ["fold", "video_id", "clip_id", "label"]
 # P(fake) is clipped this far from 0 and 1 before its logit is taken.
@@ -134,12 +135,6 @@ def _logits(probabilities: pd.DataFrame) -> np.ndarray:
     return logit(np.clip(probabilities.to_numpy(float), EPSILON, 1 - EPSILON))
 
 
-def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
-
-
 @dataclass
 class StackedFold:
     fold: int
@@ -170,7 +165,7 @@ def stack_fold(training_clips: pd.DataFrame, learners: list[BaseLearner], fold: 
         fitted_on.append(inner_train["video_id"])
     meta_rows = pd.concat(out_of_fold, ignore_index=True)
     y = (meta_rows["label"] == POSITIVE).to_numpy(int)
-    inner_auc = {b.name: _roc_auc(y, meta_rows[b.name].to_numpy()) for b in learners}
+    inner_auc = {b.name: pooled_roc_auc(y, meta_rows[b.name].to_numpy()) for b in learners}
     stacked = [b for b in learners if inner_auc[b.name] > 0.5] or list(learners)
     names = [b.name for b in stacked]
     meta = NonNegativeLogistic().fit(_logits(meta_rows[names]), y)
