@@ -13,7 +13,7 @@ pipeline's library code (no Dagster), on the folds of `assign_folds` (grouped by
 * content only: XGBoost on random-weight `pretrained_inception` (r3d_18 trunk) embeddings at
   4 frames x 32 px (the demo's `clip_embeddings` setting), fit as the demo fits it (every clip
   of the training videos) and on the original clips only, scored on the held-out original
-  clips: pooled ROC-AUC and its 95% chance band (`lib.uncertainty.chance_band`: labels
+  clips: pooled ROC-AUC and its 95% chance band (`lib.evaluation.uncertainty.chance_band`: labels
   permuted between cascades, 1000 times).
 
     python -m bench.corpus_content --seeds 0 1 2 3 4
@@ -40,24 +40,19 @@ import pandas as pd
 import torch
 
 from bench.run import RESULTS, write_atomic
-from fvc_dagster.lib import corpus
-from fvc_dagster.lib.archives import DEFAULT_LABEL_MAP, ArchiveLimits, index_inbox
-from fvc_dagster.lib.clips import (
-    ORIGINAL,
-    clip_feature_row,
-    codec_cues,
-    make_clips,
-    scale_clip,
-    scaled_feature_row,
-)
-from fvc_dagster.lib.embeddings import clip_embedders, embedding_fold, fit_xgboost
-from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
-from fvc_dagster.lib.ingest import ingest_video
+from fvc_dagster.lib.clips.scaling import letterbox
+from fvc_dagster.lib.clips.video_clips import ORIGINAL, make_clips, scale_clip
+from fvc_dagster.lib.evaluation.uncertainty import chance_band, pooled_roc_auc
+from fvc_dagster.lib.features.forensic import HANDCRAFTED_FEATURES, SCALED_FEATURES
+from fvc_dagster.lib.features.rows import clip_feature_row, codec_cues, scaled_feature_row
+from fvc_dagster.lib.ingest.archives import DEFAULT_LABEL_MAP, ArchiveLimits, index_inbox
+from fvc_dagster.lib.ingest.extraction import ingest_video
 from fvc_dagster.lib.models import TABULAR_MODELS
-from fvc_dagster.lib.scaling import letterbox
-from fvc_dagster.lib.splits import assign_folds
-from fvc_dagster.lib.training import POSITIVE, assign_clips, fold_data, train_fold
-from fvc_dagster.lib.uncertainty import chance_band, pooled_roc_auc
+from fvc_dagster.lib.training.embeddings import clip_embedders, embedding_fold, fit_xgboost
+from fvc_dagster.lib.training.fold_data import POSITIVE, assign_clips, fold_data
+from fvc_dagster.lib.training.folds import assign_folds
+from fvc_dagster.lib.training.tabular import train_fold
+from fvc_dagster.local import corpus
 
 REPO = Path(__file__).resolve().parent.parent
 OLD_COMMIT = "8d301d0e6eac447501b2e94f669eb3c8502a80eb"  # the last two-scene-blend generator
@@ -72,7 +67,7 @@ BASELINE_FLOOR = 0.9
 
 def old_generator(work: Path) -> ModuleType:
     """corpus.py at `OLD_COMMIT`, imported from a copy in `work`."""
-    show = ["git", "show", f"{OLD_COMMIT}:fvc_dagster/lib/corpus.py"]
+    show = ["git", "show", f"{OLD_COMMIT}:fvc_dagster/local/corpus.py"]
     source = subprocess.run(show, cwd=REPO, check=True, capture_output=True, text=True).stdout
     path = work / "old_corpus.py"
     path.write_text(source)
@@ -171,7 +166,7 @@ def git_commit() -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
 
-    dirty = git("status", "--porcelain", "--", "fvc_dagster/lib/corpus.py").strip()
+    dirty = git("status", "--porcelain", "--", "fvc_dagster/local/corpus.py").strip()
     return git("rev-parse", "HEAD").strip() + (" (corpus.py modified)" if dirty else "")
 
 

@@ -17,9 +17,9 @@ import time
 import torch
 from torch.utils.data import Dataset
 
-from fvc_dagster.lib.clip_data import normaliser
 from fvc_dagster.lib.models import build_model, get_spec
-from fvc_dagster.lib.trainer import TrainConfig, fit
+from fvc_dagster.lib.training.clip_data import normaliser
+from fvc_dagster.lib.training.trainer import TrainConfig, fit
 
 
 class HeldClips(Dataset):

@@ -5,8 +5,8 @@ frames come from `cv2.VideoCapture` reading a file one frame after another (the 
 the source in order up to the last frame it wants, and converts and keeps only the K frames it
 wants; the feature stages read the same stored clip files as the library); features loop in
 Python over 8x8 blocks (`cv2.dct` per block) and over block boundaries. The values agree with
-`fvc_dagster.lib.features` up to float round-off (the bench checks this before it reports times);
-only the way they are computed differs.
+`fvc_dagster.lib.features.forensic` up to float round-off (the bench checks this before it
+reports times); only the way they are computed differs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fvc_dagster.lib.features import CodecCues
+from fvc_dagster.lib.features.forensic import CodecCues
 
 _NOISE_KERNEL = np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], np.float32) / 8.0
 

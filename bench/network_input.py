@@ -44,21 +44,21 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from fvc_dagster.lib import corpus
-from fvc_dagster.lib.archives import DEFAULT_LABEL_MAP, ArchiveLimits, index_inbox
-from fvc_dagster.lib.augment import AUG_TYPES, PIXEL_KEEPING_AUGMENTATIONS
-from fvc_dagster.lib.clips import make_clips, scale_clip
-from fvc_dagster.lib.ingest import ingest_video
-from fvc_dagster.lib.network_training import (
+from fvc_dagster.lib.clips.augment import AUG_TYPES, PIXEL_KEEPING_AUGMENTATIONS
+from fvc_dagster.lib.clips.scaling import letterbox
+from fvc_dagster.lib.clips.video_clips import make_clips, scale_clip
+from fvc_dagster.lib.evaluation.uncertainty import score_uncertainty
+from fvc_dagster.lib.ingest.archives import DEFAULT_LABEL_MAP, ArchiveLimits, index_inbox
+from fvc_dagster.lib.ingest.extraction import ingest_video
+from fvc_dagster.lib.training.fold_data import assign_clips
+from fvc_dagster.lib.training.folds import assign_folds
+from fvc_dagster.lib.training.networks import (
     checkpoint_dir,
     fold_clips,
     plan_network,
     train_network,
 )
-from fvc_dagster.lib.scaling import letterbox
-from fvc_dagster.lib.splits import assign_folds
-from fvc_dagster.lib.training import assign_clips
-from fvc_dagster.lib.uncertainty import score_uncertainty
+from fvc_dagster.local import corpus
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "naive_cnn"

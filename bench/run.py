@@ -46,24 +46,23 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from bench import naive
-from fvc_dagster.lib.augment import AUG_TYPES, N_AUGMENTATIONS, apply_augmentation, augment_clip
-from fvc_dagster.lib.clips import (
-    clip_feature_row,
-    codec_cues,
-    content_box,
-    make_clips,
-    scale_clip,
-    scaled_feature_row,
+from fvc_dagster.lib.clips.augment import (
+    AUG_TYPES,
+    N_AUGMENTATIONS,
+    apply_augmentation,
+    augment_clip,
 )
-from fvc_dagster.lib.clipstore import CLIP_CODEC, read_clip
-from fvc_dagster.lib.features import (
+from fvc_dagster.lib.clips.scaling import ScaledClip, VaeScaler, content_size, letterbox
+from fvc_dagster.lib.clips.store import CLIP_CODEC, read_clip
+from fvc_dagster.lib.clips.video_clips import content_box, make_clips, scale_clip
+from fvc_dagster.lib.features.forensic import (
     HANDCRAFTED_FEATURES,
     SCALED_FEATURES,
     CodecCues,
     handcrafted_features,
 )
-from fvc_dagster.lib.scaling import ScaledClip, VaeScaler, content_size, letterbox
-from fvc_dagster.lib.video import (
+from fvc_dagster.lib.features.rows import clip_feature_row, codec_cues, scaled_feature_row
+from fvc_dagster.lib.ingest.video import (
     PacketIndex,
     packet_index_path,
     probe_video,

@@ -10,7 +10,8 @@ cuts it (batches of 32), once per setting, each on a fresh data root and instanc
   the batches one after another, two side by side; this is what a run launcher does with a
   run queue of one or two;
 - scaleout (Postgres instance, Celery executor, Redis, Parquet warehouse; the services of
-  `fvc_dagster.loopback`): a worker is a `dagster-celery worker` pinned to one core running one
+  `fvc_dagster.local.loopback`):
+  a worker is a `dagster-celery worker` pinned to one core running one
   step at a time; both batches' runs start at once (`dagster job execute`, as the queued
   coordinator launches them) and send their steps to the workers.
 
@@ -71,7 +72,7 @@ def register_videos(instance: dg.DagsterInstance, data_dir: Path) -> list[str]:
     """The videos of `data_dir`'s inbox registered by the archive sensor on `instance`; the
     video partition keys in order."""
     from fvc_dagster.definitions import build_defs
-    from fvc_dagster.demo import scan_inbox
+    from fvc_dagster.local.demo import scan_inbox
 
     scan_inbox(build_defs(data_dir), instance)
     return instance.get_dynamic_partitions(videos_partitions.name)
@@ -179,7 +180,7 @@ def scaleout_setting(base: Path, inbox: Path, workers: int) -> tuple[dict, Path]
     """The backfill on the scale-out profile over loopback services: measurements, and a DuckDB
     file of views over its Parquet warehouse."""
     from fvc_dagster.lib.parquet_warehouse import write_view_database
-    from fvc_dagster.loopback import deployment, wait_for
+    from fvc_dagster.local.loopback import deployment, wait_for
 
     root = base / f"scaleout_{workers}"
     names = [f"fvcbench{w + 1}" for w in range(workers)]
@@ -279,8 +280,8 @@ def report(rows: pd.DataFrame, corpus: str) -> str:
 
 
 def main(profiles: Sequence[str], resolution: tuple[int, int] | None = None) -> None:
-    from fvc_dagster.lib.corpus import CorpusSpec, generate_corpus
-    from fvc_dagster.loopback import missing_requirements
+    from fvc_dagster.local.corpus import CorpusSpec, generate_corpus
+    from fvc_dagster.local.loopback import missing_requirements
 
     settings = dict(zip(PROFILES, (embedded_setting, scaleout_setting), strict=True))
     if "scaleout" in profiles and (reason := missing_requirements()):

@@ -31,11 +31,11 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from bench.run import RESULTS, machine_info, synth_frames, write_atomic
-from fvc_dagster.lib.clip_data import ClipDataset, normaliser, prepare_clip
-from fvc_dagster.lib.clipstore import write_clip
+from fvc_dagster.lib.clips.scaling import letterbox
+from fvc_dagster.lib.clips.store import write_clip
 from fvc_dagster.lib.models import build_model, get_spec
-from fvc_dagster.lib.scaling import letterbox
-from fvc_dagster.lib.trainer import TrainConfig, fit, seed_everything
+from fvc_dagster.lib.training.clip_data import ClipDataset, normaliser, prepare_clip
+from fvc_dagster.lib.training.trainer import TrainConfig, fit, seed_everything
 
 STORED_FRAMES = 16
 GOAL = 1.10

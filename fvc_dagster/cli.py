@@ -19,7 +19,7 @@ def _data_dir(value: str | None) -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from fvc_dagster.lib.corpus import CorpusSpec, generate_corpus
+    from fvc_dagster.local.corpus import CorpusSpec, generate_corpus
 
     out = Path(args.out) if args.out else _data_dir(args.data_dir) / "inbox"
     password = os.environ.get(args.password_env) if args.password_env else None
@@ -75,7 +75,7 @@ def _embedding_models(value: str) -> tuple[str, ...]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fvc_dagster.demo import DEMO_EMBEDDING_MODELS, DEMO_NETWORKS, run_demo
+    from fvc_dagster.local.demo import DEMO_EMBEDDING_MODELS, DEMO_NETWORKS, run_demo
 
     return run_demo(
         _data_dir(args.data_dir),
@@ -119,7 +119,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from fvc_dagster.lib.serving import load_champion, local_tracking_uri
+    from fvc_dagster.lib.serving.mlflow_registry import load_champion, local_tracking_uri
 
     try:
         model, version = load_champion(local_tracking_uri(_data_dir(args.data_dir)))

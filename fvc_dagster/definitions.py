@@ -41,7 +41,7 @@ from fvc_dagster.defs.training import checks as training_checks
 from fvc_dagster.defs.training import embeddings as embedding_assets
 from fvc_dagster.defs.training import networks as network_assets
 from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA, Warehouse, WarehouseIOManager
-from fvc_dagster.lib.serving import local_tracking_uri
+from fvc_dagster.lib.serving.mlflow_registry import local_tracking_uri
 
 # On when `dagster dev` starts (Dagster's own default sensor is off): new videos re-train the
 # baselines, the comparison, the champion and the scores; networks stay on request.

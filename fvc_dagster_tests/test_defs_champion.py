@@ -20,9 +20,9 @@ from mlflow import MlflowClient
 from conftest import fvc_metadata, labelled_video, write_zip
 from fvc_dagster.cli import main
 from fvc_dagster.definitions import build_defs
-from fvc_dagster.demo import execute_run_request
-from fvc_dagster.lib.champion import labelled_clips, servable, training_fingerprint
-from fvc_dagster.lib.serving import ALIAS, REGISTERED_MODEL, local_tracking_uri
+from fvc_dagster.lib.serving.champion import labelled_clips, servable, training_fingerprint
+from fvc_dagster.lib.serving.mlflow_registry import ALIAS, REGISTERED_MODEL, local_tracking_uri
+from fvc_dagster.local.demo import execute_run_request
 
 LABELLED = [f"tinyvid{n:04d}" for n in range(10)]  # five real and five fake cascades
 UNLABELLED = ["tinynew0001", "tinynew0002"]  # in an archive, not in the metadata

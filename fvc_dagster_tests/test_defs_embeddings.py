@@ -16,8 +16,8 @@ import pytest
 from conftest import write_labelled_inbox
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags
-from fvc_dagster.demo import execute_run_request
-from fvc_dagster.lib.embeddings import ClipEmbedder
+from fvc_dagster.lib.training.embeddings import ClipEmbedder
+from fvc_dagster.local.demo import execute_run_request
 
 VIDEOS = [f"embedvid{n:03d}" for n in range(10)]  # YouTube-like ids (11 characters): two a fold
 BACKBONE, MODEL = "pretrained_inception", "xgboost_pretrained_inception"

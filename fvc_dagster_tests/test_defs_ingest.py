@@ -13,8 +13,8 @@ from conftest import break_deflate_stream, fvc_metadata, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
 from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE, partition_range_tags
-from fvc_dagster.demo import execute_run_request
-from fvc_dagster.lib.clipstore import CLIP_SUFFIX
+from fvc_dagster.lib.clips.store import CLIP_SUFFIX
+from fvc_dagster.local.demo import execute_run_request
 
 GOOD = [f"goodvid{n:04d}" for n in range(5)]  # 11-character ids, as in the FVC metadata
 

@@ -17,8 +17,8 @@ import torch
 from conftest import fvc_metadata, write_labelled_inbox, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS
-from fvc_dagster.demo import run_demo, train_networks
 from fvc_dagster.lib.models import BASELINES
+from fvc_dagster.local.demo import run_demo, train_networks
 
 VIDEOS = [f"tinyvid{n:04d}" for n in range(10)]  # five real and five fake cascades: two per fold
 NETWORK = "naive_cnn"
@@ -143,7 +143,7 @@ def retrain_on_demand_models(root: Path, defs, instance) -> pd.DataFrame:
     """The network (from scratch: checkpoints removed) and the embedding model on every fold,
     then the ensemble and the predictions; every model's held-out predictions."""
     from fvc_dagster.defs.jobs import NETWORK_DOWNSTREAM
-    from fvc_dagster.demo import _all_folds, embed_clips, execute_run_request
+    from fvc_dagster.local.demo import _all_folds, embed_clips, execute_run_request
 
     shutil.rmtree(root / "checkpoints", ignore_errors=True)
     assert embed_clips(defs, instance, VIDEOS, [EMBEDDING])
@@ -170,7 +170,7 @@ def relabelled(platform):
     """Every model kind's held-out predictions; then every label of fold 2's videos flipped in
     the metadata archive, picked up by the archive sensor, and every model retrained; the
     predictions and folds before and after."""
-    from fvc_dagster.demo import _all_folds, execute_run_request, run_video_batches
+    from fvc_dagster.local.demo import _all_folds, execute_run_request, run_video_batches
 
     root, defs, instance, _, _ = platform
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
@@ -237,8 +237,8 @@ def test_a_network_that_chooses_its_epoch_on_the_held_out_fold_fails_the_blockin
     """A planted variant of the flaw this check exists for: each fold's epoch chosen on the
     very clips it is scored on. The check fails and nothing downstream is materialized."""
     from fvc_dagster.defs.jobs import NETWORK_DOWNSTREAM
-    from fvc_dagster.demo import _all_folds, execute_run_request
-    from fvc_dagster.lib import network_training
+    from fvc_dagster.lib.training import networks as network_training
+    from fvc_dagster.local.demo import _all_folds, execute_run_request
 
     honest = network_training.fold_clips
 

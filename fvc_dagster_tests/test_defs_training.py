@@ -18,9 +18,9 @@ from conftest import fvc_metadata, labelled_video, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags, videos_partitions
 from fvc_dagster.defs.training.checks import every_fold_has_both_classes, no_cascade_in_two_folds
-from fvc_dagster.demo import DEMO_EMBEDDING_MODELS, execute_run_request, run_demo
 from fvc_dagster.lib.models import BASELINES
-from fvc_dagster.lib.splits import groups_in_several_folds
+from fvc_dagster.lib.training.folds import groups_in_several_folds
+from fvc_dagster.local.demo import DEMO_EMBEDDING_MODELS, execute_run_request, run_demo
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ import requests
 
 from conftest import fvc_metadata, labelled_video, write_zip
 from fvc_dagster.defs.partitions import N_FOLDS
-from fvc_dagster.demo import run_demo
 from fvc_dagster.lib.locking import exclusive
+from fvc_dagster.local.demo import run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = [f"e2edemo{n:04d}" for n in range(10)]  # what `make demo` trained on: two a fold

@@ -7,7 +7,7 @@ import pytest
 import pyzipper
 
 from conftest import break_deflate_stream, fvc_metadata, set_declared_size, write_zip
-from fvc_dagster.lib.archives import (
+from fvc_dagster.lib.ingest.archives import (
     ArchiveError,
     ArchiveLimits,
     extract_member,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtri
 
-from fvc_dagster.lib.augment import (
+from fvc_dagster.lib.clips.augment import (
     AUG_TYPES,
     N_AUGMENTATIONS,
     SPATIAL_OPS,
@@ -126,7 +126,7 @@ def test_each_augmentation_is_deterministic_and_reproducible_from_json_params(au
 def test_augmented_clips_are_byte_identical_in_a_fresh_process():
     script = (
         "import hashlib, numpy as np\n"
-        "from fvc_dagster.lib.augment import augment_clip\n"
+        "from fvc_dagster.lib.clips.augment import augment_clip\n"
         "clip = np.random.default_rng(5).integers(0, 256, (3, 20, 28, 3), dtype=np.uint8)\n"
         "for i in range(10):\n"
         "    print(hashlib.sha256(augment_clip(clip, 'vid_x', i)[0].tobytes()).hexdigest())\n"

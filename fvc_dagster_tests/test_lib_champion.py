@@ -15,19 +15,19 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import write_video
-from fvc_dagster.lib.champion import (
+from fvc_dagster.lib.clips.store import read_clip
+from fvc_dagster.lib.clips.video_clips import ORIGINAL, make_clips
+from fvc_dagster.lib.features.forensic import HANDCRAFTED_FEATURES, SCALED_FEATURES
+from fvc_dagster.lib.models import build_model
+from fvc_dagster.lib.serving.champion import (
     labelled_clips,
     network_settings,
     pick_champion,
     refit_baseline,
     training_fingerprint,
 )
-from fvc_dagster.lib.clips import ORIGINAL, make_clips
-from fvc_dagster.lib.clipstore import read_clip
-from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
-from fvc_dagster.lib.models import build_model
-from fvc_dagster.lib.scoring import Detector, VideoInput, video_input
-from fvc_dagster.lib.serving import (
+from fvc_dagster.lib.serving.detector import Detector, VideoInput, video_input
+from fvc_dagster.lib.serving.mlflow_registry import (
     ALIAS,
     REGISTERED_MODEL,
     champion_version,

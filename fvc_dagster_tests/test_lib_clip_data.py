@@ -9,9 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from fvc_dagster.lib import clip_data
-from fvc_dagster.lib.augment import AUG_TYPES
-from fvc_dagster.lib.clip_data import (
+from fvc_dagster.lib.clips.augment import AUG_TYPES
+from fvc_dagster.lib.clips.store import write_clip
+from fvc_dagster.lib.models import optical_flow
+from fvc_dagster.lib.models.video_resnet import BoxPooled
+from fvc_dagster.lib.training import clip_data
+from fvc_dagster.lib.training.clip_data import (
     GRID,
     ClipDataset,
     grid_offset,
@@ -21,9 +24,6 @@ from fvc_dagster.lib.clip_data import (
     normalise_on_device,
     sample_indices,
 )
-from fvc_dagster.lib.clipstore import write_clip
-from fvc_dagster.lib.models import optical_flow
-from fvc_dagster.lib.models.video_resnet import BoxPooled
 
 K, CANVAS = 8, 64
 BOX = dict(content_x=0, content_y=16, scaled_width=64, scaled_height=32)  # a 2:1 letterbox

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torchvision.models import get_model
 
-from fvc_dagster.lib.clips import ORIGINAL
-from fvc_dagster.lib.clipstore import write_clip
-from fvc_dagster.lib.embeddings import (
+from fvc_dagster.lib.clips.store import write_clip
+from fvc_dagster.lib.clips.video_clips import ORIGINAL
+from fvc_dagster.lib.models import WeightsMissing, build_model, list_models
+from fvc_dagster.lib.training.embeddings import (
     BACKBONES,
     EMBEDDING_COLUMNS,
     EmbeddingFold,
@@ -21,8 +22,7 @@ from fvc_dagster.lib.embeddings import (
     embedding_network,
     fit_xgboost,
 )
-from fvc_dagster.lib.models import WeightsMissing, build_model, list_models
-from fvc_dagster.lib.training import assign_clips
+from fvc_dagster.lib.training.fold_data import assign_clips
 
 WIDTHS = {"pretrained_inception": 512, "i3d": 2048, "r2plus1d": 512, "vit_gru": 256,
           "vit_transformer": 768}  # fmt: skip

@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fvc_dagster.lib.ensemble import (
+from fvc_dagster.lib.training.ensemble import (
     BaseLearner,
     NonNegativeLogistic,
     stack_fold,
     tabular_learner,
 )
-from fvc_dagster.lib.training import assign_clips, fit_leaks
+from fvc_dagster.lib.training.fold_data import assign_clips, fit_leaks
 
 N_FOLDS = 4
 FEATURES = ["signal", "noise"]

@@ -1,4 +1,4 @@
-"""Tests for fvc_dagster.lib.features (small synthetic clips, no I/O)."""
+"""Tests for fvc_dagster.lib.features.forensic (small synthetic clips, no I/O)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fvc_dagster.lib import features as F
-from fvc_dagster.lib.features import (
+from fvc_dagster.lib.features import forensic as F
+from fvc_dagster.lib.features.forensic import (
     HANDCRAFTED_FEATURES,
     SCALED_FEATURES,
     CodecCues,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_vae
-from fvc_dagster.lib.scaling import (
+from fvc_dagster.lib.clips.scaling import (
     TARGET_SIZE,
     ScaledClip,
     VaeScaler,

@@ -13,11 +13,11 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import Dataset
 
-from fvc_dagster.lib import trainer as trainer_module
-from fvc_dagster.lib.clip_data import ClipDataset, normaliser
-from fvc_dagster.lib.clipstore import write_clip
+from fvc_dagster.lib.clips.store import write_clip
 from fvc_dagster.lib.models import build_model
-from fvc_dagster.lib.trainer import TrainConfig, _amp_plan, fit, load_best, lr_lambda
+from fvc_dagster.lib.training import trainer as trainer_module
+from fvc_dagster.lib.training.clip_data import ClipDataset, normaliser
+from fvc_dagster.lib.training.trainer import TrainConfig, _amp_plan, fit, load_best, lr_lambda
 
 # Metrics that depend on the clock, not on the numbers.
 TIMING = ("seconds", "train_seconds", "data_wait_share", "clips_per_s")

@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from fvc_dagster.lib.models import WeightsMissing, build_model, get_spec
-from fvc_dagster.lib.trainer import TrainConfig, fit
+from fvc_dagster.lib.training.trainer import TrainConfig, fit
 
 TINY_VIT = dict(image_size=32, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
 TINY_HF = dict(

@@ -3,14 +3,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fvc_dagster.lib.figures import metric_bars, rgb
-from fvc_dagster.lib.metrics import (
+from fvc_dagster.lib.evaluation.figures import metric_bars, rgb
+from fvc_dagster.lib.evaluation.metrics import (
     compare_models,
     comparison_markdown,
     fold_metrics_of,
     prediction_rows,
 )
-from fvc_dagster.lib.uncertainty import (
+from fvc_dagster.lib.evaluation.uncertainty import (
     _tie_tables,
     _weighted_aucs,
     bootstrap_roc_aucs,

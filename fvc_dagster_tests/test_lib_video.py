@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import write_video
-from fvc_dagster.lib.video import VideoError, probe_video, sample_frames, uniform_indices
+from fvc_dagster.lib.ingest.video import VideoError, probe_video, sample_frames, uniform_indices
 
 
 def test_uniform_indices_span_first_to_last_frame():

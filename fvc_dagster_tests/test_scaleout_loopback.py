@@ -1,8 +1,9 @@
 """The scale-out profile on loopback: Postgres (instance and MLflow stores), Redis (Celery
 broker), an MLflow tracking server, two Celery workers and the Parquet warehouse, all real
-processes on 127.0.0.1 (`fvc_dagster.loopback`). A batch of tiny videos, then one training fold,
-run through the Celery executor. Steps run on both workers, steps of the same pool never overlap,
-the warehouse holds every partition's rows and every MLflow run ends FINISHED on the server.
+processes on 127.0.0.1 (`fvc_dagster.local.loopback`). A batch of tiny videos, then one training
+fold, run through the Celery executor. Steps run on both workers, steps of the same pool
+never overlap, the warehouse holds every partition's rows and every MLflow run ends FINISHED on
+the server.
 
 Needs Debian's `postgresql` and `redis-server` (`.ci/run` installs them) and the `scaleout`
 extra; skips, saying why, without them."""
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fvc_dagster.loopback import (
+from fvc_dagster.local.loopback import (
     REPO,
     Loopback,
     deployment,
@@ -194,8 +195,8 @@ def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path):
     import duckdb
 
     from fvc_dagster.defs.partitions import partition_range_tags
-    from fvc_dagster.lib.corpus import CorpusSpec, generate_corpus
     from fvc_dagster.lib.parquet_warehouse import read_table, write_view_database
+    from fvc_dagster.local.corpus import CorpusSpec, generate_corpus
 
     env, instance = loopback.env, loopback.instance
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"

@@ -11,8 +11,8 @@ import dagster as dg
 import pandas as pd
 
 from fvc_dagster.defs.partitions import folds_partitions, video_backfill_policy, videos_partitions
-from fvc_dagster.lib.archives import ArchiveError
-from fvc_dagster.lib.video import VideoError
+from fvc_dagster.lib.ingest.archives import ArchiveError
+from fvc_dagster.lib.ingest.video import VideoError
 
 T = TypeVar("T")
 FAILED_VIDEOS_KEY = "failed_videos"

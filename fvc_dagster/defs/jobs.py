@@ -4,9 +4,10 @@ networks on request, the champion and its scores."""
 import dagster as dg
 
 from fvc_dagster.defs.partitions import folds_partitions, videos_partitions
-from fvc_dagster.defs.training.embeddings import EMBEDDING_MODELS
+from fvc_dagster.lib.models import REGISTRY
 
 PER_VIDEO_GROUPS = ("ingest", "clips", "features")
+EMBEDDING_MODELS = [name for name, spec in REGISTRY.items() if spec.family == "embedding"]
 # What a newly trained network changes: the stacking, the predictions, metrics and comparison.
 NETWORK_DOWNSTREAM = (
     "ensemble", "fold_predictions", "fold_metrics", "model_comparison",

@@ -11,8 +11,13 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from fvc_dagster.lib.archives import DEFAULT_LABEL_MAP, ArchiveLimits, InboxIndex, index_inbox
-from fvc_dagster.lib.scaling import ScaledClip, VaeScaler, letterbox
+from fvc_dagster.lib.clips.scaling import ScaledClip, VaeScaler, letterbox
+from fvc_dagster.lib.ingest.archives import (
+    DEFAULT_LABEL_MAP,
+    ArchiveLimits,
+    InboxIndex,
+    index_inbox,
+)
 
 
 class FvcStorage(dg.ConfigurableResource):
@@ -125,17 +130,17 @@ class MlflowTracking(dg.ConfigurableResource):
         return MlflowClient(self.tracking_uri)
 
     def fit_videos(self, run_id: str) -> dict[str, list[str]]:
-        """The videos a fold run's fit used, by role (`lib.tracking.log_fit_videos`)."""
+        """The videos a fold run's fit used, by role (`lib.training.tracking.log_fit_videos`)."""
         import mlflow
 
-        from fvc_dagster.lib.tracking import FIT_VIDEOS
+        from fvc_dagster.lib.training.tracking import FIT_VIDEOS
 
         mlflow.set_tracking_uri(self.tracking_uri)
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{FIT_VIDEOS}")
 
     def load_champion(self):
         """The registered champion (pyfunc model) and its model version."""
-        from fvc_dagster.lib.serving import load_champion
+        from fvc_dagster.lib.serving.mlflow_registry import load_champion
 
         return load_champion(self.tracking_uri)
 

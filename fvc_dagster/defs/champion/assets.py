@@ -19,12 +19,12 @@ from fvc_dagster.defs.batching import (
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage, MlflowTracking
 from fvc_dagster.defs.training.assets import CLIP_FEATURES, clip_features
-from fvc_dagster.lib.clips import ORIGINAL
-from fvc_dagster.lib.clipstore import read_clip
-from fvc_dagster.lib.metrics import comparison_markdown
+from fvc_dagster.lib.clips.store import read_clip
+from fvc_dagster.lib.clips.video_clips import ORIGINAL
+from fvc_dagster.lib.evaluation.metrics import comparison_markdown
 from fvc_dagster.lib.models import get_spec
-from fvc_dagster.lib.scoring import VideoInput
-from fvc_dagster.lib.serving import (
+from fvc_dagster.lib.serving.detector import VideoInput
+from fvc_dagster.lib.serving.mlflow_registry import (
     ALIAS,
     REGISTERED_MODEL,
     champion_version,
@@ -87,7 +87,7 @@ def champion_model(
     registered as a new version of `fvc-detector` with the alias `champion` and its lineage
     (code version and commit, training-data fingerprint, CV metrics, Dagster run id). Nothing
     is registered when the champion's lineage has not changed."""
-    from fvc_dagster.lib.champion import (
+    from fvc_dagster.lib.serving.champion import (
         code_lineage,
         labelled_clips,
         network_settings,

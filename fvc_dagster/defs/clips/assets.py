@@ -9,9 +9,9 @@ from fvc_dagster.defs.batching import (
     per_video_asset,
     rows_by_video,
 )
-from fvc_dagster.defs.previews import clip_preview
+from fvc_dagster.defs.clips.previews import clip_preview
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage
-from fvc_dagster.lib.clips import make_clips, parallel_map, scale_clip
+from fvc_dagster.lib.clips.video_clips import make_clips, parallel_map, scale_clip
 
 
 @per_video_asset(group_name="clips", kinds={"duckdb", "video"})

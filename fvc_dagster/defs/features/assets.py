@@ -10,7 +10,8 @@ from fvc_dagster.defs.batching import (
     row_counts,
     rows_by_video,
 )
-from fvc_dagster.lib.clips import clip_feature_row, codec_cues, parallel_map, scaled_feature_row
+from fvc_dagster.lib.clips.video_clips import parallel_map
+from fvc_dagster.lib.features.rows import clip_feature_row, codec_cues, scaled_feature_row
 
 
 def _per_clip(

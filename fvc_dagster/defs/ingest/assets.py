@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from fvc_dagster.defs.batching import add_video_metadata, for_each_video, per_video_asset
 from fvc_dagster.defs.resources import VideoInbox
 from fvc_dagster.defs.warehouse import existing_table
-from fvc_dagster.lib.ingest import SOURCE_VIDEO_COLUMNS, RegisteredSource, ingest_video
+from fvc_dagster.lib.ingest.extraction import SOURCE_VIDEO_COLUMNS, RegisteredSource, ingest_video
 
 
 def _registered_sources(warehouse: DuckDBResource) -> dict[str, RegisteredSource]:

@@ -17,7 +17,7 @@ from fvc_dagster.defs.partitions import (
     videos_partitions,
 )
 from fvc_dagster.defs.resources import VideoInbox
-from fvc_dagster.lib.registry import ScanState, contiguous_batches, plan_scan
+from fvc_dagster.lib.ingest.inbox import ScanState, contiguous_batches, plan_scan
 
 
 def batch_run_requests(

@@ -15,15 +15,8 @@ from fvc_dagster.defs.training.embeddings import (
 )
 from fvc_dagster.defs.training.networks import NETWORKS, network_asset_name, network_assets
 from fvc_dagster.defs.warehouse import existing_table
-from fvc_dagster.lib.clipstore import png_markdown
-from fvc_dagster.lib.ensemble import (
-    BaseLearner,
-    embedding_learner,
-    stack_fold,
-    tabular_learner,
-)
-from fvc_dagster.lib.features import HANDCRAFTED_FEATURES, SCALED_FEATURES
-from fvc_dagster.lib.metrics import (
+from fvc_dagster.lib.clips.store import png_markdown
+from fvc_dagster.lib.evaluation.metrics import (
     PREDICTION_COLUMNS,
     compare_models,
     comparison_markdown,
@@ -31,9 +24,17 @@ from fvc_dagster.lib.metrics import (
     prediction_rows,
     scores_markdown,
 )
+from fvc_dagster.lib.features.forensic import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.models import REGISTRY, TABULAR_MODELS
-from fvc_dagster.lib.splits import assign_folds, videos_keeping_their_fold
-from fvc_dagster.lib.training import assign_clips, fold_data, train_fold
+from fvc_dagster.lib.training.ensemble import (
+    BaseLearner,
+    embedding_learner,
+    stack_fold,
+    tabular_learner,
+)
+from fvc_dagster.lib.training.fold_data import assign_clips, fold_data
+from fvc_dagster.lib.training.folds import assign_folds, videos_keeping_their_fold
+from fvc_dagster.lib.training.tabular import train_fold
 
 FOLD_SEED = 0
 # Runs when upstream data changes, without waiting for videos that failed ingestion. Unlike
@@ -144,7 +145,7 @@ def build_baseline_asset(model: str) -> dg.AssetsDefinition:
         scaled_features: pd.DataFrame,
         mlflow: MlflowTracking,
     ) -> pd.DataFrame:
-        from fvc_dagster.lib.tracking import log_fold_figure, log_fold_run
+        from fvc_dagster.lib.training.tracking import log_fold_figure, log_fold_run
 
         features = clip_features(handcrafted_features, scaled_features)
         rows = []
@@ -202,7 +203,7 @@ def ensemble_learners(warehouse: DuckDBResource, features: pd.DataFrame) -> list
     trained = [m for m in EMBEDDING_MODELS if existing_table(warehouse, embedding_asset_name(m))
                is not None]  # fmt: skip
     if trained:
-        from fvc_dagster.lib.embeddings import backbone_embeddings
+        from fvc_dagster.lib.training.embeddings import backbone_embeddings
 
         stored = existing_table(warehouse, "clip_embeddings")
         for model in trained:
@@ -232,8 +233,8 @@ def ensemble(
 ) -> pd.DataFrame:
     """One row per validation clip of each fold: the stacked P(fake) of the baselines and the
     trained embedding models, every learner and the non-negative meta-learner fit inside the
-    fold's training folds (lib/ensemble.py)."""
-    from fvc_dagster.lib.tracking import log_fold_figure, log_stacking_run
+    fold's training folds (lib/training/ensemble.py)."""
+    from fvc_dagster.lib.training.tracking import log_fold_figure, log_stacking_run
 
     learners = ensemble_learners(warehouse, clip_features(handcrafted_features, scaled_features))
     rows, weights = [], {}
@@ -323,8 +324,8 @@ def model_comparison(
     bootstrap interval and its chance band (`above_chance`: the interval clears it), ranked
     above-chance models first; its figures (pooled ROC-AUC with interval and band, ROC curves,
     confusion matrices) in the UI and in an MLflow run of `fvc-comparison`."""
-    from fvc_dagster.lib.figures import confusion_matrices, metric_bars, rgb, roc_curves
-    from fvc_dagster.lib.tracking import log_figure
+    from fvc_dagster.lib.evaluation.figures import confusion_matrices, metric_bars, rgb, roc_curves
+    from fvc_dagster.lib.training.tracking import log_figure
 
     cascades = cv_folds[["video_id", "dup_group"]]
     table = compare_models(

@@ -13,8 +13,8 @@ from fvc_dagster.defs.training.assets import baseline_assets, cv_folds, ensemble
 from fvc_dagster.defs.training.embeddings import embedding_model_assets
 from fvc_dagster.defs.training.networks import network_assets
 from fvc_dagster.defs.warehouse import existing_table
-from fvc_dagster.lib.splits import folds_missing_a_class, groups_in_several_folds
-from fvc_dagster.lib.training import TRAIN, clip_owners, fit_leaks, leak_report
+from fvc_dagster.lib.training.fold_data import TRAIN, clip_owners, fit_leaks, leak_report
+from fvc_dagster.lib.training.folds import folds_missing_a_class, groups_in_several_folds
 
 
 @dg.asset_check(asset=cv_folds, blocking=True)

@@ -19,7 +19,7 @@ from fvc_dagster.defs.batching import (
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.warehouse import existing_table
-from fvc_dagster.lib.metrics import prediction_rows, scores_markdown
+from fvc_dagster.lib.evaluation.metrics import prediction_rows, scores_markdown
 from fvc_dagster.lib.models import REGISTRY
 from fvc_dagster.lib.models.registry import EMBEDDING_BACKBONES
 
@@ -75,7 +75,7 @@ def clip_embeddings(
 ) -> pd.DataFrame:
     """One row per clip and backbone: the scaled clip's embedding (FLOAT[]) by the backbone's
     frozen trunk, with the weights and clip size it was computed with."""
-    from fvc_dagster.lib.embeddings import clip_embedders
+    from fvc_dagster.lib.training.embeddings import clip_embedders
 
     embedders = clip_embedders(
         config.backbones, config.weights, config.frames, config.pixels, config.batch_size
@@ -124,8 +124,12 @@ def build_embedding_model_asset(model: str) -> dg.AssetsDefinition:
         clip_embeddings: pd.DataFrame,
         mlflow: MlflowTracking,
     ) -> pd.DataFrame:
-        from fvc_dagster.lib.embeddings import backbone_embeddings, embedding_fold, fit_xgboost
-        from fvc_dagster.lib.tracking import log_embedding_fold, log_fold_figure
+        from fvc_dagster.lib.training.embeddings import (
+            backbone_embeddings,
+            embedding_fold,
+            fit_xgboost,
+        )
+        from fvc_dagster.lib.training.tracking import log_embedding_fold, log_fold_figure
 
         embeddings, setting = backbone_embeddings(clip_embeddings, backbone)
         rows = []

@@ -9,8 +9,8 @@ from pydantic import Field
 from fvc_dagster.defs.batching import per_fold_asset
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
-from fvc_dagster.lib.augment import NETWORK_AUGMENTATIONS
-from fvc_dagster.lib.metrics import fold_scores, prediction_rows, scores_markdown
+from fvc_dagster.lib.clips.augment import NETWORK_AUGMENTATIONS
+from fvc_dagster.lib.evaluation.metrics import fold_scores, prediction_rows, scores_markdown
 from fvc_dagster.lib.models import list_models
 
 NETWORKS = list_models(networks_only=True)
@@ -89,13 +89,13 @@ def build_network_asset(model: str) -> dg.AssetsDefinition:
         storage: FvcStorage,
         mlflow: MlflowTracking,
     ) -> pd.DataFrame:
-        from fvc_dagster.lib.network_training import (
+        from fvc_dagster.lib.training.networks import (
             checkpoint_dir,
             fold_clips,
             plan_network,
             train_network,
         )
-        from fvc_dagster.lib.tracking import (
+        from fvc_dagster.lib.training.tracking import (
             log_epoch,
             log_fold_figure,
             log_network_params,

@@ -35,7 +35,8 @@ class ModelSpec:
     """A registry row. `input`: "features" (tabular), "clip" (B, 3, T, H, W), "clip+box" (also
     the content boxes, see `BoxPooled`), "clip+flow" (also the flow, see `TwoStream`) or
     "embedding" (XGBoost on the clip embeddings of the frozen trunk of the network
-    `options["backbone"]`, see `lib.embeddings`); `frames` x `pixels` the default clip size;
+    `options["backbone"]`, see `lib.training.embeddings`);
+    `frames` x `pixels` the default clip size;
     `builder` names "module:function" in this package (imported when used, so the table costs
     no torch import): `function(state_dict | None, **options)` makes the network (for
     "embedding" rows the frozen trunk), or for tabular rows `function(**options, seed=...)` the
@@ -207,7 +208,8 @@ def build_model(
         raise ValueError(
             f"{name!r} is an XGBoost model on the clip embeddings of the frozen {backbone} trunk, "
             f"not a network to train: materialize clip_embeddings (backbone {backbone}), then "
-            f"the asset {name}; lib.embeddings.embedding_network({backbone!r}) is the trunk"
+            f"the asset {name}; lib.training.embeddings.embedding_network({backbone!r}) is the "
+            "trunk"
         )
     return _build(spec, weights, weights_file, overrides)
 

@@ -1,0 +1,178 @@
+"""Binary classification metrics for one fold, their mean and spread across folds, and the
+uncertainty of each model's pooled held-out ROC-AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fvc_dagster.lib.evaluation.uncertainty import score_uncertainty
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+# What `compare_models` adds from the pooled held-out predictions (`lib.evaluation.uncertainty`).
+UNCERTAINTY_COLUMNS = [
+    "roc_auc_pooled",
+    "roc_auc_low",
+    "roc_auc_high",
+    "chance_band",
+    "above_chance",
+]
+# The `weights` of a model that has no pretrained or random initial weights (the baselines).
+NO_WEIGHTS = "-"
+
+
+def fold_scores(
+    y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
+    """Metrics of fake (1) vs real (0) from scores in [0, 1]; AUCs are NaN for a one-class fold."""
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = (np.asarray(y_score) >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    two_classes = len(np.unique(y_true)) == 2
+    return {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "precision": skm.precision_score(y_true, y_pred, zero_division=0),
+        "recall": skm.recall_score(y_true, y_pred, zero_division=0),
+        "f1": skm.f1_score(y_true, y_pred, zero_division=0),
+        "roc_auc": skm.roc_auc_score(y_true, y_score) if two_classes else float("nan"),
+        "pr_auc": skm.average_precision_score(y_true, y_score) if two_classes else float("nan"),
+        "tn": int(tn),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tp": int(tp),
+    }
+
+
+# A model's held-out prediction for one validation clip of one fold: what `fold_predictions`
+# holds and every fold metric is computed from.
+PREDICTION_COLUMNS = [
+    "model", "weights", "fold", "video_id", "clip_id", "label", "probability", "n_train",
+    "mlflow_run_id",
+]  # fmt: skip
+
+
+def prediction_rows(
+    model: str,
+    fold: str,
+    clips: pd.DataFrame,
+    probabilities: np.ndarray,
+    n_train: int,
+    mlflow_run_id: str,
+    weights: str = NO_WEIGHTS,
+) -> pd.DataFrame:
+    """A model's P(fake) for each validation clip of a fold (`clips`: `video_id, clip_id,
+    label` in the order of `probabilities`), with what the fold was trained on."""
+    if len(clips) != len(probabilities):
+        raise ValueError(f"{model} fold {fold}: {len(probabilities)} scores for {len(clips)} clips")
+    table = clips[["video_id", "clip_id", "label"]].reset_index(drop=True)
+    return table.assign(
+        model=model,
+        weights=weights,
+        fold=fold,
+        probability=np.asarray(probabilities, dtype=float),
+        n_train=int(n_train),
+        mlflow_run_id=mlflow_run_id,
+    )[PREDICTION_COLUMNS]
+
+
+def fold_metrics_of(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per model, weights and fold: the metrics of its held-out predictions (1 = fake),
+    `n_train`, `n_validation` and its MLflow run."""
+    rows = []
+    for (model, weights, fold), part in predictions.groupby(["model", "weights", "fold"]):
+        scores = fold_scores((part["label"] == "fake").to_numpy(int), part["probability"])
+        rows.append(
+            {"model": model, "fold": fold, **scores, "n_train": int(part["n_train"].iloc[0]),
+             "n_validation": len(part), "mlflow_run_id": part["mlflow_run_id"].iloc[0],
+             "weights": weights}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def scores_markdown(predictions: pd.DataFrame) -> str:
+    """A model asset's per-fold metrics as markdown (MLflow run ids left out)."""
+    return fold_metrics_of(predictions).drop(columns="mlflow_run_id").to_markdown(index=False)
+
+
+def _uncertainty_rows(predictions: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    rows = []
+    for (model, weights), part in predictions.groupby(keys):
+        cascades = part["dup_group"].fillna(part["video_id"]).astype(str).to_numpy()
+        score = score_uncertainty((part["label"] == "fake").to_numpy(int), part["probability"],
+                                  cascades)  # fmt: skip
+        rows.append(
+            {"model": model, "weights": weights, "held_out_videos": part["video_id"].nunique(),
+             "held_out_cascades": len(set(cascades)), "roc_auc_pooled": score.roc_auc,
+             "roc_auc_low": score.low, "roc_auc_high": score.high, "chance_band": score.band,
+             "above_chance": score.above_chance}
+        )  # fmt: skip
+    return pd.DataFrame(rows).set_index(keys)
+
+
+def compare_models(fold_metrics: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and initial weights (random, pretrained, or `NO_WEIGHTS`): `folds`,
+    the held-out videos and cascades, mean and sample std (ddof=1, NaN for one fold) of every
+    metric over folds, and from `predictions` (`PREDICTION_COLUMNS` and `dup_group`) the
+    pooled held-out ROC-AUC with its 95% cascade bootstrap interval, the 95th percentile of
+    its cascade permutation chance band and `above_chance` (the interval's low end above the
+    band). Ranked (`rank`, 1 = best): models above chance first, then by mean ROC-AUC, ties
+    by model name (then weights)."""
+    keys = ["model", "weights"]
+    grouped = fold_metrics.groupby(keys)[list(METRICS)]
+    table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
+    table["folds"] = fold_metrics.groupby(keys)["fold"].nunique()
+    table = table.join(_uncertainty_rows(predictions, keys))
+    table["above_chance"] = table["above_chance"].astype("boolean").fillna(False).astype(bool)
+    ordered = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    table = (
+        table[["folds", "held_out_videos", "held_out_cascades", *ordered, *UNCERTAINTY_COLUMNS]]
+        .reset_index()
+        .sort_values(
+            ["above_chance", "roc_auc_mean", "model", "weights"],
+            ascending=[False, False, True, True],
+            na_position="last",
+        )
+        .reset_index(drop=True)
+        .round(4)
+    )
+    return table.assign(rank=range(1, len(table) + 1))
+
+
+def _number(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.3f}"
+
+
+def _verdict(row) -> str:
+    if pd.isna(row.roc_auc_low) or pd.isna(row.chance_band):
+        return "n/a"
+    return "yes" if row.above_chance else "no: inside chance band"
+
+
+def comparison_markdown(comparison: pd.DataFrame) -> str:
+    """The comparison in its order as an aligned markdown table: per model its folds,
+    held-out videos / cascades, every metric's mean ± std over folds, pooled ROC-AUC with its
+    95% cascade bootstrap interval, chance band, whether the interval clears the band, and
+    its initial weights."""
+    header = ["model", "folds", "videos / cascades", *METRICS, "pooled roc_auc [95% CI]",
+              "chance band", "above chance", "weights"]  # fmt: skip
+    rows = [
+        [r.model, str(r.folds), f"{r.held_out_videos} / {r.held_out_cascades}",
+         *(f"{_number(getattr(r, m + '_mean'))} ± {_number(getattr(r, m + '_std'))}"
+           for m in METRICS),
+         f"{_number(r.roc_auc_pooled)} [{_number(r.roc_auc_low)}, {_number(r.roc_auc_high)}]",
+         _number(r.chance_band), _verdict(r), str(r.weights)]
+        for r in comparison.itertuples()
+    ]  # fmt: skip
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+        for line in lines
+    )
+
+
+def base_model_name(model: str, weights: str) -> str:
+    """A model's name in figures: `model`, or `model[weights]` for a network."""
+    return model if weights == NO_WEIGHTS else f"{model}[{weights}]"

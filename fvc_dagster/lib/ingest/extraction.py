@@ -1,0 +1,77 @@
+"""One video from the inbox into the video store: extracted, checksummed, probed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from fvc_dagster.lib.ingest.archives import ArchiveLimits, InboxIndex, extract_member
+from fvc_dagster.lib.ingest.video import VideoError, packet_index_path, probe_video
+
+SOURCE_VIDEO_COLUMNS = (
+    "video_id", "archive", "member", "path", "sha256", "label", "raw_label", "platform",
+    "dup_group", "duration", "fps", "frame_count", "width", "height", "codec", "bitrate", "gop",
+    "rotation", "has_audio",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RegisteredSource:
+    """Where a video was extracted from before: it keeps that source on every re-run."""
+
+    archive: str
+    member: str
+    sha256: str
+
+
+def ingest_video(
+    index: InboxIndex,
+    video_id: str,
+    inbox: Path,
+    video_store: Path,
+    quarantine: Path,
+    password: str | None,
+    limits: ArchiveLimits,
+    label_map: Mapping[str, str],
+    registered: RegisteredSource | None = None,
+) -> dict:
+    """Extract a video from its archive into the store and return its `source_videos` row.
+
+    A video already ingested keeps its source (see `InboxIndex.source_of`), and its bytes must
+    be the ones it had: different bytes under its id are an ArchiveError naming both archives.
+    Its packet index is kept beside it, so sampling does not demux it again.
+    A video that does not probe is moved to the quarantine folder (nothing is lost) and a
+    VideoError naming the video, archive and member is raised.
+    """
+    entry = index.source_of(video_id, registered and (registered.archive, registered.member))
+    suffix = PurePosixPath(entry.member).suffix.lower()
+    destination = video_store / f"{video_id}{suffix}"
+    expected = registered and (
+        registered.sha256,
+        f"of video {video_id!r} ingested from '{registered.archive}' member '{registered.member}'",
+    )
+    sha256 = extract_member(
+        inbox / entry.archive, entry.member, destination, password, limits, expected=expected
+    )
+    try:
+        probe = probe_video(destination, name=video_id)
+    except VideoError as exc:
+        quarantine.mkdir(parents=True, exist_ok=True)
+        os.replace(destination, quarantine / destination.name)
+        raise VideoError(f"{exc} [archive {entry.archive!r}, member {entry.member!r}]") from None
+    probe.index.save(packet_index_path(destination))
+    meta = index.metadata.get(video_id, {})
+    return {
+        "video_id": video_id,
+        "archive": entry.archive,
+        "member": entry.member,
+        "path": str(destination),
+        "sha256": sha256,
+        "label": index.label_of(video_id, label_map),
+        "raw_label": meta.get("raw_label"),
+        "platform": meta.get("platform"),
+        "dup_group": meta.get("dup_group") or video_id,
+        **probe.as_row(),
+    }

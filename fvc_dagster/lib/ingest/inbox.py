@@ -1,0 +1,216 @@
+"""What an inbox scan should register: new videos, relabelled videos, and the new scan state.
+
+The state (the sensor's cursor) remembers each archive's stat and content fingerprint, so an
+unchanged archive is not reopened, a copy under another name adds nothing, and a grown archive
+adds only its new videos; where each registered video comes from, so a video keeps its source
+and a different file under its id is reported, never swapped in; and a hash of each registered
+video's metadata, so a fixed metadata archive re-labels exactly the videos whose metadata changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyzipper
+
+from fvc_dagster.lib.ingest.archives import (
+    ArchiveError,
+    ArchiveLimits,
+    ArchiveListing,
+    VideoEntry,
+    archive_paths,
+    conflicting_sources,
+    index_listings,
+    list_archive,
+)
+
+NO_METADATA = "-"
+
+
+@dataclass
+class ScanState:
+    """The sensor cursor: archive stats and fingerprints, where each registered video comes from,
+    per-video metadata hashes, and how many relabelling changes were seen."""
+
+    archives: dict[str, list] = field(default_factory=dict)  # name -> [size, mtime_ns, fingerprint]
+    metadata: dict[str, str] = field(default_factory=dict)  # video id -> metadata hash
+    sources: dict[str, list] = field(default_factory=dict)  # id -> [archive, member, size, crc]
+    relabels: int = 0
+
+    @classmethod
+    def from_cursor(cls, cursor: str | None) -> ScanState:
+        return cls(**json.loads(cursor)) if cursor else cls()
+
+    def to_cursor(self) -> str:
+        return json.dumps(
+            {
+                "archives": self.archives,
+                "metadata": self.metadata,
+                "sources": self.sources,
+                "relabels": self.relabels,
+            },
+            sort_keys=True,
+        )
+
+    @property
+    def fingerprints(self) -> set[str]:
+        return {entry[2] for entry in self.archives.values()}
+
+
+@dataclass
+class ScanPlan:
+    new_videos: list[str]  # in archive then member order
+    relabelled: list[str]  # registered videos whose metadata changed
+    read: list[str]  # archives whose listing was read
+    copies: list[str]  # archives identical to one already read
+    errors: list[ArchiveError]  # archives refused whole (retried on the next scan)
+    refused: list[ArchiveError]  # members refused one by one
+    conflicts: list[ArchiveError]  # different files under one video id: none is taken silently
+    duplicates: list[str]  # the same file under the same id in another archive (nothing to do)
+    merges: list[str]  # what merging metadata rows decided
+    skipped: list[tuple[str, str]]  # non-video members
+    state: ScanState
+
+
+def _metadata_hash(row: dict | None) -> str:
+    if not row:
+        return NO_METADATA
+    payload = json.dumps([row.get("raw_label"), row.get("dup_group"), row.get("platform")])
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _source(entry: VideoEntry) -> list:
+    return [entry.archive, entry.member, entry.size, entry.crc]
+
+
+def _judge_registered(
+    video_id: str, recorded: list, entries: list[VideoEntry]
+) -> tuple[list[str], list[ArchiveError]]:
+    """Members carrying an already registered video: copies of its source, or conflicts."""
+    archive, member, *content = recorded
+    duplicates, conflicts = [], []
+    for entry in entries:
+        if [entry.archive, entry.member] == [archive, member] and list(entry.content) == content:
+            continue  # its own source, read again (a grown archive)
+        if list(entry.content) == content:
+            duplicates.append(
+                f"video {video_id!r} in archive '{entry.archive}': a copy of its source "
+                f"'{archive}' member '{member}'"
+            )
+        else:
+            conflicts.append(
+                ArchiveError(
+                    entry.archive,
+                    f"video {video_id!r} is registered from '{archive}' member '{member}', and "
+                    "this file under the same id differs; it is ignored (remove or rename it)",
+                    entry.member,
+                )
+            )
+    return duplicates, conflicts
+
+
+def plan_scan(
+    inbox: Path,
+    state: ScanState,
+    registered: Iterable[str],
+    password: str | None = None,
+    limits: ArchiveLimits = ArchiveLimits(),
+) -> ScanPlan:
+    """Read the archives that changed since `state` and decide what to register and re-run.
+
+    A registered video keeps its source: the same file under its id in another archive is a
+    copy, a different file is a conflict naming both archives. A new id carried by different
+    files is registered from none of them, and their archives are read again on the next scan.
+    """
+    registered = set(registered)
+    new_state = ScanState(
+        dict(state.archives), dict(state.metadata), dict(state.sources), state.relabels
+    )
+    known_fingerprints = state.fingerprints
+    listings: list[ArchiveListing] = []
+    read, copies, errors = [], [], []
+    for path in archive_paths(inbox):
+        stat = path.stat()
+        previous = state.archives.get(path.name)
+        if previous and previous[:2] == [stat.st_size, stat.st_mtime_ns]:
+            continue
+        try:
+            listing = list_archive(path, password, limits, known_fingerprints)
+        except (ArchiveError, pyzipper.BadZipFile, OSError) as exc:
+            errors.append(
+                exc
+                if isinstance(exc, ArchiveError)
+                else ArchiveError(path.name, f"unreadable ({exc})")
+            )
+            continue
+        (copies if listing.copy else read).append(path.name)
+        if not listing.copy:
+            listings.append(listing)
+        new_state.archives[path.name] = [stat.st_size, stat.st_mtime_ns, listing.fingerprint]
+        known_fingerprints.add(listing.fingerprint)
+    index = index_listings(listings)
+    new_videos, duplicates, conflicts = [], [], []
+    for video_id, entries in index.videos.items():
+        if video_id in state.sources:
+            found, refused = _judge_registered(video_id, state.sources[video_id], entries)
+            duplicates += found
+            conflicts += refused
+        elif video_id in registered:  # registered before sources were recorded: the baseline
+            new_state.sources[video_id] = _source(entries[0])
+        elif conflict := conflicting_sources(video_id, entries):
+            conflicts.append(conflict)
+            for entry in entries:
+                new_state.archives.pop(entry.archive, None)
+        else:
+            new_videos.append(video_id)
+            new_state.sources[video_id] = _source(entries[0])
+            duplicates += _judge_registered(video_id, _source(entries[0]), entries[1:])[0]
+    relabelled = []
+    for video_id in new_videos:
+        new_state.metadata[video_id] = _metadata_hash(index.metadata.get(video_id))
+    for video_id, row in index.metadata.items():
+        if video_id not in registered:
+            continue
+        digest = _metadata_hash(row)
+        if video_id in state.metadata and digest != state.metadata[video_id]:
+            relabelled.append(video_id)
+        new_state.metadata[video_id] = digest  # without an earlier hash this is the baseline
+    if relabelled:
+        new_state.relabels += 1
+    return ScanPlan(
+        new_videos=new_videos,
+        relabelled=sorted(relabelled),
+        read=read,
+        copies=copies,
+        errors=errors,
+        refused=index.refused,
+        conflicts=conflicts,
+        duplicates=duplicates,
+        merges=index.merges,
+        skipped=index.skipped,
+        state=new_state,
+    )
+
+
+def contiguous_batches(
+    ordered_keys: Sequence[str], selected: Iterable[str], batch_size: int
+) -> list[tuple[str, str]]:
+    """(first, last) key ranges covering `selected`, contiguous in `ordered_keys`, at most
+    `batch_size` keys each: the shape of a partition-range run."""
+    wanted = set(selected)
+    ranges: list[tuple[str, str]] = []
+    run: list[str] = []
+    for key in ordered_keys:
+        if key in wanted and len(run) < batch_size:
+            run.append(key)
+            continue
+        if run:
+            ranges.append((run[0], run[-1]))
+        run = [key] if key in wanted else []
+    if run:
+        ranges.append((run[0], run[-1]))
+    return ranges

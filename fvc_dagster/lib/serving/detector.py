@@ -1,0 +1,227 @@
+"""A fitted model as a detector of fake videos: a video file in, P(fake) out, through the
+pipeline's own code.
+
+`video_input` runs what the per-video assets run on a video, for its original clip only: probe
+(PyAV), K uniformly sampled frames (the original clip, at the video's own size), the 15
+handcrafted features with the source's codec cues, the clip scaled into the 256-pixel canvas
+(letterbox, or the VAE when the model was trained on VAE-scaled clips), and the 8 scaled-clip
+features. A `Detector` scores those inputs, or the same
+rows read back from the warehouse (`video_scores` does), with a tabular baseline or a video
+network. `Detector.save` writes a folder (a JSON description and the model's file, never a
+pickle) that `Detector.load` reads back in a process that has only this package's library.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from fvc_dagster.lib.clips.scaling import ScaledClip, letterbox
+from fvc_dagster.lib.features.forensic import handcrafted_features, scaled_features
+from fvc_dagster.lib.features.rows import codec_cues
+from fvc_dagster.lib.ingest.video import probe_video, sample_frames
+
+if TYPE_CHECKING:
+    from torch import nn
+
+DESCRIPTION = "detector.json"
+THRESHOLD = 0.5  # P(fake) at or above which a video is labelled fake, as in the CV metrics
+
+
+@dataclass
+class VideoInput:
+    """What a detector reads of one video: the features of its original clip, that clip
+    scaled into its canvas (frames and content box) and the clip itself (native frames)."""
+
+    features: dict[str, float]
+    scaled_frames: np.ndarray | None
+    content_box: tuple[int, int, int, int] | None
+    native_frames: np.ndarray | None = None
+
+
+def video_input(
+    path: str | Path, frames_per_clip: int, scaling: str = "letterbox", vae_weights_dir=None
+) -> VideoInput:
+    """The detector input of a video file, computed as the per-video assets compute it."""
+    path = Path(path)
+    probe = probe_video(path, name=path.name)
+    clip = sample_frames(path, frames_per_clip, name=path.name, index=probe.index)
+    features = handcrafted_features(clip, codec_cues(probe.as_row()))
+    scaled = _scaler(scaling, vae_weights_dir)(clip)
+    x, y, w, h = scaled.content_box
+    features |= scaled_features(
+        scaled.frames,
+        original_size=scaled.original_size,
+        scaled_size=(w, h),
+        content_box=scaled.content_box,
+    )
+    return VideoInput(features, scaled.frames, scaled.content_box, clip)
+
+
+def _scaler(method: str, vae_weights_dir) -> Any:
+    if method == "letterbox":
+        return letterbox
+    if method == "vae":
+        from fvc_dagster.lib.clips.scaling import VaeScaler
+
+        vae = VaeScaler.from_directory(vae_weights_dir)
+        return lambda clip: _no_fallback(vae.scale(clip))
+    raise ValueError(f"unknown scaling method {method!r}")
+
+
+def _no_fallback(scaled: ScaledClip) -> ScaledClip:
+    if scaled.method != "vae":
+        raise RuntimeError(f"the VAE could not scale the clip: {scaled.fallback_reason}")
+    return scaled
+
+
+@dataclass
+class Detector:
+    """A fitted model and what it needs to score a video. `kind` "features" (a tabular
+    pipeline over `feature_names`) or "clip" (a network over `frames` x `pixels` clips of
+    registry `input` "clip" or "clip+box", reading the `source` it was trained on: "native"
+    windows of the original clip or the "scaled" clip); `frames_per_clip` and `scaling` are
+    the pipeline settings the model was trained with."""
+
+    model_name: str
+    kind: str
+    estimator: Any = field(repr=False)
+    frames_per_clip: int
+    scaling: str = "letterbox"
+    feature_names: list[str] = field(default_factory=list)
+    frames: int | None = None
+    pixels: int | None = None
+    source: str = "scaled"
+    threshold: float = THRESHOLD
+
+    def probabilities(self, inputs: Sequence[VideoInput]) -> np.ndarray:
+        """P(fake) of each input."""
+        if not inputs:
+            return np.empty(0)
+        if self.kind == "features":
+            return self.feature_probabilities(pd.DataFrame([i.features for i in inputs]))
+        return self._clip_probabilities(inputs)
+
+    def feature_probabilities(self, rows: pd.DataFrame) -> np.ndarray:
+        """P(fake) of feature rows (columns `feature_names`), e.g. read from the warehouse."""
+        missing = [n for n in self.feature_names if n not in rows]
+        if missing:
+            raise KeyError(f"{self.model_name}: feature rows lack {missing}")
+        x = rows[self.feature_names].to_numpy(float)
+        return self.estimator.predict_proba(x)[:, 1]
+
+    def _clip_probabilities(self, inputs: Sequence[VideoInput]) -> np.ndarray:
+        import torch
+
+        from fvc_dagster.lib.models import get_spec
+        from fvc_dagster.lib.training.clip_data import ClipDataset, normaliser
+        from fvc_dagster.lib.training.trainer import call_model
+
+        spec = get_spec(self.model_name)
+        if self.source == "native":
+            rows = [{"frames": i.native_frames, "label": 0.0} for i in inputs]
+        else:
+            rows = [{"frames": i.scaled_frames, "label": 0.0, **_box_columns(i.content_box)}
+                    for i in inputs]  # fmt: skip
+        dataset = ClipDataset.for_input(
+            rows, spec.input, self.frames, self.pixels, source=self.source, cache_clips=False
+        )
+        batch = _collate(dataset)
+        self.estimator.eval()
+        with torch.no_grad():
+            prepared = normaliser(spec.family)(batch)
+            logits = call_model(self.estimator, prepared, _input_keys(spec.input))
+        return torch.sigmoid(logits.float()).reshape(-1).numpy()
+
+    def labels(self, probabilities: np.ndarray) -> list[str]:
+        return ["fake" if p >= self.threshold else "real" for p in probabilities]
+
+    def score_paths(self, paths: Iterable[str | Path]) -> pd.DataFrame:
+        """One row per path: `path, probability_fake, label, error`; a file that cannot be
+        scored gets its error (naming it) and no probability, and the others are scored."""
+        rows = []
+        for path in paths:
+            try:
+                p = float(self.probabilities([video_input(path, self.frames_per_clip,
+                                                          self.scaling)])[0])  # fmt: skip
+                rows.append({"path": str(path), "probability_fake": p,
+                             "label": self.labels([p])[0], "error": None})  # fmt: skip
+            except Exception as exc:  # one bad file is that file's result, not the batch's
+                rows.append({"path": str(path), "probability_fake": np.nan, "label": None,
+                             "error": f"{path}: {type(exc).__name__}: {exc}"})  # fmt: skip
+        return pd.DataFrame(rows, columns=["path", "probability_fake", "label", "error"])
+
+    def description(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("estimator")
+        return out
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the detector into `folder` (created): `detector.json` and the model file."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        description = self.description()
+        if self.kind == "features":
+            import skops.io
+
+            skops.io.dump(self.estimator, folder / "model.skops")
+            untrusted = skops.io.get_untrusted_types(file=folder / "model.skops")
+            description["trusted_types"] = sorted(untrusted)
+        else:
+            import torch
+
+            torch.save(self.estimator.state_dict(), folder / "model.pt")
+        (folder / DESCRIPTION).write_text(json.dumps(description, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Detector:
+        folder = Path(folder)
+        description = json.loads((folder / DESCRIPTION).read_text())
+        trusted = description.pop("trusted_types", [])
+        if description["kind"] == "features":
+            import skops.io
+
+            file = folder / "model.skops"
+            unexpected = set(skops.io.get_untrusted_types(file=file)) - set(trusted)
+            if unexpected:
+                raise ValueError(f"{file} holds types it was not saved with: {sorted(unexpected)}")
+            estimator = skops.io.load(file, trusted=trusted)
+        else:
+            estimator = _load_network(description, folder / "model.pt")
+        return cls(estimator=estimator, **description)
+
+
+def _load_network(description: dict[str, Any], file: Path) -> nn.Module:
+    import torch
+
+    from fvc_dagster.lib.models import build_model, get_spec
+    from fvc_dagster.lib.training.clip_data import model_options
+
+    name = description["model_name"]
+    model = build_model(name, **model_options(get_spec(name).input, description["pixels"]))
+    model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _box_columns(box: tuple[int, int, int, int]) -> dict[str, int]:
+    x, y, w, h = box
+    return {"content_x": x, "content_y": y, "scaled_width": w, "scaled_height": h}
+
+
+def _input_keys(model_input: str) -> tuple[str, ...]:
+    from fvc_dagster.lib.training.clip_data import INPUT_KEYS
+
+    return INPUT_KEYS[model_input]
+
+
+def _collate(dataset) -> dict:
+    from torch.utils.data import default_collate
+
+    return default_collate([dataset[i] for i in range(len(dataset))])

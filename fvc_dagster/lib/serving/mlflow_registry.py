@@ -1,0 +1,111 @@
+"""The detector as an MLflow pyfunc model in the Model Registry: `fvc-detector@champion`.
+
+Its input is a DataFrame with a `path` column of video files; its output one row per path with
+`probability_fake`, `label` and `error` (the one-line reason a file could not be scored). It
+carries this package's code (`code_paths`), so `mlflow.pyfunc.load_model` and
+`mlflow models predict/serve --env-manager local` run the pipeline's library in any process
+that has the requirements installed; nothing there imports Dagster. The pyfunc class
+(`DetectorModel`) is in `lib/serving/pyfunc_model.py`, the file logged as the model; MLflow
+is imported where used here, so loading the code location does not import it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from fvc_dagster.lib.serving.detector import Detector
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+REGISTERED_MODEL = "fvc-detector"
+ALIAS = "champion"
+# What scoring imports, pinned to the versions the detector was built with.
+REQUIREMENTS = (
+    "numpy", "pandas", "scipy", "scikit-learn", "xgboost", "skops", "av",
+    "opencv-python-headless", "threadpoolctl", "torch", "torchvision", "pytorchvideo",
+)  # fmt: skip
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
+
+
+def requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS]
+
+
+def champion_version(client: MlflowClient, name: str = REGISTERED_MODEL):
+    """The model version holding the alias `champion`, or None."""
+    import mlflow
+
+    try:
+        return client.get_model_version_by_alias(name, ALIAS)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def same_lineage(version, tags: dict[str, str], keys: Iterable[str]) -> bool:
+    """Whether a registered model version carries the same `keys` of `tags`."""
+    return version is not None and all(version.tags.get(k) == tags[k] for k in keys)
+
+
+def register_detector(
+    detector: Detector, tags: dict[str, str], name: str = REGISTERED_MODEL
+) -> str:
+    """Log `detector` as a pyfunc model in the active MLflow run, register it as a new version
+    of `name` carrying `tags`, move the alias `champion` to it, and return the version."""
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"path": ["video.mp4"]})
+    output = pd.DataFrame(
+        {"path": ["video.mp4"], "probability_fake": [0.5], "label": ["fake"], "error": [""]}
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = detector.save(Path(tmp) / "detector")
+        mlflow.log_params(_loggable(detector.description()))
+        info = mlflow.pyfunc.log_model(
+            name="detector",
+            python_model=str(PACKAGE_DIR / "lib" / "serving" / "pyfunc_model.py"),
+            artifacts={"detector": str(folder)},
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=requirements(),
+            signature=infer_signature(example, output),
+            input_example=example,
+            registered_model_name=name,
+        )
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, ALIAS, version)
+    return version
+
+
+def _loggable(description: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v)[:250] for k, v in description.items()}
+
+
+def local_tracking_uri(root: Path) -> str:
+    """The MLflow tracking (and registry) URI of a data root: its SQLite file."""
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def load_champion(tracking_uri: str, name: str = REGISTERED_MODEL):
+    """The registered champion as a pyfunc model and its version."""
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    version = champion_version(MlflowClient(), name)
+    if version is None:
+        raise LookupError(
+            f"no model version of {name!r} has the alias {ALIAS!r} at {tracking_uri}: "
+            "materialize champion_model (make demo does)"
+        )
+    return mlflow.pyfunc.load_model(f"models:/{name}@{ALIAS}"), version

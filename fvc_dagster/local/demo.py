@@ -1,0 +1,323 @@
+"""The demo: a generated corpus through the archive sensor, batched runs (a failed batch split
+by the run-failure sensor), baselines, an embedding model and a video network trained,
+comparison, the champion registered in MLflow and scoring every video and a fresh one; it exits
+non-zero naming videos that failed.
+
+It drives the same Definitions, sensor and jobs as `dagster dev`, on the persistent instance in
+`$DAGSTER_HOME`, so its runs, partitions and materializations are in the UI afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster._utils.interrupts import setup_interrupt_handlers
+
+from fvc_dagster.defs.partitions import folds_partitions, partition_range_tags, videos_partitions
+from fvc_dagster.defs.recovery import fail_dead_runs, process_tags, slots_held
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The video network the demo trains, from scratch on CPU: naive_cnn on the native 112-px centre
+# window of one frame per clip, 100 epochs (about 60 s a fold on one core), the count fixed
+# (an inner fold of about nine videos chose epochs by noise). bench/results/network_input.md
+# has the measurements and the shuffled-label control.
+DEMO_NETWORKS = ("naive_cnn",)
+# The cheapest embedding model: r3d_18's frozen trunk (0.33 s a 16 x 112 clip; at 4 x 32 px a
+# few ms), random weights (nothing to download), then XGBoost on every fold.
+DEMO_EMBEDDING_MODELS = ("xgboost_pretrained_inception",)
+DEMO_EMBEDDING_CONFIG = {"weights": "random", "frames": 4, "pixels": 32, "batch_size": 32}
+# Any other network asked for (`fvc demo --models ...`) at the smallest size that runs, one
+# epoch: it shows the architecture trains and scores, not what it can learn.
+SMOKE_NETWORK_CONFIG = {"weights": "random", "frames": 4, "pixels": 32, "epochs": 1,
+                        "batch_size": 32, "lr": 1e-3}  # fmt: skip
+DEMO_NETWORK_CONFIGS = {
+    "naive_cnn": {"weights": "random", "frames": 1, "pixels": 112, "epochs": 100,
+                  "batch_size": 8, "lr": 1e-3, "epoch_choice": "fixed", "augmentations": []},
+}  # fmt: skip
+
+
+def execute_run_request(
+    defs: dg.Definitions,
+    job_name: str,
+    request: dg.RunRequest,
+    instance: dg.DagsterInstance,
+    asset_selection: Sequence[dg.AssetKey] | None = None,
+    ops_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Run what a sensor requested (of the job's assets, those selected), in this process, on
+    the given instance, tagged with this process (see `fail_dead_runs`); first say which pool
+    slots other runs hold, since its steps in those pools wait for them."""
+    for line in slots_held(instance):
+        print(f"  {job_name} may wait: {line} (`dagster instance concurrency get --all`)")
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        tags={**request.tags, **process_tags()},
+        partition_key=request.partition_key,
+        run_config={**QUIET, "ops": ops_config or {}},
+        asset_selection=asset_selection,
+        raise_on_error=False,
+    )
+
+
+def run_video_batches(
+    defs: dg.Definitions, requests: list[dg.RunRequest], instance: dg.DagsterInstance
+) -> None:
+    """Execute the batched runs; a failed one is handed to `split_failed_video_batches`, as the
+    daemon would, and the runs it requests (the good videos again, each bad video alone) are
+    executed in turn."""
+    splitter = defs.resolve_sensor_def("split_failed_video_batches")
+    queue = list(requests)
+    while queue:
+        request = queue.pop(0)
+        outcome = execute_run_request(defs, "video_pipeline", request, instance)
+        batch = request.partition_key or "..".join(request.partition_key_range or ())
+        print(f"  video_pipeline [{batch}]: {'ok' if outcome.success else 'FAILED'}")
+        if outcome.success:
+            continue
+        context = dg.build_run_status_sensor_context(
+            sensor_name=splitter.name,
+            dagster_instance=instance,
+            dagster_run=outcome.dagster_run,
+            dagster_event=outcome.get_run_failure_event(),
+        ).for_run_failure()
+        retries = splitter(context)
+        if not isinstance(retries, dg.SkipReason):
+            print(f"  split into {len(retries)} runs by {splitter.name}")
+            queue.extend(retries)
+
+
+def _videos_done(instance: dg.DagsterInstance) -> set[str]:
+    """Videos with every per-video table materialized (both feature tables are the last)."""
+    handcrafted, scaled = (
+        instance.get_materialized_partitions(dg.AssetKey(key))
+        for key in ("handcrafted_features", "scaled_features")
+    )
+    return handcrafted & scaled
+
+
+def _print_failed_videos(failed: list[str]) -> None:
+    if failed:
+        print(
+            f"\nvideos that failed in video_pipeline, not in training ({len(failed)}): "
+            f"{', '.join(failed)}; their runs say why (make dev)"
+        )
+
+
+def _latest_timestamp(instance: dg.DagsterInstance, key: str) -> float:
+    records = instance.fetch_materializations(dg.AssetKey(key), limit=1, ascending=False).records
+    return records[0].timestamp if records else 0.0
+
+
+def scan_inbox(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """One tick of `archive_sensor`, as the daemon runs it: the videos it registers are added to
+    the instance; the batched runs it requests are returned."""
+    sensor = defs.resolve_sensor_def("archive_sensor")
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, resources=dict(defs.resources)
+    ) as context:
+        result = sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return list(result.run_requests or [])
+
+
+def _all_folds() -> dg.RunRequest:
+    folds = folds_partitions.get_partition_keys()
+    return dg.RunRequest(tags=partition_range_tags(folds[0], folds[-1]))
+
+
+def embed_clips(
+    defs: dg.Definitions, instance: dg.DagsterInstance, videos: list[str], models: Sequence[str]
+) -> bool:
+    """`clip_embeddings` of the videos by the backbones of these XGBoost-on-embeddings models,
+    with `DEMO_EMBEDDING_CONFIG`, in batched runs."""
+    from fvc_dagster.defs.ingest.sensors import batch_run_requests
+    from fvc_dagster.lib.models import REGISTRY
+
+    backbones = [REGISTRY[m].options["backbone"] for m in models]
+    print(f"embedding every clip with {', '.join(backbones)} ({DEMO_EMBEDDING_CONFIG})")
+    config = {"clip_embeddings": {"config": {**DEMO_EMBEDDING_CONFIG, "backbones": backbones}}}
+    registered = instance.get_dynamic_partitions(videos_partitions.name)
+    return all(
+        execute_run_request(defs, "embeddings", request, instance, ops_config=config).success
+        for request in batch_run_requests(registered, videos, "embeddings")
+    )
+
+
+def train_networks(
+    defs: dg.Definitions,
+    networks: Sequence[str],
+    instance: dg.DagsterInstance,
+    config: dict | None = None,
+    embedding_models: Sequence[str] = (),
+) -> bool:
+    """Train the networks and XGBoost-on-embeddings models whose rows are older than the folds'
+    clips (or missing) on every fold (embeddings computed first), networks with `config` (by
+    default their `DEMO_NETWORK_CONFIGS` entry, else `SMOKE_NETWORK_CONFIG`), in one run with
+    the ensemble, metrics and comparison; whether it succeeded."""
+    from fvc_dagster.defs.jobs import NETWORK_DOWNSTREAM
+    from fvc_dagster.defs.training.networks import network_asset_name
+
+    clips_at = _latest_timestamp(instance, "training_clips")
+    stale = [m for m in networks if _latest_timestamp(instance, network_asset_name(m)) < clips_at]
+    stale_xgb = [m for m in embedding_models if _latest_timestamp(instance, m) < clips_at]
+    if not (stale or stale_xgb):
+        return True
+    if stale_xgb and not embed_clips(defs, instance, sorted(_videos_done(instance)), stale_xgb):
+        return False
+    print(f"training on every fold: {', '.join([*stale, *stale_xgb])}")
+    start = time.perf_counter()
+    selection = [dg.AssetKey(network_asset_name(m)) for m in stale]
+    selection += [dg.AssetKey(m) for m in stale_xgb]
+    selection += [dg.AssetKey(k) for k in NETWORK_DOWNSTREAM]
+    configs = {m: config or DEMO_NETWORK_CONFIGS.get(m, SMOKE_NETWORK_CONFIG) for m in stale}
+    ops = {network_asset_name(m): {"config": configs[m]} for m in stale}
+    outcome = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
+    seconds = time.perf_counter() - start
+    print(f"  networks: {'ok' if outcome.success else 'FAILED'} in {seconds:.0f} s")
+    return outcome.success
+
+
+def register_champion(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
+    """Materialize `champion_model` when the comparison is newer (it registers a new version
+    only when its lineage changed)."""
+    if _latest_timestamp(instance, "champion_model") > _latest_timestamp(
+        instance, "model_comparison"
+    ):
+        return True
+    outcome = execute_run_request(defs, "champion", dg.RunRequest(), instance)
+    if outcome.success:
+        row = outcome.output_for_node("champion_model").iloc[0]
+        news = "registered" if row["newly_registered"] else "unchanged"
+        print(f"champion: {row['model']} as fvc-detector v{row['version']} ({news})")
+    return outcome.success
+
+
+def score_videos(defs: dg.Definitions, instance: dg.DagsterInstance, videos: list[str]) -> bool:
+    """`video_scores` for those of the given videos not scored since the champion last
+    changed, in batched runs."""
+    from fvc_dagster.defs.ingest.sensors import batch_run_requests
+
+    if _latest_timestamp(instance, "video_scores") > _latest_timestamp(instance, "champion_model"):
+        scored = instance.get_materialized_partitions(dg.AssetKey("video_scores"))
+        videos = [v for v in videos if v not in scored]
+    if not videos:
+        return True
+    registered = instance.get_dynamic_partitions(videos_partitions.name)
+    outcomes = [
+        execute_run_request(defs, "scoring", request, instance)
+        for request in batch_run_requests(registered, videos, "scores")
+    ]
+    print(f"  video_scores for {len(videos)} videos: "
+          f"{'ok' if all(o.success for o in outcomes) else 'FAILED'}")  # fmt: skip
+    return all(o.success for o in outcomes)
+
+
+def _print_scores(data_dir: Path, seed: int) -> None:
+    """The champion on two videos it was trained with and one generated now, in no archive."""
+    import pandas as pd
+
+    from fvc_dagster.lib.serving.mlflow_registry import load_champion, local_tracking_uri
+    from fvc_dagster.local.corpus import CorpusSpec, write_videos
+
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        held_in = con.execute(
+            "select path, label from fvc.source_videos where label in ('real', 'fake') "
+            "order by label, video_id"
+        ).df()
+    picks = held_in.groupby("label").head(1)
+    fresh_path, fresh_label = write_videos(
+        data_dir / "fresh", CorpusSpec(n_videos=2, n_archives=1, seed=seed + 1000)
+    )[0]
+    paths = [*picks["path"], str(fresh_path)]
+    truth = [*(f"{label}, held in" for label in picks["label"]), f"{fresh_label}, fresh"]
+    model, version = load_champion(local_tracking_uri(data_dir))
+    scores = model.predict(pd.DataFrame({"path": paths}))
+    print(f"\nfvc-detector@champion (v{version.version}) on three videos:")
+    for row, known in zip(scores.itertuples(), truth, strict=True):
+        print(f"  {Path(row.path).name}: P(fake) = {row.probability_fake:.3f} -> {row.label} "
+              f"(truth: {known})")  # fmt: skip
+
+
+def _print_comparison(warehouse: Path) -> None:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        table = con.execute("select * from fvc.model_comparison order by rank").df()
+    from fvc_dagster.lib.evaluation.metrics import comparison_markdown
+
+    print(
+        "\nModel comparison (mean ± sample std over folds; pooled held-out ROC-AUC with its 95% "
+        "cascade-bootstrap interval, and the chance band it must clear):\n"
+    )
+    print(comparison_markdown(table))
+
+
+def run_demo(
+    data_dir: Path,
+    n_videos: int = 60,
+    n_archives: int = 3,
+    seed: int = 0,
+    networks: Sequence[str] = DEMO_NETWORKS,
+    embedding_models: Sequence[str] = DEMO_EMBEDDING_MODELS,
+) -> int:
+    from fvc_dagster.definitions import build_defs
+    from fvc_dagster.lib.ingest.archives import archive_paths
+    from fvc_dagster.local.corpus import CorpusSpec, generate_corpus
+
+    start = time.perf_counter()
+    setup_interrupt_handlers()  # SIGTERM interrupts a run as Ctrl-C does: it ends, marked failed
+    inbox = data_dir / "inbox"
+    os.environ.setdefault("DAGSTER_HOME", str(data_dir / "dagster_home"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    if not archive_paths(inbox):
+        print(f"generating {n_videos} videos in {n_archives} archives into {inbox}")
+        generate_corpus(
+            inbox, CorpusSpec(n_videos=n_videos, n_archives=n_archives, seed=seed), True
+        )
+
+    password_env = "FVC_ZIP_PASSWORD" if os.environ.get("FVC_ZIP_PASSWORD") else None
+    defs = build_defs(data_dir, password_env)
+    instance = dg.DagsterInstance.get()
+    for line in fail_dead_runs(instance):
+        print(f"recovered: {line}")
+    requests = scan_inbox(defs, instance)
+
+    registered = instance.get_dynamic_partitions(videos_partitions.name)
+    pending = [k for k in registered if k not in _videos_done(instance)]
+    if not requests and pending:  # an earlier demo stopped half-way: finish its videos
+        from fvc_dagster.defs.ingest.sensors import batch_run_requests
+
+        requests = batch_run_requests(registered, pending, "demo")
+    print(f"{len(registered)} videos registered; {len(requests)} batched runs to launch")
+    run_video_batches(defs, requests, instance)
+    done = _videos_done(instance)
+    failed = [k for k in registered if k not in done]
+
+    if _latest_timestamp(instance, "model_comparison") < _latest_timestamp(
+        instance, "handcrafted_features"
+    ):
+        print("training baselines on every fold")
+        outcome = execute_run_request(defs, "training", _all_folds(), instance)
+        if not outcome.success:
+            print("training failed; see the run in the Dagster UI (make dev)")
+            _print_failed_videos(failed)
+            return 1
+    else:
+        print("baselines are up to date with the features; reusing them")
+    if not train_networks(defs, networks, instance, embedding_models=embedding_models):
+        print("network training failed; see the run in the Dagster UI (make dev)")
+        _print_failed_videos(failed)
+        return 1
+    _print_comparison(data_dir / "warehouse.duckdb")
+    if not (register_champion(defs, instance) and score_videos(defs, instance, sorted(done))):
+        print("champion or scoring failed; see the run in the Dagster UI (make dev)")
+        _print_failed_videos(failed)
+        return 1
+    _print_scores(data_dir, seed)
+    print(f"\ndemo finished in {time.perf_counter() - start:.1f} s; `make dev` opens it in the UI")
+    _print_failed_videos(failed)
+    return 1 if failed else 0

@@ -1,0 +1,422 @@
+"""Tests for the synthetic FVC-layout corpus generator."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import pyzipper
+
+from fvc_dagster import cli
+from fvc_dagster.lib.training.folds import assign_folds
+from fvc_dagster.local import corpus
+from fvc_dagster.local.corpus import CorpusSpec, GeneratedVideo, generate_corpus
+
+SMALL = CorpusSpec(n_videos=12, n_archives=2, min_frames=8, max_frames=12)
+SPLICE = {
+    "rw": 0.5,
+    "rh": 0.5,
+    "cx": 0.5,
+    "cy": 0.5,
+    "quality": 40,
+    "resample": 0.8,
+    "sharpen": 2.0,
+    "sharpen_sigma": 1.6,
+    "feather": 0.08,
+    "gain": 1.0,
+}
+YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+URL_PATTERNS = (
+    ("youtube", r"https://www\.youtube\.com/watch\?v=([A-Za-z0-9_-]{11})"),
+    ("youtube", r"https://youtu\.be/([A-Za-z0-9_-]{11})"),
+    ("facebook", r"https://www\.facebook\.com/[a-z0-9]+/videos/(\d+)/"),
+    ("twitter", r"https://twitter\.com/[a-z0-9]+/status/(\d+)"),
+)
+
+
+def _sha256s(directory: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.iterdir())
+        if p.is_file()
+    }
+
+
+def _read_csv(data: bytes) -> tuple[list[str], list[dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(data.decode()))
+    return list(reader.fieldnames or []), list(reader)
+
+
+def _metadata(directory: Path, password: str | None = None) -> dict[str, bytes]:
+    with pyzipper.AESZipFile(directory / "Metadata.zip") as zf:
+        if password:
+            zf.setpassword(password.encode())
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def _video_bytes(directory: Path, video: GeneratedVideo) -> bytes:
+    with zipfile.ZipFile(directory / video.archive) as zf:
+        return zf.read(video.member)
+
+
+def _decode(data: bytes) -> tuple[tuple[str, str], list[np.ndarray]]:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        info = (stream.codec_context.name, stream.codec_context.pix_fmt)
+        frames = [f.to_ndarray(format="gray") for f in container.decode(stream)]
+    return info, frames
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> tuple[Path, list[GeneratedVideo]]:
+    out = tmp_path_factory.mktemp("corpus")
+    return out, generate_corpus(out, SMALL)
+
+
+def test_layout_archives_and_csv_headers(small_corpus):
+    out, videos = small_corpus
+    assert sorted(p.name for p in out.iterdir()) == ["FVC1.zip", "FVC2.zip", "Metadata.zip"]
+    assert len(videos) == SMALL.n_videos
+
+    by_archive = defaultdict(set)
+    for v in videos:
+        by_archive[v.archive].add(v.member)
+        assert v.member in (f"{v.video_id}.mp4", f"videos/{v.video_id}.mp4")
+    for name in ("FVC1.zip", "FVC2.zip"):
+        with zipfile.ZipFile(out / name) as zf:
+            assert set(zf.namelist()) == by_archive[name]
+            assert all(i.date_time == (2020, 1, 1, 0, 0, 0) for i in zf.infolist())
+
+    meta = _metadata(out)
+    assert sorted(meta) == ["FVC.csv", "FVC_dup.csv"]
+    header, originals = _read_csv(meta["FVC.csv"])
+    dup_header, dups = _read_csv(meta["FVC_dup.csv"])
+    assert meta["FVC.csv"].splitlines()[0] == b"cascade_id,video_url,label"
+    assert header == dup_header == ["cascade_id", "video_url", "label"]
+
+    # One original per cascade, duplicates belong to known cascades, every video listed once.
+    cascades = {v.cascade_id for v in videos}
+    assert sorted(r["cascade_id"] for r in originals) == sorted(cascades)
+    assert {r["cascade_id"] for r in dups} <= cascades
+    assert len(originals) + len(dups) == len(videos)
+    urls = [r["video_url"] for r in originals + dups]
+    for v in videos:
+        assert sum(v.video_id in u for u in urls) == 1
+    labels = {v.cascade_id: v.label for v in videos}
+    assert all(labels[r["cascade_id"]] == r["label"] for r in originals + dups)
+
+
+def test_same_seed_is_byte_identical_and_other_seed_differs(small_corpus, tmp_path):
+    out, videos = small_corpus
+    first = _sha256s(out)
+
+    again = tmp_path / "again"
+    assert generate_corpus(again, SMALL) == videos
+    assert _sha256s(again) == first
+
+    # Regenerating over existing archives replaces them atomically with identical bytes.
+    (again / "FVC1.zip").write_bytes(b"stale")
+    generate_corpus(again, SMALL)
+    assert _sha256s(again) == first
+    assert not list(again.glob(".*.tmp"))
+
+    other = tmp_path / "other"
+    other_videos = generate_corpus(other, CorpusSpec(**{**SMALL.__dict__, "seed": 1}))
+    other_sums = _sha256s(other)
+    assert all(other_sums[name] != first[name] for name in first)
+    assert {v.video_id for v in other_videos} != {v.video_id for v in videos}
+
+
+def test_failed_generation_leaves_existing_archives_and_no_temp_files(tmp_path, monkeypatch):
+    (tmp_path / "FVC1.zip").write_bytes(b"previous")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(corpus, "_encode", boom)
+    with pytest.raises(RuntimeError, match="encoder exploded"):
+        generate_corpus(tmp_path, SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FVC1.zip"]
+    assert (tmp_path / "FVC1.zip").read_bytes() == b"previous"
+
+
+def test_every_video_decodes_with_declared_size_and_frames(small_corpus):
+    out, videos = small_corpus
+    for v in videos:
+        (codec, pix_fmt), frames = _decode(_video_bytes(out, v))
+        assert codec == "h264"
+        assert pix_fmt == "yuv420p"
+        assert len(frames) == v.frames
+        assert SMALL.min_frames <= v.frames <= SMALL.max_frames
+        assert frames[0].shape == (v.height, v.width)
+        assert v.fps in (15, 24, 25, 30)
+
+
+def test_cascades_hold_near_duplicates_at_other_sizes_or_bitrates(small_corpus):
+    out, videos = small_corpus
+    groups = defaultdict(list)
+    for v in videos:
+        groups[v.cascade_id].append(v)
+    multi = [g for g in groups.values() if len(g) > 1]
+    assert multi, "expected at least one cascade with near-duplicates"
+
+    def thumb(v: GeneratedVideo) -> np.ndarray:
+        _, frames = _decode(_video_bytes(out, v))
+        return cv2.resize(frames[0], (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    thumbs = {v.video_id: thumb(v) for v in videos}
+    for group in multi:
+        blobs = [_video_bytes(out, v) for v in group]
+        assert len({hashlib.sha256(b).hexdigest() for b in blobs}) == len(group)
+        sizes = {(v.width, v.height) for v in group}
+        assert len(sizes) > 1 or len({len(b) for b in blobs}) == len(group)
+        original = group[0]
+        others = [v for v in videos if v.cascade_id != original.cascade_id]
+        # Same content: much closer to each other than to any other cascade's video.
+        for dup in group[1:]:
+            d_same = np.abs(thumbs[original.video_id] - thumbs[dup.video_id]).mean()
+            d_other = min(
+                np.abs(thumbs[original.video_id] - thumbs[o.video_id]).mean() for o in others
+            )
+            assert d_same < 6.0
+            assert d_same < 0.5 * d_other
+
+
+def test_labels_cover_real_fake_and_extra_labels(small_corpus):
+    _, videos = small_corpus
+    labels = [v.label for v in videos]
+    assert {"real", "fake"} <= set(labels)
+    assert {"uncertain", "parody"} <= set(labels)
+    assert set(labels) <= {"real", "fake", "uncertain", "parody"}
+    # Near-balanced in videos.
+    assert abs(labels.count("real") - labels.count("fake")) <= 4
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_demo_plan_has_40_balanced_cascades_and_both_classes_in_every_fold(seed):
+    # The plan (no rendering) of the demo corpus: at least 40 real/fake cascades, as many of
+    # each class (cascades and videos), and every fold of the pipeline's 5-fold assignment
+    # holding several cascades of each class.
+    cascades = corpus._plan(CorpusSpec(n_videos=60, n_archives=3, seed=seed))
+    videos = pd.DataFrame(
+        [
+            {"video_id": m.video_id, "label": c.label, "dup_group": c.cascade_id}
+            for c in cascades
+            for m in c.members
+        ]
+    )
+    assert len(videos) == 60
+    trainable = videos[videos["label"].isin(["real", "fake"])]
+    per_class = trainable.groupby("label")["dup_group"].nunique()
+    assert per_class.sum() >= 40
+    assert abs(per_class["real"] - per_class["fake"]) <= 1
+    n_videos = trainable["label"].value_counts()
+    assert abs(n_videos["real"] - n_videos["fake"]) <= 1
+    assert trainable.groupby("dup_group").size().max() <= 4
+
+    folds = assign_folds(videos, n_folds=5)
+    per_fold = folds.groupby(["fold", "label"])["dup_group"].nunique().unstack(fill_value=0)
+    assert per_fold.shape == (5, 2)
+    assert (per_fold >= 3).all().all()
+
+
+def test_default_plan_spreads_cascades_over_every_archive():
+    cascades = corpus._plan(CorpusSpec())
+    assert any(len({m.archive for m in c.members}) > 1 for c in cascades)
+    assert {m.archive for c in cascades for m in c.members} == {
+        "FVC1.zip",
+        "FVC2.zip",
+        "FVC3.zip",
+    }
+
+
+def test_every_cascade_draws_its_splice_alike_and_only_fakes_are_manipulated():
+    cascades = corpus._plan(CorpusSpec())
+    assert all(c.splice.keys() == SPLICE.keys() for c in cascades)
+    assert all(c.manipulated == (c.label in ("fake", "parody")) for c in cascades)
+    # Donors are recordings of their own, never another cascade's host scene (content shared
+    # across cascades of both labels made content embeddings anti-learn).
+    hosts = [corpus._scene(0, c.index).c0 for c in cascades]
+    for c in cascades:
+        donor = corpus._scene(0, c.index, donor=True).c0
+        assert not any(np.allclose(donor, host) for host in hosts)
+
+
+def test_resolution_sets_every_original_and_leaves_the_rest_of_the_plan():
+    mixed = corpus._plan(CorpusSpec())
+    hd = corpus._plan(CorpusSpec(resolution=(1280, 720)))
+    assert {(c.width, c.height) for c in hd} == {(1280, 720)}
+    sizes = {(m.width, m.height) for c in hd for m in c.members}
+    assert (1280, 720) in sizes and all(w <= 1280 and h <= 720 for w, h in sizes)
+    assert len(sizes) > 1  # near-duplicates still come at smaller sizes
+    assert [(c.label, c.frames, [m.video_id for m in c.members]) for c in hd] == [
+        (c.label, c.frames, [m.video_id for m in c.members]) for c in mixed
+    ]
+
+
+def test_fvc_generate_writes_originals_at_the_chosen_resolution(tmp_path):
+    argv = ["generate", "--out", str(tmp_path), "--videos", "3", "--archives", "1"]
+    assert cli.main([*argv, "--resolution", "160x96"]) == 0
+    with zipfile.ZipFile(tmp_path / "FVC1.zip") as zf:
+        shapes = {_decode(zf.read(name))[1][0].shape for name in zf.namelist()}
+    assert (96, 160) in shapes
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--resolution", "720p"])
+
+
+def test_ids_and_urls_parse_per_platform(small_corpus):
+    out, videos = small_corpus
+    assert len({v.video_id for v in videos}) == len(videos)
+    _, originals = _read_csv(_metadata(out)["FVC.csv"])
+    _, dups = _read_csv(_metadata(out)["FVC_dup.csv"])
+    url_of = {}
+    for row in originals + dups:
+        url = row["video_url"]
+        hits = [(p, m) for p, rx in URL_PATTERNS if (m := re.fullmatch(rx, url))]
+        assert len(hits) == 1, f"unparseable url {url}"
+        platform, match = hits[0]
+        url_of[match.group(1)] = (platform, url)
+    for v in videos:
+        assert url_of[v.video_id][0] == v.platform
+        if v.platform == "youtube":
+            assert YOUTUBE_ID.match(v.video_id)
+        else:
+            assert v.video_id.isdigit() and 15 <= len(v.video_id) <= 19
+
+
+def test_ids_mix_platforms_and_url_forms_in_default_plan():
+    members = [m for c in corpus._plan(CorpusSpec()) for m in c.members]
+    assert {m.platform for m in members} == {"youtube", "facebook", "twitter"}
+    assert any(m.url.startswith("https://youtu.be/") for m in members)
+    assert any(m.url.startswith("https://www.youtube.com/watch?v=") for m in members)
+
+
+def test_password_encrypts_every_archive(tmp_path):
+    spec = CorpusSpec(n_videos=3, n_archives=2, min_frames=4, max_frames=5, password="s3cret")
+    videos = generate_corpus(tmp_path, spec, progress=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["FVC1.zip", "FVC2.zip", "Metadata.zip"]
+
+    for name in names:
+        with pyzipper.AESZipFile(tmp_path / name) as zf:
+            assert all(i.flag_bits & 0x1 for i in zf.infolist())
+            with pytest.raises(RuntimeError):
+                zf.read(zf.namelist()[0])  # no password
+            zf.setpassword(b"s3cret")
+            for member in zf.namelist():
+                assert zf.read(member)
+        with (
+            zipfile.ZipFile(tmp_path / name) as zf,
+            pytest.raises((RuntimeError, NotImplementedError)),
+        ):
+            zf.read(zf.namelist()[0])
+
+    meta = _metadata(tmp_path, password="s3cret")
+    assert meta["FVC.csv"].startswith(b"cascade_id,video_url,label\n")
+    for v in videos:
+        with pyzipper.AESZipFile(tmp_path / v.archive) as zf:
+            zf.setpassword(b"s3cret")
+            _, frames = _decode(zf.read(v.member))
+        assert len(frames) == v.frames
+
+    # Encrypted output is reproducible too (salts derived from the seed).
+    again = tmp_path / "again"
+    generate_corpus(again, spec)
+    assert _sha256s(again) == _sha256s(tmp_path)
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)[88:152, 112:208]
+
+
+def _boundary_ratio(img: np.ndarray) -> float:
+    """Mean horizontal step across the 8x8 grid's column boundaries over the mean elsewhere."""
+    d = np.abs(np.diff(_grey(img), axis=1))
+    at_boundary = (np.arange(d.shape[1]) % 8) == 7
+    return float(d[:, at_boundary].mean() / d[:, ~at_boundary].mean())
+
+
+@pytest.fixture(scope="module")
+def host_and_donor() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    host = corpus._render(corpus._scene(0, 1), 320, 240, 2, 25, rng)
+    donor = corpus._render(corpus._scene(0, 1, donor=True), 128, 96, 2, 25, rng)
+    return host, donor
+
+
+def test_real_splice_is_a_composite_with_the_donor_untouched(host_and_donor):
+    host, donor = host_and_donor
+    real = corpus._splice(host, donor, SPLICE, manipulated=False)
+    x, y, w, h = corpus._region(320, 240, SPLICE)
+    assert (x, y, w, h) == (80, 64, 160, 120)
+    assert real.shape == host.shape and real.dtype == np.uint8
+    outside = np.ones(host.shape[1:3], bool)
+    outside[y : y + h, x : x + w] = False
+    assert np.array_equal(real[:, outside], host[:, outside])
+
+    # The region's centre is the donor's picture (fitted to the region), pixel for pixel.
+    rows, cols = slice(h // 2 - 12, h // 2 + 12), slice(w // 2 - 16, w // 2 + 16)
+    pasted = corpus.resize_frames(donor, w, h)[:, rows, cols].astype(int)
+    in_frame = np.s_[:, y + rows.start : y + rows.stop, x + cols.start : x + cols.stop]
+    assert np.abs(real[in_frame] - pasted).max() <= 1
+    assert np.abs(host[in_frame] - pasted).mean() > 10
+    # No blocking added: the 8x8 grid is no more visible than in the host.
+    assert abs(_boundary_ratio(real[0]) - _boundary_ratio(host[0])) < 0.1
+
+
+def test_fake_splice_leaves_blocking_and_sharpening_in_the_region(host_and_donor):
+    host, donor = host_and_donor
+    real = corpus._splice(host, donor, SPLICE, manipulated=False)
+    fake = corpus._splice(host, donor, SPLICE, manipulated=True)
+    unsharpened = corpus._splice(host, donor, {**SPLICE, "sharpen": 0.0}, manipulated=True)
+    x, y, w, h = corpus._region(320, 240, SPLICE)
+    outside = np.ones(host.shape[1:3], bool)
+    outside[y : y + h, x : x + w] = False
+    assert np.array_equal(fake[:, outside], host[:, outside])
+
+    # The same composite as the real one, but JPEG blocks on the frame's grid...
+    assert _boundary_ratio(fake[0]) > _boundary_ratio(real[0]) + 0.3
+
+    # ...and sharpening halos: more fine detail than the same chain without the unsharp mask.
+    def detail(img: np.ndarray) -> float:
+        return float(cv2.Laplacian(_grey(img), cv2.CV_32F).std())
+
+    assert detail(fake[0]) > 1.3 * detail(unsharpened[0])
+
+
+def test_write_videos_gives_the_archived_videos_bytes(small_corpus, tmp_path):
+    out, videos = small_corpus
+    written = corpus.write_videos(tmp_path, SMALL)
+    assert [(p.name, label) for p, label in written] == [
+        (f"{v.video_id}.mp4", v.label) for v in videos
+    ]
+    for (path, _), video in zip(written, videos, strict=True):
+        assert path.read_bytes() == _video_bytes(out, video)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"n_videos": 0},
+        {"n_archives": 0},
+        {"min_frames": 0},
+        {"min_frames": 10, "max_frames": 5},
+        {"password": ""},
+        {"resolution": (64, 48)},
+        {"resolution": (641, 360)},
+    ],
+)
+def test_invalid_specs_are_rejected(tmp_path, bad):
+    with pytest.raises(ValueError):
+        generate_corpus(tmp_path, CorpusSpec(**{**SMALL.__dict__, **bad}))
+    assert not list(tmp_path.iterdir())
