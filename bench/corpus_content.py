@@ -47,8 +47,13 @@ from fvc_dagster.lib.features.forensic import HANDCRAFTED_FEATURES, SCALED_FEATU
 from fvc_dagster.lib.features.rows import clip_feature_row, codec_cues, scaled_feature_row
 from fvc_dagster.lib.ingest.archives import DEFAULT_LABEL_MAP, ArchiveLimits, index_inbox
 from fvc_dagster.lib.ingest.extraction import ingest_video
-from fvc_dagster.lib.models import TABULAR_MODELS
-from fvc_dagster.lib.training.embeddings import clip_embedders, embedding_fold, fit_xgboost
+from fvc_dagster.lib.models import models_of
+from fvc_dagster.lib.training.embeddings import (
+    clip_embedders,
+    embedding_fold,
+    embedding_model,
+    fit_embedding_model,
+)
 from fvc_dagster.lib.training.fold_data import POSITIVE, assign_clips, fold_data
 from fvc_dagster.lib.training.folds import assign_folds
 from fvc_dagster.lib.training.tabular import train_fold
@@ -59,6 +64,7 @@ OLD_COMMIT = "8d301d0e6eac447501b2e94f669eb3c8502a80eb"  # the last two-scene-bl
 N_FOLDS, FOLD_SEED = 5, 0  # as cv_folds
 K = 16  # frames per clip (ClipSampling's default)
 BACKBONE = "pretrained_inception"
+TABULAR = models_of("tabular")
 EMBEDDING = {"weights": "random", "frames": 4, "pixels": 32, "batch_size": 32}  # the demo's
 PERMUTATIONS = 1000
 FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
@@ -108,7 +114,7 @@ def content_only(
     held_out, fold_aucs = [], []
     for k in range(N_FOLDS):
         fold = embedding_fold(assignments, embeddings, k)
-        fit = fit_xgboost(fold)
+        fit = fit_embedding_model(embedding_model(BACKBONE), fold)
         held_out.append(fold.validation.assign(p=fit.probabilities))
         fold_aucs.append(fit.scores["roc_auc"])
     pooled = pd.concat(held_out).merge(folds[["video_id", "dup_group"]], on="video_id")
@@ -138,13 +144,13 @@ def measure(generator: ModuleType, seed: int, work: Path, tag: str) -> dict:
         of_label = folds[folds["label"] == label]
         row[f"cascades_{label}"] = of_label["dup_group"].nunique()
         row[f"videos_{label}"] = len(of_label)
-    for model in TABULAR_MODELS:
+    for model in TABULAR:
         aucs = [
             train_fold(model, fold_data(assignments, features, k, FEATURES)).scores["roc_auc"]
             for k in range(N_FOLDS)
         ]
         row[model] = float(np.mean(aucs))
-    print(f"{tag}: baselines " + ", ".join(f"{m} {row[m]:.3f}" for m in TABULAR_MODELS), flush=True)
+    print(f"{tag}: baselines " + ", ".join(f"{m} {row[m]:.3f}" for m in TABULAR), flush=True)
 
     (embedder,) = clip_embedders([BACKBONE], **EMBEDDING)
     embeddings = scaled.assign(embedding=list(embedder.embed(scaled)))
@@ -192,14 +198,14 @@ def report(table: pd.DataFrame, seeds: list[int]) -> str:
         inside=table["inside"].map({True: "yes", False: "no"}),
         originals_band=_band(table["originals_band"]),
     )[
-        ["generator", "seed", "cascades", "videos", *TABULAR_MODELS, "content_roc_auc",
+        ["generator", "seed", "cascades", "videos", *TABULAR, "content_roc_auc",
          "content_band", "inside", "content_fold_mean", "originals_roc_auc", "originals_band",
          "generate_s", "generate_cpu_s"]
     ]  # fmt: skip
     new = table[table["generator"] == "new"]
     checks = [
         f"- new corpus, every baseline's mean ROC-AUC >= {BASELINE_FLOOR} on every seed: "
-        + ("yes" if (new[list(TABULAR_MODELS)] >= BASELINE_FLOOR).all().all() else "NO"),
+        + ("yes" if (new[list(TABULAR)] >= BASELINE_FLOOR).all().all() else "NO"),
         "- new corpus, content-only ROC-AUC inside its chance band on every seed: "
         + ("yes" if new["inside"].all() else "NO"),
     ]
@@ -215,7 +221,7 @@ def report(table: pd.DataFrame, seeds: list[int]) -> str:
             "Demo corpus per seed (`CorpusSpec(n_videos=60, n_archives=3, seed)`), the clips "
             f"({K} frames: original and 10 augmented) of each real/fake video, {N_FOLDS} folds "
             "of `assign_folds` (grouped by cascade). Cascades and videos: real / fake. "
-            f"Baselines ({', '.join(TABULAR_MODELS)}): mean ROC-AUC over the folds on the 15 "
+            f"Baselines ({', '.join(TABULAR)}): mean ROC-AUC over the folds on the 15 "
             "handcrafted + 8 scaled features. `content_roc_auc`: XGBoost on random-weight "
             f"`{BACKBONE}` (r3d_18 trunk) embeddings at {EMBEDDING['frames']} frames x "
             f"{EMBEDDING['pixels']} px, fit on every clip of the training videos (as the "

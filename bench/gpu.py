@@ -49,7 +49,8 @@ def measure(name: str, amp: str, clips: int, epochs: int, batch: int) -> dict:
     torch.cuda.synchronize()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:
-        result = fit(model, train, validation, config, checkpoints, prepare=normaliser(spec.family))
+        prepare = normaliser(spec.normalisation)
+        result = fit(model, train, validation, config, checkpoints, prepare=prepare)
     torch.cuda.synchronize()
     last = result.history[-1]
     return {

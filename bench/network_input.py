@@ -236,10 +236,10 @@ letterbox, content box resized to P with INTER_AREA) or native P-px windows of t
 clips on the 8x8 grid (the centre window to score and, by default, to train).
 `mean ± std`: held-out ROC-AUC over the 5 folds (sample std); `pooled`: ROC-AUC of all
 held-out originals together, with its 95% cascade bootstrap interval; `chance`: the 95th
-percentile of the pooled ROC-AUC under labels permuted between cascades (`lib/uncertainty`);
-`epochs kept`: per fold; `s/fold`: seconds of training per fold (one torch thread). `shuffled`
-labels: every cascade's label permuted before training (a control; it must stay inside the
-chance band).
+percentile of the pooled ROC-AUC under labels permuted between cascades
+(`lib/evaluation/uncertainty`); `epochs kept`: per fold; `s/fold`: seconds of training per
+fold (one torch thread). `shuffled` labels: every cascade's label permuted before training (a
+control; it must stay inside the chance band).
 """
 
 

@@ -100,9 +100,8 @@ def train(name: str, train_set: Dataset, validation: Dataset, frames: int, pixel
         spec.recipe, epochs=epochs, batch_size=batch, patience=None, seed=0
     )
     with tempfile.TemporaryDirectory() as checkpoints:
-        result = fit(
-            model, train_set, validation, config, checkpoints, prepare=normaliser(spec.family)
-        )
+        prepare = normaliser(spec.normalisation)
+        result = fit(model, train_set, validation, config, checkpoints, prepare=prepare)
     return result.history
 
 

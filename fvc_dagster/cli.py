@@ -62,16 +62,15 @@ def _chosen(value: str, known: list[str], what: str) -> tuple[str, ...]:
 
 
 def _networks(value: str) -> tuple[str, ...]:
-    from fvc_dagster.lib.models import list_models
+    from fvc_dagster.lib.models import models_of
 
-    return _chosen(value, list_models(networks_only=True), "networks")
+    return _chosen(value, models_of("network"), "networks")
 
 
 def _embedding_models(value: str) -> tuple[str, ...]:
-    from fvc_dagster.lib.models import REGISTRY
+    from fvc_dagster.lib.models import models_of
 
-    known = [name for name, spec in REGISTRY.items() if spec.family == "embedding"]
-    return _chosen(value, known, "embedding models")
+    return _chosen(value, models_of("embedding"), "embedding models")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -103,6 +102,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     table = [
         {
             "name": r["name"],
+            "kind": r["kind"],
             "family": r["family"],
             "input": r["input"],
             "clip": f"{r['frames']}x{r['pixels']}px" if r["frames"] else "",

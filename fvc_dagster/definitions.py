@@ -5,9 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from fvc_dagster.defs.champion import assets as champion_assets
 from fvc_dagster.defs.clips import assets as clip_assets
+from fvc_dagster.defs.evaluation import assets as evaluation_assets
 from fvc_dagster.defs.features import assets as feature_assets
+from fvc_dagster.defs.folds import assets as fold_assets
+from fvc_dagster.defs.folds import checks as fold_checks
 from fvc_dagster.defs.ingest import assets as ingest_assets
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
 from fvc_dagster.defs.jobs import (
@@ -18,6 +20,9 @@ from fvc_dagster.defs.jobs import (
     training_job,
     video_pipeline_job,
 )
+from fvc_dagster.defs.models import assets as model_assets
+from fvc_dagster.defs.models import checks as model_checks
+from fvc_dagster.defs.models import embeddings as embedding_assets
 from fvc_dagster.defs.resources import (
     ClipSampling,
     ClipScaling,
@@ -36,10 +41,7 @@ from fvc_dagster.defs.scaleout import (
     scaleout_executor,
     scaleout_resources,
 )
-from fvc_dagster.defs.training import assets as training_assets
-from fvc_dagster.defs.training import checks as training_checks
-from fvc_dagster.defs.training import embeddings as embedding_assets
-from fvc_dagster.defs.training import networks as network_assets
+from fvc_dagster.defs.serving import assets as serving_assets
 from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA, Warehouse, WarehouseIOManager
 from fvc_dagster.lib.serving.mlflow_registry import local_tracking_uri
 
@@ -57,10 +59,11 @@ DOMAINS = [
     ingest_assets,
     clip_assets,
     feature_assets,
-    training_assets,
-    network_assets,
+    fold_assets,
     embedding_assets,
-    champion_assets,
+    model_assets,
+    evaluation_assets,
+    serving_assets,
 ]
 
 
@@ -82,7 +85,7 @@ def build_defs(
     }
     return dg.Definitions(
         assets=assets,
-        asset_checks=dg.load_asset_checks_from_modules([training_checks]),
+        asset_checks=dg.load_asset_checks_from_modules([fold_checks, model_checks]),
         sensors=[archive_sensor, split_failed_video_batches, automation_sensor],
         jobs=[
             video_pipeline_job,

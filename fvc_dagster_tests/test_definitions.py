@@ -6,7 +6,7 @@ import sys
 import dagster as dg
 
 from fvc_dagster import definitions
-from fvc_dagster.lib.models import list_models
+from fvc_dagster.lib.models import REGISTRY
 
 
 def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
@@ -22,8 +22,7 @@ def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
         "fold_metrics",
         "model_comparison",
     } <= keys
-    assert {"baseline_logistic_regression", "baseline_svm", "baseline_xgboost"} <= keys
-    assert {f"network_{m}" for m in list_models(networks_only=True)} <= keys
+    assert set(REGISTRY) <= keys  # every registry model is an asset named as the model
     assert defs.resolve_sensor_def("archive_sensor") and defs.resolve_sensor_def(
         "split_failed_video_batches"
     )
@@ -50,3 +49,41 @@ def test_loading_the_code_location_imports_no_heavy_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_model_has_one_asset_named_as_it_with_its_kinds_group_and_blindness_check(
+    tmp_path,
+):
+    from fvc_dagster.defs.models.assets import KIND_ASSETS
+
+    graph = definitions.build_defs(tmp_path).resolve_asset_graph()
+    blind = {k.asset_key.to_user_string() for k in graph.asset_check_keys
+             if k.name == "fit_blind_to_its_fold"}  # fmt: skip
+    assert blind == set(REGISTRY)
+    for name, spec in REGISTRY.items():
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == KIND_ASSETS[spec.kind].group
+        assert node.partitions_def is not None  # by fold
+
+
+def test_a_registry_row_is_all_a_new_model_needs(monkeypatch):
+    """The worked example of docs/models.md: MC3-18 from its row alone builds, trains from its
+    config and gets its asset from the one factory."""
+    import torch
+
+    from fvc_dagster.defs.models.assets import model_asset
+    from fvc_dagster.lib.models import build_model, get_spec
+    from fvc_dagster.lib.models.registry import TORCHVISION_CLIP, Recipe, _network
+    from fvc_dagster.lib.models.weights import torchvision_checkpoint
+
+    row = _network(
+        "mc3", "mc3", "video_resnet:build_video_resnet", **TORCHVISION_CLIP, recipe=Recipe(),
+        checkpoint=torchvision_checkpoint("mc3_18-a90a0ba3.pth"), options={"arch": "mc3_18"},
+    )  # fmt: skip
+    monkeypatch.setitem(REGISTRY, "mc3", row)
+    assert get_spec("mc3").normalisation == get_spec("r2plus1d").normalisation  # Kinetics-400
+    with torch.no_grad():
+        assert build_model("mc3")(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 1)
+    asset = model_asset(row)
+    assert asset.key == dg.AssetKey("mc3") and asset.group_names_by_key[asset.key] == "networks"
+    assert "epochs" in asset.op.config_schema.as_field().config_type.fields

@@ -17,8 +17,10 @@ import torch
 from conftest import fvc_metadata, write_labelled_inbox, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS
-from fvc_dagster.lib.models import BASELINES
+from fvc_dagster.lib.models import models_of
 from fvc_dagster.local.demo import run_demo, train_networks
+
+TABULAR = models_of("tabular")
 
 VIDEOS = [f"tinyvid{n:04d}" for n in range(10)]  # five real and five fake cascades: two per fold
 NETWORK = "naive_cnn"
@@ -53,15 +55,15 @@ def platform(tmp_path_factory, video_bytes_factory):
 
 def test_fold_metrics_hold_the_baselines_when_no_network_was_trained(platform):
     metrics_before = platform[4]
-    assert set(metrics_before["model"]) == {*BASELINES, "ensemble"}
-    assert len(metrics_before) == (len(BASELINES) + 1) * N_FOLDS
+    assert set(metrics_before["model"]) == {*TABULAR, "ensemble"}
+    assert len(metrics_before) == (len(TABULAR) + 1) * N_FOLDS
     assert set(metrics_before["weights"]) == {"-"}
 
 
 def test_a_network_trains_every_fold_and_joins_the_comparison(platform):
     root, _, _, run, _ = platform
     assert run.status == dg.DagsterRunStatus.SUCCESS
-    table = query(root, f"select * from fvc.network_{NETWORK} order by fold")
+    table = query(root, f"select * from fvc.{NETWORK} order by fold")
     assert sorted(table["fold"].unique()) == [str(f) for f in range(N_FOLDS)]
     assert set(table["weights"]) == {"random"} and table["probability"].between(0, 1).all()
     assert (table["n_train"] > 0).all()
@@ -69,18 +71,18 @@ def test_a_network_trains_every_fold_and_joins_the_comparison(platform):
     validation = query(root, "select * from fvc.training_clips where role = 'validation'")
     assert sorted(table["clip_id"]) == sorted(validation["clip_id"])
     predictions = query(root, "select * from fvc.fold_predictions")
-    assert len(predictions) == (len(BASELINES) + 2) * len(validation)  # and the ensemble
+    assert len(predictions) == (len(TABULAR) + 2) * len(validation)  # and the ensemble
     metrics = query(root, "select * from fvc.fold_metrics")
     assert metrics["roc_auc"].notna().all() and (metrics["n_validation"] > 0).all()
     # networks never trained are absent; the ensemble stacks what it can refit, not networks
-    assert set(metrics["model"]) == {*BASELINES, NETWORK, "ensemble"}
-    assert len(metrics) == (len(BASELINES) + 2) * N_FOLDS
+    assert set(metrics["model"]) == {*TABULAR, NETWORK, "ensemble"}
+    assert len(metrics) == (len(TABULAR) + 2) * N_FOLDS
     instance = platform[2]
     (record,) = instance.fetch_materializations(dg.AssetKey("ensemble"), limit=1).records
-    assert record.asset_materialization.metadata["base_models"].value == list(BASELINES)
+    assert record.asset_materialization.metadata["base_models"].value == list(TABULAR)
     comparison = query(root, "select * from fvc.model_comparison")
     assert dict(zip(comparison["model"], comparison["weights"], strict=True)) == {
-        **dict.fromkeys([*BASELINES, "ensemble"], "-"),
+        **dict.fromkeys([*TABULAR, "ensemble"], "-"),
         NETWORK: "random",
     }
     assert (comparison["folds"] == N_FOLDS).all()
@@ -94,7 +96,7 @@ def test_each_fold_is_a_finished_mlflow_run_with_epochs_and_the_best_model(platf
     assert set(runs["status"]) == {"FINISHED"}
     assert set(runs["tags.dagster_run_id"]) == {run.run_id}
     assert set(runs["params.weights"]) == {"random"} and set(runs["params.pixels"]) == {"16"}
-    table = query(root, f"select * from fvc.network_{NETWORK}")
+    table = query(root, f"select * from fvc.{NETWORK}")
     assert set(table["mlflow_run_id"]) == set(runs["run_id"])
     metrics = query(root, f"select * from fvc.fold_metrics where model = '{NETWORK}'")
     logged = runs.set_index("run_id")["metrics.roc_auc"]
@@ -112,18 +114,18 @@ def test_a_rematerialized_fold_resumes_from_its_checkpoint_and_gives_the_same_ro
     root, defs, instance, _, _ = platform
     (checkpoint,) = (root / "checkpoints" / NETWORK / "fold0").iterdir()
     assert {p.name for p in checkpoint.iterdir()} >= {"last.pt", "best.pt"}
-    before = query(root, f"select * from fvc.network_{NETWORK} where fold = '0'")
+    before = query(root, f"select * from fvc.{NETWORK} where fold = '0'")
 
     again = defs.resolve_job_def("networks").execute_in_process(
         instance=instance,
         partition_key="0",
-        asset_selection=[dg.AssetKey(f"network_{NETWORK}")],
-        run_config={"ops": {f"network_{NETWORK}": {"config": TINY_TRAINING}}},
+        asset_selection=[dg.AssetKey(NETWORK)],
+        run_config={"ops": {NETWORK: {"config": TINY_TRAINING}}},
     )
 
-    (materialization,) = again.asset_materializations_for_node(f"network_{NETWORK}")
+    (materialization,) = again.asset_materializations_for_node(NETWORK)
     assert materialization.metadata["resumed_from_epoch"].value == {"0": 2}
-    after = query(root, f"select * from fvc.network_{NETWORK} where fold = '0'")
+    after = query(root, f"select * from fvc.{NETWORK} where fold = '0'")
     assert after.drop(columns="mlflow_run_id").equals(before.drop(columns="mlflow_run_id"))
     assert len(list((root / "checkpoints" / NETWORK / "fold0").iterdir())) == 1
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
@@ -147,8 +149,8 @@ def retrain_on_demand_models(root: Path, defs, instance) -> pd.DataFrame:
 
     shutil.rmtree(root / "checkpoints", ignore_errors=True)
     assert embed_clips(defs, instance, VIDEOS, [EMBEDDING])
-    selection = [dg.AssetKey(k) for k in (f"network_{NETWORK}", EMBEDDING, *NETWORK_DOWNSTREAM)]
-    ops = {f"network_{NETWORK}": {"config": BLIND_TRAINING}}
+    selection = [dg.AssetKey(k) for k in (NETWORK, EMBEDDING, *NETWORK_DOWNSTREAM)]
+    ops = {NETWORK: {"config": BLIND_TRAINING}}
     run = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
     assert run.success
     return query(root, "select * from fvc.fold_predictions")
@@ -202,7 +204,7 @@ def test_flipping_a_folds_labels_leaves_its_predictions_bit_identical_for_every_
     assert folds_after[["video_id", "fold"]].equals(folds[["video_id", "fold"]])  # stable folds
     assert (folds_after.set_index("video_id").loc[sorted(flip), "label"]
             != folds.set_index("video_id").loc[sorted(flip), "label"]).all()  # fmt: skip
-    kinds = {*BASELINES, NETWORK, EMBEDDING, "ensemble"}
+    kinds = {*TABULAR, NETWORK, EMBEDDING, "ensemble"}
     assert set(before["model"]) == kinds
     for model in kinds:
         held = [t[(t["model"] == model) & (t["fold"] == HELD_OUT)].sort_values("clip_id")
@@ -224,7 +226,7 @@ def test_flipping_a_folds_labels_leaves_its_predictions_bit_identical_for_every_
 
 def test_every_fit_of_every_model_kind_passes_its_blindness_check(relabelled, platform):
     instance = platform[2]
-    for asset in ("baseline_logistic_regression", f"network_{NETWORK}", EMBEDDING, "ensemble"):
+    for asset in ("logistic_regression", NETWORK, EMBEDDING, "ensemble"):
         key = dg.AssetCheckKey(dg.AssetKey(asset), "fit_blind_to_its_fold")
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
         evaluation = record.event.dagster_event.event_specific_data
@@ -252,14 +254,14 @@ def test_a_network_that_chooses_its_epoch_on_the_held_out_fold_fails_the_blockin
     root, defs, instance, _, _ = platform
     monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
     shutil.rmtree(root / "checkpoints", ignore_errors=True)
-    selection = [dg.AssetKey(k) for k in (f"network_{NETWORK}", *NETWORK_DOWNSTREAM)]
-    ops = {f"network_{NETWORK}": {"config": BLIND_TRAINING}}
+    selection = [dg.AssetKey(k) for k in (NETWORK, *NETWORK_DOWNSTREAM)]
+    ops = {NETWORK: {"config": BLIND_TRAINING}}
     run = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
     (evaluation,) = [e for e in run.get_asset_check_evaluations()
-                     if e.asset_key == dg.AssetKey(f"network_{NETWORK}")]  # fmt: skip
+                     if e.asset_key == dg.AssetKey(NETWORK)]  # fmt: skip
     assert evaluation.check_name == "fit_blind_to_its_fold" and not evaluation.passed
     assert evaluation.metadata["leaked_or_stray_videos"].value == len(VIDEOS)
     assert not run.success
     materialized = {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()}
-    assert f"network_{NETWORK}" in materialized
+    assert NETWORK in materialized
     assert not materialized & {"fold_predictions", "fold_metrics", "model_comparison"}

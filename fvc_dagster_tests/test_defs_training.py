@@ -16,11 +16,13 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITIO
 
 from conftest import fvc_metadata, labelled_video, write_zip
 from fvc_dagster.definitions import build_defs
+from fvc_dagster.defs.folds.checks import every_fold_has_both_classes, no_cascade_in_two_folds
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags, videos_partitions
-from fvc_dagster.defs.training.checks import every_fold_has_both_classes, no_cascade_in_two_folds
-from fvc_dagster.lib.models import BASELINES
+from fvc_dagster.lib.models import models_of
 from fvc_dagster.lib.training.folds import groups_in_several_folds
 from fvc_dagster.local.demo import DEMO_EMBEDDING_MODELS, execute_run_request, run_demo
+
+TABULAR = models_of("tabular")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def test_demo_leaves_every_table_and_leak_free_folds(demo_root):
         4,
     ]
     metrics = query(demo_root, "select * from fvc.fold_metrics")
-    models = {*BASELINES, *DEMO_EMBEDDING_MODELS, "ensemble"}
+    models = {*TABULAR, *DEMO_EMBEDDING_MODELS, "ensemble"}
     assert len(metrics) == len(models) * N_FOLDS and set(metrics["model"]) == models
     comparison = query(demo_root, "select * from fvc.model_comparison")
     assert len(comparison) == len(models) and comparison["roc_auc_mean"].notna().all()
@@ -76,7 +78,7 @@ def test_every_fold_run_is_a_finished_mlflow_run_with_its_dagster_run_id(demo_ro
     assert set(runs["status"]) == {"FINISHED"}
     # the ensemble stacks the baselines, then again once the embedding model has joined them
     assert runs["tags.model"].value_counts().to_dict() == {
-        **dict.fromkeys(BASELINES, N_FOLDS),
+        **dict.fromkeys(TABULAR, N_FOLDS),
         "ensemble": 2 * N_FOLDS,
     }
     assert runs["tags.dagster_run_id"].notna().all()
@@ -183,7 +185,7 @@ def test_demo_splits_a_failed_batch_trains_on_the_good_videos_and_fails_naming_t
     ]
     assert instance.get_materialized_partitions(dg.AssetKey("scaled_features")) == set(TINY)
     assert set(query(root, "select video_id from fvc.cv_folds")["video_id"]) == set(TINY)
-    assert len(query(root, "select * from fvc.fold_metrics")) == (len(BASELINES) + 1) * N_FOLDS
+    assert len(query(root, "select * from fvc.fold_metrics")) == (len(TABULAR) + 1) * N_FOLDS
 
 
 @contextlib.contextmanager
@@ -238,7 +240,7 @@ def test_a_planted_leak_fails_the_blocking_check_and_no_baseline_runs(tiny_demo,
             for r in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_START)
         }
         downstream = ["ensemble", "fold_predictions", "fold_metrics", "model_comparison"]
-        for key in [*(f"baseline_{m}" for m in BASELINES), *downstream]:
+        for key in [*TABULAR, *downstream]:
             assert not any(step.startswith(key) for step in started), key
             assert not instance.fetch_materializations(dg.AssetKey(key), limit=1).records, key
 
@@ -251,12 +253,12 @@ def test_a_fold_whose_training_raises_ends_its_mlflow_run_failed(tiny_demo, tmp_
         result = defs.resolve_job_def("training").execute_in_process(
             instance=instance,
             partition_key="0",
-            asset_selection=[dg.AssetKey("baseline_logistic_regression")],
+            asset_selection=[dg.AssetKey("logistic_regression")],
             raise_on_error=False,
         )
 
         assert not result.success
-        error = result.failure_data_for_node("baseline_logistic_regression").error
+        error = result.failure_data_for_node("logistic_regression").error
         assert "single class" in error.cause.message
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
         runs = mlflow.search_runs(

@@ -162,9 +162,9 @@ def retrained(graphql: GraphQL, root: Path, videos: set[str]):
     if not folds or folds[0]["metadata"].get("videos") != len(videos):
         return None
     baselines = {}  # the latest materialization of each fold
-    for m in reversed(materializations(graphql, "baseline_logistic_regression")):
+    for m in reversed(materializations(graphql, "logistic_regression")):
         baselines[m["partition"]] = m
-    if len(baselines) < N_FOLDS or fold_videos(root, "baseline_logistic_regression") != videos:
+    if len(baselines) < N_FOLDS or fold_videos(root, "logistic_regression") != videos:
         return None
     trained_at = max(float(m["timestamp"]) for m in baselines.values())
     comparison = materializations(graphql, "model_comparison")

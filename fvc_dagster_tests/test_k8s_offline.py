@@ -27,7 +27,7 @@ from dagster_k8s.job import (
 VALUES = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "values.yaml"
 MODULE = "fvc_dagster.definitions"
 RUN_ID = "0123abcd-4567-89ef-0123-456789abcdef"
-GPU_STEP = "network_r2plus1d"  # a network asset: its op is the step
+GPU_STEP = "r2plus1d"  # a network asset: its op is the step
 
 
 @pytest.fixture(scope="module")
@@ -182,13 +182,14 @@ def test_gpu_step_pod_renders_the_executor_s_step_config(k8s_defs, code):
 
 def test_the_k8s_profile_runs_steps_as_jobs_with_gpus_for_torch_steps_only(k8s_defs):
     from fvc_dagster.defs.scaleout import GPU_STEP_K8S_CONFIG, ParquetWarehouseIOManager
+    from fvc_dagster.lib.models import models_of
 
     for job in ("video_pipeline", "training", "networks", "embeddings", "scoring"):
         assert k8s_defs.resolve_job_def(job).executor_def.name == "k8s", job
     on_gpu = executor_config(k8s_defs, "networks")["per_step_k8s_config"]
     assert GPU_STEP in on_gpu and "clip_embeddings" in on_gpu
-    assert all(step.startswith("network_") for step in set(on_gpu) - {"clip_embeddings"})
-    assert not {"augmented_clips", "scaled_clips", "baseline_svm", "cv_folds"} & set(on_gpu)
+    assert set(on_gpu) - {"clip_embeddings"} == set(models_of("network"))
+    assert not {"augmented_clips", "scaled_clips", "svm", "cv_folds"} & set(on_gpu)
     assert on_gpu[GPU_STEP]["container_config"] == GPU_STEP_K8S_CONFIG["container_config"]
     assert isinstance(k8s_defs.resources["io_manager"], ParquetWarehouseIOManager)
 

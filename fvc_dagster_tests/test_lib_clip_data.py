@@ -11,7 +11,7 @@ from torch import nn
 
 from fvc_dagster.lib.clips.augment import AUG_TYPES
 from fvc_dagster.lib.clips.store import write_clip
-from fvc_dagster.lib.models import optical_flow
+from fvc_dagster.lib.models import get_spec, optical_flow
 from fvc_dagster.lib.models.video_resnet import BoxPooled
 from fvc_dagster.lib.training import clip_data
 from fvc_dagster.lib.training.clip_data import (
@@ -165,7 +165,7 @@ def test_normalisation_happens_after_the_transfer_and_leaves_other_keys():
     assert out["clip"].dtype == torch.float32
     assert out["clip"][0, :, 0, 0, 0].tolist() == [1.0, 2.0, 1.0]
     assert out["label"] is batch["label"] and batch["clip"].dtype == torch.uint8
-    assert clip_data.normaliser("x3d")(batch)["clip"].dtype == torch.float32
+    assert clip_data.normaliser(get_spec("x3d").normalisation)(batch)["clip"].dtype == torch.float32
 
 
 def test_the_loader_order_is_fixed_by_its_seed(rows):

@@ -11,7 +11,7 @@ from torchvision.models import get_model
 
 from fvc_dagster.lib.clips.store import write_clip
 from fvc_dagster.lib.clips.video_clips import ORIGINAL
-from fvc_dagster.lib.models import WeightsMissing, build_model, list_models
+from fvc_dagster.lib.models import WeightsMissing, build_model, models_of
 from fvc_dagster.lib.training.embeddings import (
     BACKBONES,
     EMBEDDING_COLUMNS,
@@ -19,8 +19,9 @@ from fvc_dagster.lib.training.embeddings import (
     backbone_embeddings,
     clip_embedders,
     embedding_fold,
+    embedding_model,
     embedding_network,
-    fit_xgboost,
+    fit_embedding_model,
 )
 from fvc_dagster.lib.training.fold_data import assign_clips
 
@@ -98,8 +99,7 @@ def test_the_pretrained_trunk_is_the_checkpoint_file(tmp_path, monkeypatch):
 
 
 def test_an_embedding_model_is_no_network_to_train():
-    assert len(list_models(networks_only=True)) == 14
-    assert set(list_models()) >= {f"xgboost_{b}" for b in BACKBONES}
+    assert {embedding_model(b) for b in BACKBONES} == set(models_of("embedding"))
     with pytest.raises(ValueError, match="XGBoost model on the clip embeddings of the frozen i3d"):
         build_model("xgboost_i3d")
     with pytest.raises(KeyError, match="unknown backbone 'x3d'"):
@@ -132,10 +132,12 @@ def test_xgboost_fits_the_fold_s_training_clips_and_scores_its_validation_clips(
     fold = embedding_fold(training, embeddings, 0)
     assert set(fold.train["video_id"]) == {f"v{n}" for n in range(6, 12)} and len(fold.train) == 12
     assert fold.validation["clip_id"].tolist() == [f"v{n}_0" for n in range(6)]
-    fit = fit_xgboost(fold)
+    fit = fit_embedding_model(embedding_model("i3d"), fold)
     assert fit.classifier.n_features_in_ == 4 and fit.scores["roc_auc"] == 1.0
     assert (fit.probabilities[::2] > 0.5).all() and (fit.probabilities[1::2] < 0.5).all()
-    assert np.array_equal(fit.probabilities, fit_xgboost(fold).probabilities)
+    assert np.array_equal(
+        fit.probabilities, fit_embedding_model(embedding_model("i3d"), fold).probabilities
+    )
 
 
 def test_a_fold_of_one_class_or_without_embeddings_is_refused():
@@ -145,7 +147,7 @@ def test_a_fold_of_one_class_or_without_embeddings_is_refused():
     fold = embedding_fold(training, embeddings, 0)
     fakes_only = EmbeddingFold(fold.train[fold.train["label"] == "fake"], fold.validation)
     with pytest.raises(ValueError, match="single class"):
-        fit_xgboost(fakes_only)
+        fit_embedding_model(embedding_model("i3d"), fakes_only)
 
 
 def test_embeddings_of_a_missing_backbone_or_of_mixed_settings_are_refused():

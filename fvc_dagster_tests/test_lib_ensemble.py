@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fvc_dagster.lib.models.stacking import NonNegativeLogistic
 from fvc_dagster.lib.training.ensemble import (
     BaseLearner,
-    NonNegativeLogistic,
     stack_fold,
     tabular_learner,
 )

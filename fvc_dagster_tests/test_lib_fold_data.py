@@ -10,7 +10,7 @@ from fvc_dagster.lib.evaluation.metrics import (
     fold_scores,
     prediction_rows,
 )
-from fvc_dagster.lib.models import BASELINES, CorrelationPruner, baseline_pipeline, kept_features
+from fvc_dagster.lib.models import CorrelationPruner, baseline_pipeline, kept_features, models_of
 from fvc_dagster.lib.models.baselines import SignificantFeatures, selected_features
 from fvc_dagster.lib.training.fold_data import assign_clips, clip_owners, fold_data, leak_report
 from fvc_dagster.lib.training.tabular import baseline_training_rows, train_fold
@@ -139,7 +139,7 @@ def test_pruning_drops_constant_and_collinear_features():
     assert kept_features(pipeline, FEATURES) == ["signal", "noise"]
 
 
-@pytest.mark.parametrize("model", list(BASELINES))
+@pytest.mark.parametrize("model", models_of("tabular"))
 def test_each_baseline_learns_a_separable_signal(model):
     clips, folds = clip_table()
     result = train_fold(model, fold_data(assign_clips(clips, folds, 5), clips, 1, FEATURES))
@@ -200,7 +200,7 @@ def test_augmented_clips_that_erase_the_signal_do_not_train_the_baselines():
         0, 0.3, len(clips)
     )
     clips["copy_of_signal"] = 2 * clips["signal"] + 1
-    for model in BASELINES:
+    for model in models_of("tabular"):
         result = train_fold(model, fold_data(assign_clips(clips, folds, 5), clips, 3, FEATURES))
         assert result.scores["roc_auc"] == 1.0, model
         assert result.kept_features == ["signal"], model

@@ -4,6 +4,7 @@ loads its official checkpoint from $TORCH_HOME (files written here from freshly 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,15 +13,18 @@ from torchvision.models import get_model
 
 from fvc_dagster.cli import main
 from fvc_dagster.lib.models import (
+    KINDS,
     REGISTRY,
     WeightsMissing,
     build_model,
+    estimator,
     get_spec,
-    list_models,
+    models_of,
     optical_flow,
 )
+from fvc_dagster.lib.models.registry import resolve
 
-NETWORKS = list_models(networks_only=True)
+NETWORKS = models_of("network")
 BOXES = torch.tensor([[0.0, 64.0, 256.0, 128.0], [64.0, 0.0, 128.0, 256.0]])  # canvas pixels
 
 
@@ -39,15 +43,49 @@ def inputs(name: str, frames: int = 4, pixels: int = 32) -> tuple[torch.Tensor, 
     return (clip,)
 
 
-def test_registry_lists_fourteen_networks_three_baselines_and_five_models_on_embeddings():
-    assert len(NETWORKS) == 14
-    assert [n for n in REGISTRY if n not in NETWORKS] == [
-        "logistic_regression", "svm", "xgboost", "xgboost_pretrained_inception", "xgboost_i3d",
-        "xgboost_r2plus1d", "xgboost_vit_gru", "xgboost_vit_transformer",
-    ]  # fmt: skip
-    assert all(REGISTRY[n].recipe for n in NETWORKS)
-    # every network but naive_cnn (trained from scratch) has pretrained weights
-    assert [n for n in NETWORKS if REGISTRY[n].checkpoint is None] == ["naive_cnn"]
+def test_every_name_is_unique_and_a_valid_asset_name():
+    names = [spec.name for spec in REGISTRY.values()]
+    assert list(REGISTRY) == names and len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in names)
+    assert {spec.kind for spec in REGISTRY.values()} <= set(KINDS)
+    assert all(spec.family and spec.family not in KINDS for spec in REGISTRY.values())
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_every_network_has_a_builder_a_recipe_and_weights_info(name):
+    spec = get_spec(name)
+    assert callable(resolve(spec, "builder")) and spec.estimator is None
+    assert spec.recipe and spec.frames and spec.pixels
+    assert spec.input.startswith("clip")
+    # its weights and their normalisation, or the normalisation it is trained from scratch with
+    mean, std = spec.normalisation
+    assert len(mean) == len(std) == 3 and all(s > 0 for s in std)
+    if spec.checkpoint is not None:
+        assert (mean, std) == (spec.checkpoint.mean, spec.checkpoint.std)
+        assert spec.checkpoint.dataset and spec.checkpoint.status()
+    else:
+        assert spec.scratch_normalisation is not None
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].kind != "network"])
+def test_every_other_model_has_an_estimator_that_fits(name):
+    spec = get_spec(name)
+    assert spec.builder is None
+    model = estimator(name, seed=0)
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.arange(20) % 2
+    assert model.fit(x, y).predict_proba(x).shape == (20, 2)
+
+
+def test_every_embedding_model_rests_on_a_network_with_a_trunk_and_every_trunk_has_one():
+    backbones = [get_spec(m).backbone for m in models_of("embedding")]
+    assert sorted(backbones) == sorted(n for n in NETWORKS if get_spec(n).trunk)
+    for model in models_of("embedding"):
+        spec, backbone = get_spec(model), get_spec(get_spec(model).backbone)
+        assert (spec.frames, spec.pixels, spec.checkpoint) == (
+            backbone.frames, backbone.pixels, backbone.checkpoint
+        )  # fmt: skip
+        assert spec.normalisation == backbone.normalisation
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -150,7 +188,7 @@ def test_missing_weights_say_which_file_goes_where(tmp_path, monkeypatch):
 def test_wrong_requests_are_errors_that_name_the_problem():
     with pytest.raises(KeyError, match="unknown model 'resnet3000'"):
         build_model("resnet3000")
-    with pytest.raises(ValueError, match="tabular baseline"):
+    with pytest.raises(ValueError, match="'svm' is a tabular model, not a network"):
         build_model("svm")
     with pytest.raises(ValueError, match="'random' or 'pretrained'"):
         build_model("x3d", weights="imagenet")
@@ -163,7 +201,7 @@ def test_fvc_models_json_lists_the_networks_with_distinct_sizes(capsys, tmp_path
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     counts = {n: rows[n]["parameters"] for n in NETWORKS}
-    assert len(set(counts.values())) == len(NETWORKS) == 14
+    assert len(set(counts.values())) == len(NETWORKS)
     assert 2_900_000 < counts["x3d"] < 4_000_000
     assert 86_000_000 < counts["vit_gru"] < 88_000_000  # ViT-B/16 (86 M) + the GRU
     assert 120_000_000 < counts["timesformer"] < 122_000_000
@@ -181,7 +219,8 @@ def test_fvc_models_json_lists_the_networks_with_distinct_sizes(capsys, tmp_path
         != (rows["xgboost_vit_gru"]["parameters"])
     )
     assert rows["xgboost_i3d"]["weights"].startswith("put I3D_8x8_R50.pyth in")
-    assert rows["xgboost_i3d"]["recipe"] is None and rows["xgboost_i3d"]["family"] == "embedding"
+    assert rows["xgboost_i3d"]["recipe"] is None and rows["xgboost_i3d"]["kind"] == "embedding"
+    assert set(rows) == set(REGISTRY)  # every model, the ensemble too
 
 
 def test_naive_cnn_reads_one_coding_block_per_feature_and_has_no_pretrained_weights():

@@ -14,7 +14,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import Dataset
 
 from fvc_dagster.lib.clips.store import write_clip
-from fvc_dagster.lib.models import build_model
+from fvc_dagster.lib.models import build_model, get_spec
 from fvc_dagster.lib.training import trainer as trainer_module
 from fvc_dagster.lib.training.clip_data import ClipDataset, normaliser
 from fvc_dagster.lib.training.trainer import TrainConfig, _amp_plan, fit, load_best, lr_lambda
@@ -347,7 +347,7 @@ def test_a_registry_network_trains_end_to_end_on_stored_clips(tmp_path):
         ClipDataset(rows[:4], frames=4, pixels=32),
         config(epochs=2, lr=1e-3),
         tmp_path / "ckpt",
-        prepare=normaliser("x3d"),
+        prepare=normaliser(get_spec("x3d").normalisation),
         on_epoch_end=lambda epoch, metrics: seen.append(epoch),
     )
     assert seen == [1, 2] and len(result.history) == 2

@@ -4,14 +4,16 @@ networks on request, the champion and its scores."""
 import dagster as dg
 
 from fvc_dagster.defs.partitions import folds_partitions, videos_partitions
-from fvc_dagster.lib.models import REGISTRY
+from fvc_dagster.lib.models import models_of
 
 PER_VIDEO_GROUPS = ("ingest", "clips", "features")
-EMBEDDING_MODELS = [name for name, spec in REGISTRY.items() if spec.family == "embedding"]
 # What a newly trained network changes: the stacking, the predictions, metrics and comparison.
 NETWORK_DOWNSTREAM = (
-    "ensemble", "fold_predictions", "fold_metrics", "model_comparison",
-)  # fmt: skip
+    *models_of("ensemble"),
+    "fold_predictions",
+    "fold_metrics",
+    "model_comparison",
+)
 
 video_pipeline_job = dg.define_asset_job(
     "video_pipeline",
@@ -22,7 +24,7 @@ video_pipeline_job = dg.define_asset_job(
 
 training_job = dg.define_asset_job(
     "training",
-    selection=dg.AssetSelection.groups("training"),
+    selection=dg.AssetSelection.groups("folds", "models", "evaluation"),
     partitions_def=folds_partitions,
     description="Folds, baseline models on a range of folds (all of them in one run by default), "
     "their metrics and the comparison.",
@@ -31,7 +33,7 @@ training_job = dg.define_asset_job(
 networks_job = dg.define_asset_job(
     "networks",
     selection=dg.AssetSelection.groups("networks")
-    | dg.AssetSelection.assets(*EMBEDDING_MODELS, *NETWORK_DOWNSTREAM),
+    | dg.AssetSelection.assets(*models_of("embedding"), *NETWORK_DOWNSTREAM),
     partitions_def=folds_partitions,
     description="Video networks and XGBoost models on clip embeddings on a range of folds (pick "
     "them with an asset selection; each network's hyperparameters in its config), then the "

@@ -139,7 +139,7 @@ def embed_clips(
     from fvc_dagster.defs.ingest.sensors import batch_run_requests
     from fvc_dagster.lib.models import REGISTRY
 
-    backbones = [REGISTRY[m].options["backbone"] for m in models]
+    backbones = [REGISTRY[m].backbone for m in models]
     print(f"embedding every clip with {', '.join(backbones)} ({DEMO_EMBEDDING_CONFIG})")
     config = {"clip_embeddings": {"config": {**DEMO_EMBEDDING_CONFIG, "backbones": backbones}}}
     registered = instance.get_dynamic_partitions(videos_partitions.name)
@@ -161,10 +161,9 @@ def train_networks(
     default their `DEMO_NETWORK_CONFIGS` entry, else `SMOKE_NETWORK_CONFIG`), in one run with
     the ensemble, metrics and comparison; whether it succeeded."""
     from fvc_dagster.defs.jobs import NETWORK_DOWNSTREAM
-    from fvc_dagster.defs.training.networks import network_asset_name
 
     clips_at = _latest_timestamp(instance, "training_clips")
-    stale = [m for m in networks if _latest_timestamp(instance, network_asset_name(m)) < clips_at]
+    stale = [m for m in networks if _latest_timestamp(instance, m) < clips_at]
     stale_xgb = [m for m in embedding_models if _latest_timestamp(instance, m) < clips_at]
     if not (stale or stale_xgb):
         return True
@@ -172,11 +171,9 @@ def train_networks(
         return False
     print(f"training on every fold: {', '.join([*stale, *stale_xgb])}")
     start = time.perf_counter()
-    selection = [dg.AssetKey(network_asset_name(m)) for m in stale]
-    selection += [dg.AssetKey(m) for m in stale_xgb]
-    selection += [dg.AssetKey(k) for k in NETWORK_DOWNSTREAM]
+    selection = [dg.AssetKey(m) for m in (*stale, *stale_xgb, *NETWORK_DOWNSTREAM)]
     configs = {m: config or DEMO_NETWORK_CONFIGS.get(m, SMOKE_NETWORK_CONFIG) for m in stale}
-    ops = {network_asset_name(m): {"config": configs[m]} for m in stale}
+    ops = {m: {"config": configs[m]} for m in stale}
     outcome = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
     seconds = time.perf_counter() - start
     print(f"  networks: {'ok' if outcome.success else 'FAILED'} in {seconds:.0f} s")

@@ -1,5 +1,6 @@
 """Feature rows of stored clips: the handcrafted features of a clip, the stage-4 features of a
-scaled clip, one row per clip, a clip the features cannot measure raised as its video's error."""
+scaled clip, one row per clip, a clip the features cannot measure raised as its video's error;
+both side by side (`clip_features`), what the tabular models read."""
 
 from __future__ import annotations
 
@@ -7,10 +8,21 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
+
 from fvc_dagster.lib.clips.store import read_clip
 from fvc_dagster.lib.clips.video_clips import content_box
-from fvc_dagster.lib.features.forensic import CodecCues, handcrafted_features, scaled_features
+from fvc_dagster.lib.features.forensic import (
+    HANDCRAFTED_FEATURES,
+    SCALED_FEATURES,
+    CodecCues,
+    handcrafted_features,
+    scaled_features,
+)
 from fvc_dagster.lib.ingest.video import VideoError
+
+# The columns the tabular models read: stage 2 and stage 4 features of a clip.
+CLIP_FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
 
 
 def codec_cues(source: dict) -> CodecCues:
@@ -60,3 +72,8 @@ def scaled_feature_row(scaled: dict) -> dict:
             content_box=content_box(scaled),
         ),
     }
+
+
+def clip_features(handcrafted: pd.DataFrame, scaled: pd.DataFrame) -> pd.DataFrame:
+    """Stage 2 and stage 4 features side by side, one row per clip."""
+    return handcrafted.merge(scaled.drop(columns=["video_id", "aug_index"]), on="clip_id")

@@ -1,25 +1,30 @@
-"""The model portfolio: tabular baselines and video networks, one registry row each.
+"""The model portfolio: one registry row per model (tabular baselines, video networks, XGBoost
+on frozen-network embeddings, the ensemble).
 
-`build_model(name, weights=...)` makes any network with a one-logit head; `REGISTRY` holds the
-rows (family, input, default clip size, training recipe, pretrained checkpoint)."""
+`REGISTRY` holds the rows (kind, architecture family, input, builder or estimator, clip size,
+training recipe, pretrained checkpoint and normalisation, embedding trunk); `build_model(name,
+weights=...)` makes any network with a one-logit head, `estimator(name)` any other model's
+classifier."""
 
 import importlib
 
 from fvc_dagster.lib.models.registry import (
+    KINDS,
     REGISTRY,
-    TABULAR_MODELS,
     ModelSpec,
     Recipe,
+    Trunk,
     build_model,
+    embedding_backbones,
+    estimator,
     get_spec,
-    list_models,
+    models_of,
     portfolio,
 )
 from fvc_dagster.lib.models.weights import Checkpoint, HubCheckpoint, WeightsMissing
 
 # Imported on first use (PEP 562), so the registry costs no scikit-learn or OpenCV import.
 _LAZY = {
-    "BASELINES": "baselines",
     "CorrelationPruner": "baselines",
     "baseline_pipeline": "baselines",
     "kept_features": "baselines",
@@ -34,20 +39,22 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "BASELINES",
+    "KINDS",
     "REGISTRY",
-    "TABULAR_MODELS",
     "Checkpoint",
     "CorrelationPruner",
     "HubCheckpoint",
     "ModelSpec",
     "Recipe",
+    "Trunk",
     "WeightsMissing",
     "baseline_pipeline",
     "build_model",
+    "embedding_backbones",
+    "estimator",
     "get_spec",
     "kept_features",
-    "list_models",
+    "models_of",
     "optical_flow",
     "portfolio",
 ]

@@ -10,16 +10,10 @@ are drawn from the embedding seed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from fvc_dagster.lib.models.registry import builder, get_spec
-from fvc_dagster.lib.models.video_resnet import trunk
-
-SPACE_TIME = (2, 3, 4)
+from fvc_dagster.lib.models.registry import ModelSpec, named, resolve
 
 
 class Pooled(nn.Module):
@@ -45,33 +39,19 @@ class HeadInput(nn.Module):
         return self.network.features(clip)
 
 
-@dataclass(frozen=True)
-class Trunk:
-    """What of a built registry network embeds clips: `features` cuts it out of the network,
-    `dims` are the axes its output is averaged over; `arch` names it (backbones of the same
-    `arch` share their builder's layers and checkpoint, so they embed alike)."""
-
-    arch: str
-    features: Callable[[nn.Module], nn.Module]
-    dims: tuple[int, ...]
+def first_module(network: nn.Module) -> nn.Module:
+    """The first module of a sequential network (pretrained_inception: r3d_18 up to layer4)."""
+    return network[0]
 
 
-TRUNKS = {
-    # r3d_18 up to layer4: pretrained_inception without its InceptionHead3d (512-d)
-    "pretrained_inception": Trunk("r3d_18", lambda network: network[0], SPACE_TIME),
-    # I3D R50 without its head (pooling, dropout, projection): 2048-d
-    "i3d": Trunk("i3d_r50", lambda network: nn.Sequential(*network.blocks[:-1]), SPACE_TIME),
-    # r2plus1d_18 up to layer4, without its fc (512-d)
-    "r2plus1d": Trunk("r2plus1d_18", trunk, SPACE_TIME),
-    # ViT-B/16 on each frame into the GRU: its final hidden state (256-d)
-    "vit_gru": Trunk("vit_b_16_gru", HeadInput, ()),
-    # ViT-B/16 on each frame into the temporal encoder, averaged over frames (768-d)
-    "vit_transformer": Trunk("vit_b_16_transformer", HeadInput, ()),
-}
+def blocks_but_head(network: nn.Module) -> nn.Module:
+    """A pytorchvideo network's blocks but the last (its head: pooling, dropout, projection)."""
+    return nn.Sequential(*network.blocks[:-1])
 
 
-def build_backbone(state, backbone: str) -> nn.Module:
-    """The pooled trunk of the registry network `backbone`, built by its own builder from
-    `state` (its checkpoint's state dict, or None: random)."""
-    spec, cut = get_spec(backbone), TRUNKS[backbone]
-    return Pooled(cut.features(builder(spec)(state, **spec.options)), cut.dims)
+def build_backbone(state, backbone: ModelSpec) -> nn.Module:
+    """The pooled trunk of the registry network `backbone` (`backbone.trunk` says what to cut
+    and average), built by its own builder from `state` (its checkpoint's state dict, or None:
+    random)."""
+    network = resolve(backbone, "builder")(state, **backbone.options)
+    return Pooled(named(backbone.trunk.cut)(network), backbone.trunk.dims)

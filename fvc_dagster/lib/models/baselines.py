@@ -2,13 +2,11 @@
 
 Of the 23 clip features only a few carry the manipulation on a given corpus, and with about 48
 training videos per fold the classifiers fitted the noise of the rest; `SignificantFeatures`
-keeps the features whose class means differ on the training rows (README, Baselines, has the
-measurements).
+keeps the features whose class means differ on the training rows (docs/models.md, Tabular
+baselines, has the measurements).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
@@ -20,6 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+
+from fvc_dagster.lib.models.registry import estimator, get_spec
 
 
 class CorrelationPruner(BaseEstimator, TransformerMixin):
@@ -95,7 +95,19 @@ class SmallSampleCalibratedClassifierCV(CalibratedClassifierCV):
         return self
 
 
-def _xgboost(seed: int):
+def logistic_regression(seed: int) -> BaseEstimator:
+    return LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
+
+
+def svm(seed: int) -> BaseEstimator:
+    """Platt-calibrated probabilities, as scikit-learn recommends in place of
+    SVC(probability=True)."""
+    return SmallSampleCalibratedClassifierCV(
+        SVC(C=1.0, kernel="rbf", class_weight="balanced", random_state=seed), ensemble=False
+    )
+
+
+def xgboost(seed: int) -> BaseEstimator:
     from xgboost import XGBClassifier
 
     return XGBClassifier(
@@ -103,20 +115,11 @@ def _xgboost(seed: int):
     )
 
 
-BASELINES: dict[str, Callable[[int], BaseEstimator]] = {
-    "logistic_regression": lambda seed: LogisticRegression(
-        C=1.0, class_weight="balanced", max_iter=2000, random_state=seed
-    ),
-    # Platt-calibrated probabilities, as scikit-learn recommends in place of SVC(probability=True)
-    "svm": lambda seed: SmallSampleCalibratedClassifierCV(
-        SVC(C=1.0, kernel="rbf", class_weight="balanced", random_state=seed), ensemble=False
-    ),
-    "xgboost": _xgboost,
-}
-
-
 def baseline_pipeline(model: str, seed: int = 0) -> Pipeline:
-    """Impute, drop constant and collinear features, keep the significant ones, scale, classify."""
+    """Impute, drop constant and collinear features, keep the significant ones, scale, classify
+    with the tabular row `model`'s estimator."""
+    if get_spec(model).kind != "tabular":
+        raise ValueError(f"{model!r} is not a tabular model")
     return Pipeline(
         [
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
@@ -124,7 +127,7 @@ def baseline_pipeline(model: str, seed: int = 0) -> Pipeline:
             ("collinear", CorrelationPruner(0.95)),
             ("select", SignificantFeatures(0.05)),
             ("scale", StandardScaler()),
-            ("classify", BASELINES[model](seed)),
+            ("classify", estimator(model, seed)),
         ]
     )
 

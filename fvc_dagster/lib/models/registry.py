@@ -30,46 +30,75 @@ class Recipe:
     weight_decay: float = 1e-4
 
 
+Kind = Literal["tabular", "network", "embedding", "ensemble"]
+KINDS: tuple[Kind, ...] = ("tabular", "network", "embedding", "ensemble")
+Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
+SPACE_TIME = (2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """What of a network embeds clips for its `xgboost_<network>` row: `cut` names the function
+    ("module:function") that cuts it out of the built network, `dims` the output axes it is
+    averaged over; networks with the same `arch` share their builder's layers and checkpoint,
+    so they embed alike (and are embedded once)."""
+
+    arch: str
+    cut: str  # "module:function" of this package: network -> trunk module
+    dims: tuple[int, ...] = SPACE_TIME
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registry row. `input`: "features" (tabular), "clip" (B, 3, T, H, W), "clip+box" (also
-    the content boxes, see `BoxPooled`), "clip+flow" (also the flow, see `TwoStream`) or
-    "embedding" (XGBoost on the clip embeddings of the frozen trunk of the network
-    `options["backbone"]`, see `lib.training.embeddings`);
-    `frames` x `pixels` the default clip size;
-    `builder` names "module:function" in this package (imported when used, so the table costs
-    no torch import): `function(state_dict | None, **options)` makes the network (for
-    "embedding" rows the frozen trunk), or for tabular rows `function(**options, seed=...)` the
-    scikit-learn pipeline."""
+    """A registry row: the one place a model is described.
+
+    `kind` says how it is trained and which asset makes it: "tabular" (an `estimator` on the
+    clip features), "network" (a video network `builder` trained end to end), "embedding" (an
+    `estimator` on the clip embeddings of the frozen trunk of the network `backbone`) or
+    "ensemble" (an `estimator` stacking the other models' predictions); `family` is its
+    architecture. `input`: "features", "clip" (B, 3, T, H, W), "clip+box" (also the content
+    boxes, see `BoxPooled`), "clip+flow" (also the flow, see `TwoStream`), "embedding" or
+    "predictions"; `frames` x `pixels` the default clip size. `builder` and `estimator` name
+    "module:function" in this package (imported when used, so the table costs no torch or
+    scikit-learn import): `builder(state_dict | None, **options)` makes the network,
+    `estimator(seed, **options)` the unfitted classifier. A network's input is normalised with
+    its checkpoint's mean and std, or `scratch_normalisation` when it has none; `trunk` says
+    what of it embeds clips (each network with one has an `xgboost_<network>` row)."""
 
     name: str
+    kind: Kind
     family: str
-    input: Literal["features", "clip", "clip+box", "clip+flow", "embedding"]
-    builder: str
+    input: Literal["features", "clip", "clip+box", "clip+flow", "embedding", "predictions"]
+    builder: str | None = None
+    estimator: str | None = None
     frames: int | None = None
     pixels: int | None = None
     recipe: Recipe | None = None
     checkpoint: Pretrained | None = None
+    scratch_normalisation: Normalisation | None = None
+    trunk: Trunk | None = None
+    backbone: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_network(self) -> bool:
-        """A video network trained end to end (not a tabular baseline, not XGBoost on frozen
-        embeddings)."""
-        return self.input.startswith("clip")
+        """A video network trained end to end."""
+        return self.kind == "network"
+
+    @property
+    def normalisation(self) -> Normalisation:
+        """RGB mean and std (of [0, 1] pixels) the clips are normalised with: those of the
+        weights it loads (its checkpoint, or its backbone's), else its own from-scratch ones."""
+        if self.checkpoint is not None:
+            return self.checkpoint.mean, self.checkpoint.std
+        if self.scratch_normalisation is None:
+            raise ValueError(f"{self.name} reads no clips: it has no normalisation")
+        return self.scratch_normalisation
 
 
 R3D = torchvision_checkpoint("r3d_18-b3b3357e.pth")
 SLOWFAST = pytorchvideo_checkpoint("SLOWFAST_8x8_R50.pyth")
 SMALL_BATCH = Recipe(batch_size=4)
-
-
-def _tabular(name: str) -> ModelSpec:
-    return ModelSpec(
-        name, "tabular", "features", "baselines:baseline_pipeline", options={"model": name}
-    )
-
-
 TORCHVISION_CLIP = dict(frames=16, pixels=112)  # the Kinetics training size of these weights
 PYTORCHVIDEO_CLIP = dict(frames=16, pixels=224)
 VIT = imagenet_checkpoint("vit_b_16-c867db91.pth")
@@ -82,97 +111,124 @@ VIVIT = HubCheckpoint(
     "google/vivit-b-16x2-kinetics400", "Kinetics-400", mean=(0.5,) * 3, std=(0.5,) * 3
 )
 
+
+def _network(name: str, family: str, builder: str, **row: Any) -> ModelSpec:
+    return ModelSpec(name, "network", family, row.pop("input", "clip"), builder, **row)
+
+
+def _tabular(name: str, family: str) -> ModelSpec:
+    return ModelSpec(name, "tabular", family, "features", estimator=f"baselines:{name}")
+
+
+NETWORKS = [
+    _network(
+        "naive_cnn", "cnn2d", "naive_cnn:build_naive_cnn", frames=16, pixels=64,
+        recipe=Recipe(lr=1e-3, batch_size=8, epochs=200),
+        scratch_normalisation=((0.5,) * 3, (0.25,) * 3),  # [0, 1] centred
+    ),
+    _network(
+        "pretrained_inception", "r3d", "video_resnet:build_inception", **TORCHVISION_CLIP,
+        recipe=Recipe(), checkpoint=R3D,
+        # r3d_18 up to layer4, without its InceptionHead3d: 512-d
+        trunk=Trunk("r3d_18", "backbones:first_module"),
+    ),
+    _network(
+        "variable_ar_cnn", "r3d", "video_resnet:build_box_pooled", input="clip+box",
+        **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
+    ),
+    _network(
+        "i3d", "i3d", "pytorchvideo_nets:build_i3d", **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH,
+        checkpoint=pytorchvideo_checkpoint("I3D_8x8_R50.pyth"),
+        trunk=Trunk("i3d_r50", "backbones:blocks_but_head"),  # I3D R50 without its head: 2048-d
+    ),
+    _network(
+        "r2plus1d", "r2plus1d", "video_resnet:build_video_resnet", **TORCHVISION_CLIP,
+        recipe=Recipe(), checkpoint=torchvision_checkpoint("r2plus1d_18-91a641e6.pth"),
+        options={"arch": "r2plus1d_18"},
+        trunk=Trunk("r2plus1d_18", "video_resnet:trunk"),  # up to layer4, without its fc: 512-d
+    ),
+    _network(
+        "x3d", "x3d", "pytorchvideo_nets:build_x3d", **PYTORCHVIDEO_CLIP,
+        recipe=Recipe(lr=5e-4, epochs=20, weight_decay=5e-5),
+        checkpoint=pytorchvideo_checkpoint("X3D_M.pyth"),
+    ),
+    _network(
+        "slowfast", "slowfast", "pytorchvideo_nets:build_slowfast", **PYTORCHVIDEO_CLIP,
+        recipe=SMALL_BATCH, checkpoint=SLOWFAST,
+    ),
+    _network(
+        "slowfast_attention", "slowfast", "pytorchvideo_nets:build_slowfast_attention",
+        **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH, checkpoint=SLOWFAST,
+    ),
+    _network(
+        "slowfast_multiscale", "slowfast", "pytorchvideo_nets:build_slowfast_multiscale",
+        **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH, checkpoint=SLOWFAST,
+    ),
+    _network(
+        "two_stream", "two-stream", "video_resnet:build_two_stream", input="clip+flow",
+        **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
+    ),
+    _network(
+        "vit_gru", "vit", "transformers:build_vit_gru", frames=16, pixels=224,
+        recipe=TRANSFORMER, checkpoint=VIT,
+        # ViT-B/16 on each frame into the GRU: its final hidden state (256-d)
+        trunk=Trunk("vit_b_16_gru", "backbones:HeadInput", dims=()),
+    ),
+    _network(
+        "vit_transformer", "vit", "transformers:build_vit_transformer", frames=16, pixels=224,
+        recipe=TRANSFORMER, checkpoint=VIT,
+        # ViT-B/16 on each frame into the temporal encoder, averaged over frames (768-d)
+        trunk=Trunk("vit_b_16_transformer", "backbones:HeadInput", dims=()),
+    ),
+    _network(
+        "timesformer", "timesformer", "transformers:build_timesformer", frames=8, pixels=224,
+        recipe=TRANSFORMER, checkpoint=TIMESFORMER,
+    ),
+    _network(
+        "vivit", "vivit", "transformers:build_vivit", frames=32, pixels=224,
+        recipe=TRANSFORMER, checkpoint=VIVIT,
+    ),
+]  # fmt: skip
+
+
+def _on_embeddings(backbone: ModelSpec) -> ModelSpec:
+    """XGBoost (the tabular baseline's settings) on the clip embeddings of `backbone`'s frozen
+    trunk, at its clip size and from its checkpoint."""
+    return ModelSpec(
+        f"xgboost_{backbone.name}", "embedding", "gradient-boosting", "embedding",
+        estimator="baselines:xgboost", frames=backbone.frames, pixels=backbone.pixels,
+        checkpoint=backbone.checkpoint, backbone=backbone.name,
+    )  # fmt: skip
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        _tabular("logistic_regression"),
-        _tabular("svm"),
-        _tabular("xgboost"),
+        _tabular("logistic_regression", "linear"),
+        _tabular("svm", "kernel"),
+        _tabular("xgboost", "gradient-boosting"),
+        *NETWORKS,
+        *(_on_embeddings(network) for network in NETWORKS if network.trunk),
+        # A non-negative logistic regression on the logits of the tabular and embedding models'
+        # out-of-fold predictions (`lib.training.ensemble`).
         ModelSpec(
-            "naive_cnn", "cnn2d", "clip", "naive_cnn:build_naive_cnn", frames=16, pixels=64,
-            recipe=Recipe(lr=1e-3, batch_size=8, epochs=200),
-        ),
-        ModelSpec(
-            "pretrained_inception", "r3d", "clip", "video_resnet:build_inception",
-            **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
-        ),
-        ModelSpec(
-            "variable_ar_cnn", "r3d", "clip+box", "video_resnet:build_box_pooled",
-            **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
-        ),
-        ModelSpec(
-            "i3d", "i3d", "clip", "pytorchvideo_nets:build_i3d", **PYTORCHVIDEO_CLIP,
-            recipe=SMALL_BATCH, checkpoint=pytorchvideo_checkpoint("I3D_8x8_R50.pyth"),
-        ),
-        ModelSpec(
-            "r2plus1d", "r2plus1d", "clip", "video_resnet:build_video_resnet", **TORCHVISION_CLIP,
-            recipe=Recipe(), checkpoint=torchvision_checkpoint("r2plus1d_18-91a641e6.pth"),
-            options={"arch": "r2plus1d_18"},
-        ),
-        ModelSpec(
-            "x3d", "x3d", "clip", "pytorchvideo_nets:build_x3d", **PYTORCHVIDEO_CLIP,
-            recipe=Recipe(lr=5e-4, epochs=20, weight_decay=5e-5),
-            checkpoint=pytorchvideo_checkpoint("X3D_M.pyth"),
-        ),
-        ModelSpec(
-            "slowfast", "slowfast", "clip", "pytorchvideo_nets:build_slowfast",
-            **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH, checkpoint=SLOWFAST,
-        ),
-        ModelSpec(
-            "slowfast_attention", "slowfast", "clip", "pytorchvideo_nets:build_slowfast_attention",
-            **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH, checkpoint=SLOWFAST,
-        ),
-        ModelSpec(
-            "slowfast_multiscale", "slowfast", "clip",
-            "pytorchvideo_nets:build_slowfast_multiscale",
-            **PYTORCHVIDEO_CLIP, recipe=SMALL_BATCH, checkpoint=SLOWFAST,
-        ),
-        ModelSpec(
-            "two_stream", "two-stream", "clip+flow", "video_resnet:build_two_stream",
-            **TORCHVISION_CLIP, recipe=Recipe(), checkpoint=R3D,
-        ),
-        ModelSpec(
-            "vit_gru", "vit", "clip", "transformers:build_vit_gru", frames=16, pixels=224,
-            recipe=TRANSFORMER, checkpoint=VIT,
-        ),
-        ModelSpec(
-            "vit_transformer", "vit", "clip", "transformers:build_vit_transformer", frames=16,
-            pixels=224, recipe=TRANSFORMER, checkpoint=VIT,
-        ),
-        ModelSpec(
-            "timesformer", "timesformer", "clip", "transformers:build_timesformer", frames=8,
-            pixels=224, recipe=TRANSFORMER, checkpoint=TIMESFORMER,
-        ),
-        ModelSpec(
-            "vivit", "vivit", "clip", "transformers:build_vivit", frames=32, pixels=224,
-            recipe=TRANSFORMER, checkpoint=VIVIT,
+            "ensemble", "ensemble", "stacking", "predictions",
+            estimator="stacking:non_negative_logistic", options={"l2": 1.0},
         ),
     ]
 }  # fmt: skip
 
-# The networks whose frozen trunks embed clips for XGBoost models (`xgboost_<network>` rows).
-EMBEDDING_BACKBONES = ("pretrained_inception", "i3d", "r2plus1d", "vit_gru", "vit_transformer")
+
+def models_of(kind: Kind) -> list[str]:
+    """The registered models of one kind, in registry order."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return [name for name, spec in REGISTRY.items() if spec.kind == kind]
 
 
-def _on_embeddings(backbone: ModelSpec) -> ModelSpec:
-    """XGBoost on the clip embeddings of `backbone`'s frozen trunk, at its clip size and from its
-    checkpoint."""
-    return ModelSpec(
-        f"xgboost_{backbone.name}", "embedding", "embedding", "backbones:build_backbone",
-        backbone.frames, backbone.pixels, checkpoint=backbone.checkpoint,
-        options={"backbone": backbone.name},
-    )  # fmt: skip
-
-
-REGISTRY |= {s.name: s for s in (_on_embeddings(REGISTRY[b]) for b in EMBEDDING_BACKBONES)}
-
-# The tabular baselines (the keys of `baselines.BASELINES`, without importing scikit-learn).
-TABULAR_MODELS = tuple(n for n, s in REGISTRY.items() if s.family == "tabular")
-
-
-def list_models(networks_only: bool = False) -> list[str]:
-    """Every registered model, or the video networks only."""
-    return [n for n, s in REGISTRY.items() if s.is_network or not networks_only]
+def embedding_backbones() -> list[str]:
+    """The networks whose frozen trunks embed clips (one `xgboost_<network>` row each)."""
+    return [REGISTRY[name].backbone for name in models_of("embedding")]
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -181,13 +237,30 @@ def get_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
-def builder(spec: ModelSpec) -> Callable[..., Any]:
-    """The function `spec.builder` names."""
-    module, _, function = spec.builder.partition(":")
+def named(path: str) -> Callable[..., Any]:
+    """The function (or class) "module:function" names in this package."""
+    module, _, function = path.partition(":")
     found = getattr(importlib.import_module(f"{__package__}.{module}"), function, None)
     if found is None:
-        raise LookupError(f"model {spec.name!r}: builder {spec.builder!r} does not exist")
+        raise LookupError(f"{path!r} does not exist in {__package__}")
     return found
+
+
+def resolve(spec: ModelSpec, role: Literal["builder", "estimator"]) -> Callable[..., Any]:
+    """The function the row's `builder` or `estimator` names."""
+    path = getattr(spec, role)
+    if path is None:
+        raise ValueError(f"{spec.name!r} is a {spec.kind} model: it has no {role}")
+    try:
+        return named(path)
+    except LookupError as error:
+        raise LookupError(f"model {spec.name!r}: {role} {error}") from None
+
+
+def estimator(name: str, seed: int = 0) -> Any:
+    """The unfitted classifier of a tabular, embedding or ensemble row."""
+    spec = get_spec(name)
+    return resolve(spec, "estimator")(seed, **spec.options)
 
 
 def build_model(
@@ -201,50 +274,62 @@ def build_model(
     rows the folder `weights_file` or the Hugging Face cache; `WeightsMissing` says where to put
     it). `overrides` replace the row's builder options (e.g. `dropout`)."""
     spec = get_spec(name)
-    if spec.family == "tabular":
-        raise ValueError(f"{name!r} is a tabular baseline: use baseline_pipeline({name!r}, seed)")
-    if spec.family == "embedding":
-        backbone = spec.options["backbone"]
+    if spec.kind == "embedding":
         raise ValueError(
-            f"{name!r} is an XGBoost model on the clip embeddings of the frozen {backbone} trunk, "
-            f"not a network to train: materialize clip_embeddings (backbone {backbone}), then "
-            f"the asset {name}; lib.training.embeddings.embedding_network({backbone!r}) is the "
-            "trunk"
+            f"{name!r} is an XGBoost model on the clip embeddings of the frozen {spec.backbone} "
+            f"trunk, not a network to train: materialize clip_embeddings (backbone "
+            f"{spec.backbone}), then the asset {name}; "
+            f"lib.training.embeddings.embedding_network({spec.backbone!r}) is the trunk"
         )
-    return _build(spec, weights, weights_file, overrides)
+    if spec.kind != "network":
+        raise ValueError(f"{name!r} is a {spec.kind} model, not a network: estimator({name!r})")
+    state = _weights(spec, weights, weights_file)
+    return resolve(spec, "builder")(state, **{**spec.options, **overrides})
 
 
 def build_frozen(
     name: str, weights: Literal["random", "pretrained"], weights_file: str | Path | None = None
 ) -> nn.Module:
-    """The frozen embedding network (eval mode, no gradients) of the "embedding" row `name`,
-    random or with its backbone's pretrained weights (found as by `build_model`)."""
+    """The frozen pooled trunk (eval mode, no gradients) of the "embedding" row `name`'s
+    backbone, random or with its pretrained weights (found as by `build_model`)."""
     spec = get_spec(name)
-    if spec.family != "embedding":
-        raise ValueError(f"{name!r} is not an XGBoost model on embeddings")
-    return _build(spec, weights, weights_file, {}).eval().requires_grad_(False)
+    if spec.kind != "embedding":
+        raise ValueError(f"{name!r} is not a model on clip embeddings")
+    backbone = get_spec(spec.backbone)
+    state = _weights(backbone, weights, weights_file)
+    return _trunk_builder()(state, backbone).eval().requires_grad_(False)
 
 
-def _build(
-    spec: ModelSpec, weights: str, weights_file: str | Path | None, overrides: dict[str, Any]
-) -> nn.Module:
+def _trunk_builder() -> Callable[..., nn.Module]:
+    return named("backbones:build_backbone")
+
+
+def _weights(
+    spec: ModelSpec, weights: str, weights_file: str | Path | None
+) -> dict[str, Any] | None:
+    """The state dict to build `spec` from: its checkpoint's, or None for random weights."""
     if weights not in ("random", "pretrained"):
         raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
     if weights_file is not None and weights != "pretrained":
         raise ValueError("weights_file is only read with weights='pretrained'")
     if weights == "pretrained" and spec.checkpoint is None:
         raise ValueError(f"{spec.name} has no pretrained weights: train it with weights: random")
-    state = spec.checkpoint.load(weights_file) if weights == "pretrained" else None
-    return builder(spec)(state, **{**spec.options, **overrides})
+    return spec.checkpoint.load(weights_file) if weights == "pretrained" else None
 
 
-def parameter_count(name: str) -> int:
-    """Parameters of the network in its registered configuration (built on the meta device)."""
+def parameter_count(name: str) -> int | None:
+    """Parameters of a network (or of an embedding row's frozen trunk) in its registered
+    configuration, built on the meta device; None for models without one."""
     import torch
 
     spec = get_spec(name)
+    if spec.kind not in ("network", "embedding"):
+        return None
     with torch.device("meta"):
-        model = builder(spec)(None, **spec.options)
+        if spec.kind == "network":
+            model = resolve(spec, "builder")(None, **spec.options)
+        else:
+            model = _trunk_builder()(None, get_spec(spec.backbone))
     return sum(p.numel() for p in model.parameters())
 
 
@@ -257,11 +342,12 @@ def portfolio() -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": spec.name,
+                "kind": spec.kind,
                 "family": spec.family,
                 "input": spec.input,
                 "frames": spec.frames,
                 "pixels": spec.pixels,
-                "parameters": parameter_count(spec.name) if spec.family != "tabular" else None,
+                "parameters": parameter_count(spec.name),
                 "pretrained": spec.checkpoint.dataset if pretrainable else None,
                 "weights": spec.checkpoint.status() if pretrainable else None,
                 "recipe": vars(spec.recipe) if spec.recipe else None,

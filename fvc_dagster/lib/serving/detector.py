@@ -135,7 +135,7 @@ class Detector:
         batch = _collate(dataset)
         self.estimator.eval()
         with torch.no_grad():
-            prepared = normaliser(spec.family)(batch)
+            prepared = normaliser(spec.normalisation)(batch)
             logits = call_model(self.estimator, prepared, _input_keys(spec.input))
         return torch.sigmoid(logits.float()).reshape(-1).numpy()
 

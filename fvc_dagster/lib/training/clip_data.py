@@ -86,23 +86,6 @@ INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "clip+flow": ("clip", "flow"),
 }
 
-# Per-channel RGB mean and std (in [0, 1]) of each family's pretraining data.
-KINETICS_TORCHVISION = ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989))
-KINETICS_PYTORCHVIDEO = ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cnn2d": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),  # trained from scratch: [0, 1] centred
-    "r3d": KINETICS_TORCHVISION,
-    "r2plus1d": KINETICS_TORCHVISION,
-    "two-stream": KINETICS_TORCHVISION,
-    "i3d": KINETICS_PYTORCHVIDEO,
-    "x3d": KINETICS_PYTORCHVIDEO,
-    "slowfast": KINETICS_PYTORCHVIDEO,
-    "vit": IMAGENET,
-    "timesformer": KINETICS_PYTORCHVIDEO,  # facebook/timesformer-base-finetuned-k400's processor
-    "vivit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [-1, 1], google/vivit-b-16x2-kinetics400's
-}
-
 
 def sample_indices(stored: int, frames: int) -> np.ndarray:
     """`frames` indices spread uniformly over `stored` frames: the centre of each of `frames`
@@ -410,12 +393,12 @@ def normalise_on_device(
     return out
 
 
-def normaliser(family: str) -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    """`normalise_on_device` with the mean and std of a registry family: the trainer's
-    `prepare`."""
-    if family not in NORMALISATION:
-        raise KeyError(f"no normalisation for family {family!r}")
-    mean, std = NORMALISATION[family]
+def normaliser(
+    normalisation: tuple[Sequence[float], Sequence[float]],
+) -> Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """`normalise_on_device` with a registry row's `(mean, std)` (`ModelSpec.normalisation`):
+    the trainer's `prepare`."""
+    mean, std = normalisation
 
     def prepare(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return normalise_on_device(batch, mean, std)

@@ -1,8 +1,8 @@
-"""Clip embeddings of frozen backbones, and XGBoost fit on them per fold.
+"""Clip embeddings of frozen backbones, and the embedding models (XGBoost) fit on them per fold.
 
-A backbone is a registry network (`BACKBONES`) whose trunk (`lib.models.backbones`) embeds a
+A backbone is a registry network with a `trunk` (`BACKBONES`; `lib.models.backbones`) that embeds a
 scaled clip as that network would see it: T frames sampled, the content box cropped and resized
-to P x P (`ClipDataset`, "clip" input), normalised with the family's mean and std, one vector
+to P x P (`ClipDataset`, "clip" input), normalised with its checkpoint's mean and std, one vector
 (float32) out: r3d_18 512-d, I3D R50 2048-d, r2plus1d_18 512-d, ViT-B/16 768-d per frame
 averaged over the frames (`vit_gru` and `vit_transformer` share that trunk, so their embeddings
 are the same and are computed once).
@@ -24,13 +24,12 @@ import torch
 from torch import nn
 
 from fvc_dagster.lib.evaluation.metrics import fold_scores
-from fvc_dagster.lib.models import BASELINES, get_spec
-from fvc_dagster.lib.models.backbones import TRUNKS
-from fvc_dagster.lib.models.registry import EMBEDDING_BACKBONES, build_frozen
+from fvc_dagster.lib.models import embedding_backbones, estimator, get_spec, models_of
+from fvc_dagster.lib.models.registry import build_frozen
 from fvc_dagster.lib.training.clip_data import ClipDataset, make_loader, normaliser
 from fvc_dagster.lib.training.fold_data import POSITIVE, TRAIN, VALIDATION, fit_record
 
-BACKBONES = EMBEDDING_BACKBONES
+BACKBONES = embedding_backbones()
 RANDOM_SEED = 0  # random weights are drawn from this seed, so they are the same every time
 # A row of `clip_embeddings`: the clip and its scaled file's checksum, how it was embedded.
 CLIP_KEYS = ["video_id", "clip_id", "aug_index", "sha256"]
@@ -40,9 +39,10 @@ EMBEDDING_COLUMNS = [*CLIP_KEYS, "backbone", *SETTING, "embedding"]
 
 def embedding_model(backbone: str) -> str:
     """The registry row (and asset) of XGBoost on `backbone`'s embeddings."""
-    if backbone not in BACKBONES:
-        raise KeyError(f"unknown backbone {backbone!r}; choose from {', '.join(BACKBONES)}")
-    return f"xgboost_{backbone}"
+    models = {get_spec(model).backbone: model for model in models_of("embedding")}
+    if backbone not in models:
+        raise KeyError(f"unknown backbone {backbone!r}; choose from {', '.join(models)}")
+    return models[backbone]
 
 
 def embedding_network(
@@ -79,7 +79,7 @@ class ClipEmbedder:
         dataset = ClipDataset.for_input(
             unlabelled, "clip", self.frames, self.pixels, cache_clips=False
         )
-        prepare = normaliser(get_spec(self.backbones[0]).family)
+        prepare = normaliser(get_spec(self.backbones[0]).normalisation)
         with torch.inference_mode():
             batches = [
                 self.network(prepare(batch)["clip"])
@@ -115,7 +115,7 @@ def clip_embedders(
     groups: dict[tuple[str, int, int], list[str]] = {}
     for backbone in dict.fromkeys(backbones):
         spec = get_spec(embedding_model(backbone))
-        size = (TRUNKS[backbone].arch, frames or spec.frames, pixels or spec.pixels)
+        size = (get_spec(backbone).trunk.arch, frames or spec.frames, pixels or spec.pixels)
         groups.setdefault(size, []).append(backbone)
     return [
         ClipEmbedder(tuple(group), weights, t, p, batch_size, embedding_network(group[0], weights))
@@ -182,20 +182,20 @@ def embedding_fold(
 
 @dataclass
 class EmbeddingFit:
-    classifier: Any  # the fitted XGBClassifier
+    classifier: Any  # the fitted estimator of the embedding row
     probabilities: np.ndarray  # P(fake) of each validation clip, in row order
     scores: dict[str, float]
     record: dict[str, list[str]]  # the videos it was fit on and scored (`fit_record`)
 
 
-def fit_xgboost(fold: EmbeddingFold, seed: int = 0) -> EmbeddingFit:
-    """XGBoost (the baseline's settings) fit on the embeddings of the fold's training clips
+def fit_embedding_model(model: str, fold: EmbeddingFold, seed: int = 0) -> EmbeddingFit:
+    """The embedding row `model`'s estimator fit on the embeddings of the fold's training clips
     only, scored on its validation clips."""
     x_train, y_train = fold.xy(fold.train)
     if len(np.unique(y_train)) < 2:
         raise ValueError("the training folds hold a single class")
     x_val, y_val = fold.xy(fold.validation)
-    classifier = BASELINES["xgboost"](seed).fit(x_train, y_train)
+    classifier = estimator(model, seed).fit(x_train, y_train)
     probabilities = classifier.predict_proba(x_val)[:, 1]
     record = fit_record(train=fold.train["video_id"], scored=fold.validation["video_id"])
     return EmbeddingFit(classifier, probabilities, fold_scores(y_val, probabilities), record)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
-from scipy.special import expit, logit
+from scipy.special import logit
 
 from fvc_dagster.lib.clips.video_clips import ORIGINAL
 from fvc_dagster.lib.evaluation.uncertainty import pooled_roc_auc
+from fvc_dagster.lib.models.registry import estimator
 from fvc_dagster.lib.training.fold_data import (
     POSITIVE,
     TRAIN,
@@ -71,7 +71,7 @@ def tabular_learner(
 
 def embedding_learner(model: str, embeddings: pd.DataFrame, seed: int = 0) -> BaseLearner:
     """XGBoost on one backbone's clip embeddings (`embeddings`: clip_id, embedding)."""
-    from fvc_dagster.lib.training.embeddings import EmbeddingFold, fit_xgboost
+    from fvc_dagster.lib.training.embeddings import EmbeddingFold, fit_embedding_model
 
     columns = embeddings[["clip_id", "embedding"]]
 
@@ -81,48 +81,9 @@ def embedding_learner(model: str, embeddings: pd.DataFrame, seed: int = 0) -> Ba
         )
         if len(fold.validation) != len(scored):
             raise ValueError(f"{model}: scored clips without an embedding")
-        return fit_xgboost(fold, seed).probabilities
+        return fit_embedding_model(model, fold, seed).probabilities
 
     return BaseLearner(model, fit_predict)
-
-
-class NonNegativeLogistic:
-    """Logistic regression with non-negative weights (free intercept), L2-penalised, classes
-    balanced, on standardised inputs; fit by L-BFGS-B. `coef_` are the weights of the
-    standardised inputs."""
-
-    def __init__(self, l2: float = 1.0):
-        self.l2 = l2
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> NonNegativeLogistic:
-        x, y = np.asarray(x, float), np.asarray(y, int)
-        if len(np.unique(y)) < 2:
-            raise ValueError("the meta-learner needs both classes")
-        self.mean_, self.scale_ = x.mean(axis=0), x.std(axis=0)
-        self.scale_[self.scale_ == 0] = 1.0
-        z = (x - self.mean_) / self.scale_
-        weight = np.where(y == 1, len(y) / (2 * y.sum()), len(y) / (2 * (len(y) - y.sum())))
-        n = len(y)
-
-        def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
-            margin = z @ params[:-1] + params[-1]
-            p = expit(margin)
-            nll = np.logaddexp(0, margin) - y * margin
-            residual = weight * (p - y)
-            grad = np.append(z.T @ residual, residual.sum()) / n
-            grad[:-1] += self.l2 * params[:-1] / n
-            return float(weight @ nll / n + 0.5 * self.l2 * params[:-1] @ params[:-1] / n), grad
-
-        bounds = [(0.0, None)] * z.shape[1] + [(None, None)]
-        start = np.zeros(z.shape[1] + 1)
-        found = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
-        self.coef_, self.intercept_ = found.x[:-1], float(found.x[-1])
-        return self
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        z = (np.asarray(x, float) - self.mean_) / self.scale_
-        p = expit(z @ self.coef_ + self.intercept_)
-        return np.column_stack([1 - p, p])
 
 
 def _logits(probabilities: pd.DataFrame) -> np.ndarray:
@@ -162,7 +123,7 @@ def stack_fold(training_clips: pd.DataFrame, learners: list[BaseLearner], fold: 
     inner_auc = {b.name: pooled_roc_auc(y, meta_rows[b.name].to_numpy()) for b in learners}
     stacked = [b for b in learners if inner_auc[b.name] > 0.5] or list(learners)
     names = [b.name for b in stacked]
-    meta = NonNegativeLogistic().fit(_logits(meta_rows[names]), y)
+    meta = estimator("ensemble").fit(_logits(meta_rows[names]), y)
     outer = held_out[CLIP_KEYS].assign(**{b.name: b.fit_predict(train, held_out) for b in stacked})
     scored = held_out[CLIP_KEYS].assign(probability=meta.predict_proba(_logits(outer[names]))[:, 1])
     record = fit_record(

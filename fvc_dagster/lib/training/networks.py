@@ -272,7 +272,7 @@ def train_network(
         weights_file=plan.weights_file,
         **model_options(spec.input, plan.pixels),
     )
-    prepare = normaliser(spec.family)
+    prepare = normaliser(spec.normalisation)
     result = fit(
         model,
         clips.train,

@@ -36,7 +36,8 @@ def baseline_training_rows(train: pd.DataFrame) -> pd.DataFrame:
     label (`boundary_inconsistency` separates the classes with ROC-AUC 0.94 on original clips of
     the seed-0 demo corpus, 0.49-0.59 on affine, rotated and combined ones), and the other three
     are near-copies that would count each video several times. Validation scores original clips
-    too. Augmented clips stay in `training_clips` for the video networks (README, Baselines).
+    too. Augmented clips stay in `training_clips` for the video networks (docs/models.md,
+    Tabular baselines).
     """
     if "aug_index" not in train.columns:
         raise ValueError("training rows need `aug_index` to pick the original clips")

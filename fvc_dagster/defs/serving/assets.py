@@ -18,10 +18,10 @@ from fvc_dagster.defs.batching import (
 )
 from fvc_dagster.defs.partitions import ALL_VIDEOS
 from fvc_dagster.defs.resources import ClipSampling, ClipScaling, FvcStorage, MlflowTracking
-from fvc_dagster.defs.training.assets import CLIP_FEATURES, clip_features
 from fvc_dagster.lib.clips.store import read_clip
 from fvc_dagster.lib.clips.video_clips import ORIGINAL
 from fvc_dagster.lib.evaluation.metrics import comparison_markdown
+from fvc_dagster.lib.features.rows import CLIP_FEATURES, clip_features
 from fvc_dagster.lib.models import get_spec
 from fvc_dagster.lib.serving.detector import VideoInput
 from fvc_dagster.lib.serving.mlflow_registry import (
@@ -107,7 +107,7 @@ def champion_model(
     model, metric = str(best["model"]), config.metric
     clips = labelled_clips(augmented_clips, cv_folds)
     client = mlflow.client()
-    tabular = get_spec(model).family == "tabular"
+    tabular = get_spec(model).kind == "tabular"
     if tabular:
         settings = {"features": CLIP_FEATURES, "seed": 0}
     else:

@@ -1,19 +1,13 @@
-"""Blocking checks: no cascade straddles folds, every fold holds both classes, no clip of a
-held-out video (original, augmented or scaled, as its files say) trains its fold, and every
-model's fold fits (baselines, networks, embedding models, the ensemble) were blind to the fold
-they score, as each fit recorded the videos it used."""
+"""Blocking checks of the folds: no cascade straddles folds, every fold holds both classes, no
+clip of a held-out video (original, augmented or scaled, as its files say) trains its fold."""
 
 import dagster as dg
 import pandas as pd
-from dagster_duckdb import DuckDBResource
 
+from fvc_dagster.defs.folds.assets import cv_folds, training_clips
 from fvc_dagster.defs.partitions import N_FOLDS
-from fvc_dagster.defs.resources import FvcStorage, MlflowTracking
-from fvc_dagster.defs.training.assets import baseline_assets, cv_folds, ensemble, training_clips
-from fvc_dagster.defs.training.embeddings import embedding_model_assets
-from fvc_dagster.defs.training.networks import network_assets
-from fvc_dagster.defs.warehouse import existing_table
-from fvc_dagster.lib.training.fold_data import TRAIN, clip_owners, fit_leaks, leak_report
+from fvc_dagster.defs.resources import FvcStorage
+from fvc_dagster.lib.training.fold_data import TRAIN, clip_owners, leak_report
 from fvc_dagster.lib.training.folds import folds_missing_a_class, groups_in_several_folds
 
 
@@ -73,47 +67,3 @@ def no_held_out_clip_in_training(
             },
         },
     )
-
-
-def fold_fits_blind(model_asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    """A blocking check that every fold of `model_asset` was fit blind to its own videos."""
-
-    @dg.asset_check(
-        asset=model_asset,
-        name="fit_blind_to_its_fold",
-        blocking=True,
-        additional_ins={"cv_folds": dg.AssetIn()},
-    )
-    def _check(
-        cv_folds: pd.DataFrame, warehouse: DuckDBResource, mlflow: MlflowTracking
-    ) -> dg.AssetCheckResult:
-        table = existing_table(warehouse, model_asset.key.path[-1])
-        if table is None:
-            table = pd.DataFrame(columns=["fold", "mlflow_run_id"])
-        runs = dict(zip(table["fold"], table["mlflow_run_id"], strict=True))
-        leaks = [
-            fit_leaks(int(fold), mlflow.fit_videos(run_id), cv_folds)
-            for fold, run_id in sorted(runs.items())
-        ]
-        found = pd.concat(leaks, ignore_index=True) if leaks else pd.DataFrame()
-        return dg.AssetCheckResult(
-            passed=bool(runs) and found.empty,
-            metadata={
-                "folds_checked": dg.MetadataValue.int(len(runs)),
-                "leaked_or_stray_videos": dg.MetadataValue.int(len(found)),
-                "examples": dg.MetadataValue.json(found.head(20).to_dict("records")),
-            },
-        )
-
-    _check.__doc__ = (
-        "Every fold's fit, as its MLflow run records it (fit_videos.json), trained and chose "
-        "its epoch or stacking on no video that cv_folds places in that fold, and scored only "
-        "that fold's videos."
-    )
-    return _check
-
-
-fit_blind_checks = [
-    fold_fits_blind(asset)
-    for asset in (*baseline_assets, *network_assets, *embedding_model_assets, ensemble)
-]

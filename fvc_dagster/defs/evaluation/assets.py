@@ -1,0 +1,123 @@
+"""The evaluation of every model on the folds: `fold_predictions` (every held-out prediction),
+`fold_metrics` (per model and fold) and `model_comparison` (per model, with its interval and
+chance band, ranked)."""
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from fvc_dagster.defs.automation import UPDATE_ON_NEW_DATA
+from fvc_dagster.defs.partitions import folds_partitions
+from fvc_dagster.defs.resources import MlflowTracking
+from fvc_dagster.defs.warehouse import existing_table
+from fvc_dagster.lib.clips.store import png_markdown
+from fvc_dagster.lib.evaluation.metrics import (
+    PREDICTION_COLUMNS,
+    compare_models,
+    comparison_markdown,
+    fold_metrics_of,
+)
+from fvc_dagster.lib.models import models_of
+
+# Models whose assets update themselves and those trained on request, read from their tables.
+AUTOMATIC = (*models_of("tabular"), *models_of("ensemble"))
+ON_REQUEST = (*models_of("network"), *models_of("embedding"))
+
+
+def every_prediction(warehouse: DuckDBResource, automatic: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every model's held-out predictions (`PREDICTION_COLUMNS`, integer folds): the automatic
+    ones (tabular, ensemble) as loaded, the on-demand ones (networks, embedding models) from
+    their tables as they are (one never trained is absent; rows of folds that no longer exist
+    are stale and dropped)."""
+    on_demand = [existing_table(warehouse, m) for m in ON_REQUEST]
+    folds = folds_partitions.get_partition_keys()
+    trained = [t[t["fold"].isin(folds)] for t in on_demand if t is not None]
+    table = pd.concat([*automatic.values(), *trained], ignore_index=True)
+    return table.assign(fold=table["fold"].astype(int))[PREDICTION_COLUMNS]
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"duckdb"},
+    ins={m: dg.AssetIn() for m in AUTOMATIC},
+    deps=[dg.AssetKey(m) for m in ON_REQUEST],
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def fold_predictions(
+    context: dg.AssetExecutionContext,
+    warehouse: DuckDBResource,
+    **automatic: pd.DataFrame,
+) -> pd.DataFrame:
+    """One row per model, fold and validation clip: the model's held-out P(fake) for the clip
+    (`probability`), its `label`, video and the weights it started from; the ensemble's too.
+    Networks come from their tables as they are: one never trained is absent."""
+    table = every_prediction(warehouse, automatic)
+    context.add_output_metadata(
+        {
+            "rows": dg.MetadataValue.int(len(table)),
+            "models": dg.MetadataValue.json(sorted(table["model"].unique())),
+        }
+    )
+    return table.sort_values(["model", "weights", "fold", "clip_id"]).reset_index(drop=True)
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"duckdb"},
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def fold_metrics(context: dg.AssetExecutionContext, fold_predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and fold: accuracy, precision, recall, F1, ROC-AUC, PR-AUC and the
+    confusion counts of its held-out predictions, and the weights a network started from."""
+    table = fold_metrics_of(fold_predictions)
+    context.add_output_metadata({"rows": dg.MetadataValue.int(len(table))})
+    return table.sort_values(["model", "fold"]).reset_index(drop=True)
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"duckdb"},
+    automation_condition=UPDATE_ON_NEW_DATA,
+)
+def model_comparison(
+    context: dg.AssetExecutionContext,
+    fold_metrics: pd.DataFrame,
+    fold_predictions: pd.DataFrame,
+    cv_folds: pd.DataFrame,
+    mlflow: MlflowTracking,
+) -> pd.DataFrame:
+    """One row per model (and weights, for networks): held-out videos and cascades, mean and
+    sample std of every metric over the folds, the pooled held-out ROC-AUC with its 95% cascade
+    bootstrap interval and its chance band (`above_chance`: the interval clears it), ranked
+    above-chance models first; its figures (pooled ROC-AUC with interval and band, ROC curves,
+    confusion matrices) in the UI and in an MLflow run of `fvc-comparison`."""
+    from fvc_dagster.lib.evaluation.figures import confusion_matrices, metric_bars, rgb, roc_curves
+    from fvc_dagster.lib.training.tracking import log_figure
+
+    cascades = cv_folds[["video_id", "dup_group"]]
+    table = compare_models(
+        fold_metrics, fold_predictions.merge(cascades, on="video_id", how="left")
+    )
+    figures = {
+        "roc_auc_by_model": metric_bars(table),
+        "roc_curves": roc_curves(fold_predictions),
+        "confusion_matrices": confusion_matrices(fold_predictions),
+    }
+    with mlflow.start_run(
+        run_name="model-comparison",
+        tags={"dagster_run_id": context.run_id},
+        experiment=mlflow.comparison_experiment,
+    ):
+        for name, fig in figures.items():
+            log_figure(fig, name)
+    images = {name: png_markdown(rgb(fig), name) for name, fig in figures.items()}
+    context.add_output_metadata(
+        {
+            **{name: dg.MetadataValue.md(image) for name, image in images.items()},
+            "comparison": dg.MetadataValue.md(comparison_markdown(table)),
+            "best_model": dg.MetadataValue.text(str(table.iloc[0]["model"])),
+            "best_roc_auc_mean": dg.MetadataValue.float(float(table.iloc[0]["roc_auc_mean"])),
+            "models_above_chance": dg.MetadataValue.int(int(table["above_chance"].sum())),
+        }
+    )
+    return table
