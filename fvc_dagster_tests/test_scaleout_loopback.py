@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from fvc_dagster.lib.models import models_of
 from fvc_dagster.local.loopback import (
     REPO,
     Loopback,
@@ -28,6 +29,7 @@ from fvc_dagster.local.loopback import (
     wait_for,
 )
 
+TABULAR = models_of("tabular")
 WORKERS = ("fvcworker1", "fvcworker2")
 # Seed 0: 9 videos; with 2 folds, fold 1 holds 2 real and 2 fake videos (so fold 0 trains, one
 # clip per video, the SVM calibrating on 2 per class), fold 0 one real and two fake.
@@ -214,7 +216,7 @@ def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path):
             {
                 "job": "training",
                 "tags": {"dagster/partition": TRAINED_FOLD},
-                "assets": ["cv_folds", "training_clips", "baseline_*"],
+                "assets": ["cv_folds", "training_clips", *TABULAR],
                 "needs_mlflow": True,
             },
         ],
@@ -250,9 +252,7 @@ def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path):
     failures = [f for r in runs for f in step_failures(instance, r["run_id"])]
     assert [r["success"] for r in runs] == [True, True], (runs, failures, loopback.log_tails())
     video_run, training_run = (r["run_id"] for r in runs)
-    baselines = sorted(
-        a.removeprefix("baseline_") for a in runs[1]["assets"] if a.startswith("baseline_")
-    )
+    baselines = sorted(a for a in runs[1]["assets"] if a in TABULAR)
     assert len(baselines) >= 2, runs
 
     # Steps ran on both workers (the node names given with -n).
@@ -270,7 +270,7 @@ def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path):
         )
         for (_, end, step), (start, _, following) in zip(pooled, pooled[1:], strict=False):
             assert start >= end, f"{following} started before {step} ({pool} pool) ended"
-    assert {f"baseline_{m}" for m in baselines} <= {s for s in intervals if s in pools}, pools
+    assert set(baselines) <= {s for s in intervals if s in pools}, pools
 
     # The warehouse holds every partition's rows; SQL sees them through a file of views.
     root = env["FVC_WAREHOUSE_URL"]
@@ -282,7 +282,7 @@ def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path):
     assert {*PER_VIDEO_TABLES, "cv_folds", "training_clips"} <= set(tables)
     with duckdb.connect(str(views), read_only=True) as con:
         for model in baselines:
-            folds = con.execute(f"select distinct fold from fvc.baseline_{model}").fetchall()
+            folds = con.execute(f"select distinct fold from fvc.{model}").fetchall()
             assert [str(f) for (f,) in folds] == [TRAINED_FOLD], model
         labelled = con.execute(
             "select count(*) from fvc.source_videos where label in ('real', 'fake')"
