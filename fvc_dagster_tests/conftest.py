@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 
 import av
@@ -210,3 +211,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     waiting) run first, so that the other worker's short tests fill the time they wait
     (`make test` keeps this order: `--no-loadscope-reorder`)."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+def corrupt_encrypted_zip(path, members: dict[str, bytes], password: str):
+    """An AES-encrypted, deflated zip whose first member's first deflate block header is
+    invalid (BTYPE 11): the password checks out, inflating raises zlib.error. AES runs in
+    counter mode, so flipping a ciphertext bit flips the same plaintext bit."""
+    with pyzipper.AESZipFile(
+        path, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES
+    ) as archive:
+        archive.setpassword(password.encode())
+        for name, data in members.items():
+            archive.writestr(name, data)
+    first = next(iter(members))
+    deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    plain = deflater.compress(members[first]) + deflater.flush()
+    raw = bytearray(path.read_bytes())
+    start = member_data_offset(path, first) + 16 + 2  # after the AES-256 salt and verifier
+    raw[start] ^= plain[0] ^ 0x07  # BFINAL 1, BTYPE 3 (reserved)
+    path.write_bytes(bytes(raw))
+    with pyzipper.AESZipFile(path) as archive, pytest.raises(zlib.error, match="block type"):
+        archive.open(first, pwd=password.encode()).read(1)  # the planted fault
+    return path

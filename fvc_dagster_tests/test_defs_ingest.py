@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from conftest import break_deflate_stream, fvc_metadata, write_zip
+from conftest import break_deflate_stream, corrupt_encrypted_zip, fvc_metadata, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
 from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE, partition_range_tags
@@ -146,6 +146,24 @@ def test_wrong_password_fails_that_archive_and_the_others_register(
     assert list(result.dynamic_partitions_requests[0].partition_keys) == ["bbbbbbbbbbb"]
     assert execute_run_request(defs, "video_pipeline", result.run_requests[0], instance).success
     assert warehouse_rows(root, "select video_id from fvc.source_videos") == [("bbbbbbbbbbb",)]
+
+
+def test_a_corrupt_encrypted_archive_fails_alone_and_the_others_register_and_ingest(
+    platform, video_bytes, monkeypatch, capfd
+):
+    _, instance, root = platform
+    monkeypatch.setenv("TEST_ZIP_PASSWORD", "right")
+    defs = build_defs(root, password_env="TEST_ZIP_PASSWORD")
+    corrupt_encrypted_zip(root / "inbox" / "A.zip", {"aaaaaaaaaaa.mp4": video_bytes()}, "right")
+    write_zip(root / "inbox" / "B.zip", {"bbbbbbbbbbb.mp4": video_bytes()}, password="right")
+    result = evaluate_archive_sensor(defs, instance)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["bbbbbbbbbbb"]
+    logged = capfd.readouterr().err  # the sensor's log, on the console
+    assert "archive 'A.zip', member 'aaaaaaaaaaa.mp4': corrupt member data" in logged
+    assert execute_run_request(defs, "video_pipeline", result.run_requests[0], instance).success
+    assert warehouse_rows(root, "select video_id from fvc.source_videos") == [("bbbbbbbbbbb",)]
+    again = evaluate_archive_sensor(defs, instance, result.cursor)  # later ticks do not raise
+    assert not again.run_requests
 
 
 def test_rematerializing_a_partition_reproduces_rows_and_clip_files(platform, video_bytes):

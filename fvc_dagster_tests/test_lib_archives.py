@@ -6,7 +6,13 @@ import zlib
 import pytest
 import pyzipper
 
-from conftest import break_deflate_stream, fvc_metadata, set_declared_size, write_zip
+from conftest import (
+    break_deflate_stream,
+    corrupt_encrypted_zip,
+    fvc_metadata,
+    set_declared_size,
+    write_zip,
+)
 from fvc_dagster.lib.ingest.archives import (
     ArchiveError,
     ArchiveLimits,
@@ -18,6 +24,7 @@ from fvc_dagster.lib.ingest.archives import (
     parse_video_url,
     safe_video_key,
 )
+from fvc_dagster.lib.ingest.inbox import ScanState, plan_scan
 
 
 def write_zip_entries(path, entries, password=None):
@@ -318,3 +325,17 @@ def test_ae2_encrypted_copies_without_a_crc_are_never_taken_as_one(tmp_path):
     assert "member 'v1.mp4': name listed 2 times" in str(error) and "without CRC" in str(error)
     with pytest.raises(ArchiveError, match="v1.mp4.*without CRC"):
         extract_member(archive, "v1.mp4", tmp_path / "v1.mp4", "pw")
+
+
+def test_a_corrupt_encrypted_archive_fails_alone_in_every_scan(tmp_path, video_bytes):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    corrupt_encrypted_zip(inbox / "FVC1.zip", {"aaaaaaaaaaa.mp4": video_bytes()}, "right")
+    write_zip(inbox / "FVC2.zip", {"bbbbbbbbbbb.mp4": video_bytes()}, password="right")
+    index = index_inbox(inbox, "right")
+    assert list(index.videos) == ["bbbbbbbbbbb"]
+    (error,) = index.archive_errors
+    assert error.archive == "FVC1.zip" and "corrupt member data" in str(error)
+    plan = plan_scan(inbox, ScanState(), [], "right")
+    assert plan.new_videos == ["bbbbbbbbbbb"]
+    assert [e.archive for e in plan.errors] == ["FVC1.zip"]

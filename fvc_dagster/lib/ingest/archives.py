@@ -316,8 +316,13 @@ def list_archive(
             suffix = pure.suffix.lower()
             encrypted = bool(info.flag_bits & 0x1)
             if encrypted and not password_checked:
-                with _read_member(zf, path.name, info, password) as stream:
-                    stream.read(1)  # verifies the password from the member header only
+                # verifies the password from the member header; corrupt data after it fails
+                # this archive (ArchiveError), not the scan
+                with (
+                    _member_data(path.name, name),
+                    _read_member(zf, path.name, info, password) as stream,
+                ):
+                    stream.read(1)
                 password_checked = True
             if suffix in VIDEO_EXTENSIONS:
                 listing.videos.append(
@@ -487,6 +492,11 @@ def index_listings(listings: Iterable[ArchiveListing]) -> InboxIndex:
     return index
 
 
+def archive_failure(path: Path, exc: Exception) -> ArchiveError:
+    """What reading an archive raised, as the ArchiveError that names it."""
+    return exc if isinstance(exc, ArchiveError) else ArchiveError(path.name, f"unreadable ({exc})")
+
+
 def index_inbox(
     inbox: Path, password: str | None = None, limits: ArchiveLimits = ArchiveLimits()
 ) -> InboxIndex:
@@ -495,8 +505,8 @@ def index_inbox(
     for path in archive_paths(inbox):
         try:
             listings.append(list_archive(path, password, limits))
-        except ArchiveError as exc:
-            errors.append(exc)
+        except (ArchiveError, pyzipper.BadZipFile, OSError) as exc:
+            errors.append(archive_failure(path, exc))
     index = index_listings(listings)
     index.archive_errors = errors
     return index

@@ -22,6 +22,7 @@ from fvc_dagster.lib.ingest.archives import (
     ArchiveLimits,
     ArchiveListing,
     VideoEntry,
+    archive_failure,
     archive_paths,
     conflicting_sources,
     index_listings,
@@ -141,11 +142,7 @@ def plan_scan(
         try:
             listing = list_archive(path, password, limits, known_fingerprints)
         except (ArchiveError, pyzipper.BadZipFile, OSError) as exc:
-            errors.append(
-                exc
-                if isinstance(exc, ArchiveError)
-                else ArchiveError(path.name, f"unreadable ({exc})")
-            )
+            errors.append(archive_failure(path, exc))
             continue
         (copies if listing.copy else read).append(path.name)
         if not listing.copy:
