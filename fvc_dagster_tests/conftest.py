@@ -5,12 +5,17 @@ from __future__ import annotations
 import stat
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 import pytest
 import pyzipper
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def write_video(
@@ -114,14 +119,57 @@ def labelled_video(make_video, seed: int, fake: bool, frames: int = 8) -> bytes:
     return make_video(frames=frames, seed=seed, fps=30 if fake else 25)
 
 
-def write_labelled_inbox(inbox: Path, videos: list[str], make_video) -> None:
-    """An inbox of `videos` (`labelled_video`) in FVC1.zip and their FVC.csv in
-    Metadata.zip: a cascade each, real and fake in turn (two a fold with ten)."""
+def labelled_metadata(
+    videos: Sequence[str],
+    labels: Sequence[str] | None = None,
+    cascades: Sequence[str] | None = None,
+) -> bytes:
+    """The FVC.csv of a labelled inbox: a cascade each (`c<i>` unless `cascades` names them),
+    real and fake in turn unless `labels` says otherwise."""
+    labels = labels or ["fake" if i % 2 else "real" for i in range(len(videos))]
+    cascades = cascades or [f"c{i}" for i in range(len(videos))]
+    return fvc_metadata(list(zip(cascades, videos, labels, strict=True)))
+
+
+def write_labelled_inbox(
+    inbox: Path,
+    videos: Sequence[str],
+    make_video,
+    *,
+    unlabelled: Sequence[str] = (),
+    extra: dict[str, bytes] | None = None,
+    cascades: Sequence[str] | None = None,
+    frames: int = 8,
+    first_seed: int = 0,
+    archive: str = "FVC1.zip",
+    metadata: str = "Metadata.zip",
+) -> Path:
+    """An inbox of `videos` (`labelled_video`: real and fake in turn, seeds from `first_seed`)
+    in `archive` and their FVC.csv (`labelled_metadata`: a cascade each, two a fold with ten)
+    in `metadata` (the same archive when it is named so). `unlabelled` videos follow them in
+    the archive, absent from the metadata; `extra` members (a corrupt file) come last.
+    `make_video` is the `video_bytes` or `video_bytes_factory` fixture. Returns the inbox."""
     inbox.mkdir(parents=True, exist_ok=True)
-    members = {f"{v}.mp4": labelled_video(make_video, i, i % 2) for i, v in enumerate(videos)}
-    write_zip(inbox / "FVC1.zip", members)
-    rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(videos)]
-    write_zip(inbox / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+    every = [*videos, *unlabelled]
+    members = {
+        f"{v}.mp4": labelled_video(make_video, first_seed + i, i % 2, frames)
+        for i, v in enumerate(every)
+    }
+    table = {"FVC.csv": labelled_metadata(videos, cascades=cascades)}
+    if metadata == archive:
+        members.update(table)
+    write_zip(inbox / archive, {**members, **(extra or {})})
+    if metadata != archive:
+        write_zip(inbox / metadata, table)
+    return inbox
+
+
+def query(root: Path, sql: str) -> pd.DataFrame:
+    """`sql` on the data root's DuckDB warehouse, read-only, as a DataFrame."""
+    import duckdb
+
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql).df()
 
 
 def tiny_vae():

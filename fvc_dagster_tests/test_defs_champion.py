@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import fvc_metadata, labelled_video, write_zip
+from conftest import query, write_labelled_inbox
 from fvc_dagster.cli import main
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.lib.serving.champion import labelled_clips, servable, training_fingerprint
@@ -26,11 +26,6 @@ from fvc_dagster.local.demo import execute_run_request
 
 LABELLED = [f"tinyvid{n:04d}" for n in range(10)]  # five real and five fake cascades
 UNLABELLED = ["tinynew0001", "tinynew0002"]  # in an archive, not in the metadata
-
-
-def query(root: Path, sql: str) -> pd.DataFrame:
-    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
-        return con.execute(sql).df()
 
 
 def fvc(root: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
@@ -44,14 +39,7 @@ def fvc(root: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, video_bytes_factory):
     root = tmp_path_factory.mktemp("champion")
-    (root / "inbox").mkdir()
-    videos = LABELLED + UNLABELLED
-    members = {
-        f"{v}.mp4": labelled_video(video_bytes_factory, i, i % 2) for i, v in enumerate(videos)
-    }
-    write_zip(root / "inbox" / "FVC1.zip", members)
-    rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(LABELLED)]
-    write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+    write_labelled_inbox(root / "inbox", LABELLED, video_bytes_factory, unlabelled=UNLABELLED)
     done = fvc(root, "demo", "--models", "none", "--embedding-models", "none", FVC_FOLDS="3")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with pytest.MonkeyPatch.context() as patch:

@@ -4,16 +4,13 @@ model that reads the stored embeddings instead of computing them."""
 
 import contextlib
 import io
-from pathlib import Path
 
 import dagster as dg
-import duckdb
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
-from conftest import write_labelled_inbox
+from conftest import query, write_labelled_inbox
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags
 from fvc_dagster.lib.training.embeddings import ClipEmbedder
@@ -23,11 +20,6 @@ VIDEOS = [f"embedvid{n:03d}" for n in range(10)]  # YouTube-like ids (11 charact
 BACKBONE, MODEL = "pretrained_inception", "xgboost_pretrained_inception"
 TINY = {"backbones": [BACKBONE], "weights": "random", "frames": 2, "pixels": 16}
 FOLDS = [str(f) for f in range(N_FOLDS)]
-
-
-def query(root: Path, sql: str) -> pd.DataFrame:
-    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
-        return con.execute(sql).df()
 
 
 def materialize(

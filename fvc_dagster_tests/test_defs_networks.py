@@ -8,13 +8,12 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import mlflow
 import pandas as pd
 import pytest
 import torch
 
-from conftest import fvc_metadata, write_labelled_inbox, write_zip
+from conftest import labelled_metadata, query, write_labelled_inbox, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.lib.models import models_of
@@ -25,11 +24,6 @@ TABULAR = models_of("tabular")
 VIDEOS = [f"tinyvid{n:04d}" for n in range(10)]  # five real and five fake cascades: two per fold
 NETWORK = "naive_cnn"
 TINY_TRAINING = {"weights": "random", "frames": 2, "pixels": 16, "epochs": 2, "batch_size": 32}
-
-
-def query(root: Path, sql: str) -> pd.DataFrame:
-    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
-        return con.execute(sql).df()
 
 
 @pytest.fixture(scope="module")
@@ -183,10 +177,9 @@ def relabelled(platform):
         flip = set(folds.loc[folds["fold"] == HELD_OUT, "video_id"])
         labels = folds.set_index("video_id")["label"]
         swapped = {"real": "fake", "fake": "real"}
-        rows = [(f"c{i}", v, swapped[labels[v]] if v in flip else labels[v])
-                for i, v in enumerate(VIDEOS)]  # fmt: skip
+        flipped = [swapped[labels[v]] if v in flip else labels[v] for v in VIDEOS]
         metadata = root / "inbox" / "Metadata.zip"
-        write_zip(metadata, {"FVC.csv": fvc_metadata(rows)})
+        write_zip(metadata, {"FVC.csv": labelled_metadata(VIDEOS, labels=flipped)})
         os.utime(metadata, (metadata.stat().st_atime, metadata.stat().st_mtime + 60))
         requests, _ = archive_sensor_tick(defs, instance, cursor)
         assert requests and all(r.run_key.startswith("relabel:") for r in requests)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
-from conftest import fvc_metadata, labelled_video, write_zip
+from conftest import query, write_labelled_inbox
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.folds.checks import every_fold_has_both_classes, no_cascade_in_two_folds
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags, videos_partitions
@@ -32,11 +32,6 @@ def demo_root(tmp_path_factory) -> Path:
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
         assert run_demo(root, n_videos=40, n_archives=2, seed=1, networks=()) == 0
     return root
-
-
-def query(root: Path, sql: str) -> pd.DataFrame:
-    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
-        return con.execute(sql).df()
 
 
 def test_demo_leaves_every_table_and_leak_free_folds(demo_root):
@@ -143,14 +138,8 @@ def tiny_demo(tmp_path_factory, video_bytes_factory) -> tuple[Path, int, str]:
     """`run_demo` on an inbox of ten tiny labelled videos and a corrupt one: the data root it
     leaves, its exit code and what it printed."""
     root = tmp_path_factory.mktemp("tiny_demo")
-    (root / "inbox").mkdir()
-    members = {
-        f"{v}.mp4": labelled_video(video_bytes_factory, i, i % 2) for i, v in enumerate(TINY)
-    }
-    members[f"{CORRUPT}.mp4"] = b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200
-    write_zip(root / "inbox" / "FVC1.zip", members)
-    rows = [(f"c{i}", v, "fake" if i % 2 else "real") for i, v in enumerate(TINY)]
-    write_zip(root / "inbox" / "Metadata.zip", {"FVC.csv": fvc_metadata(rows)})
+    corrupt = {f"{CORRUPT}.mp4": b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 200}
+    write_labelled_inbox(root / "inbox", TINY, video_bytes_factory, extra=corrupt)
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))

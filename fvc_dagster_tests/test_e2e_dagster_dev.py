@@ -20,7 +20,7 @@ import duckdb
 import pytest
 import requests
 
-from conftest import fvc_metadata, labelled_video, write_zip
+from conftest import write_labelled_inbox
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.lib.locking import exclusive
 from fvc_dagster.local.demo import run_demo
@@ -32,14 +32,11 @@ BAD = "e2ecorrupt1"
 pytestmark = pytest.mark.long
 
 
-def labelled_archive(videos: list[str], video_bytes, first_seed: int) -> dict[str, bytes]:
-    """Members of an archive: the videos (real and fake in turn, a cascade each) and FVC.csv."""
-    rows = [(f"cascade_{v}", v, "fake" if i % 2 else "real") for i, v in enumerate(videos)]
-    members = {
-        f"{v}.mp4": labelled_video(video_bytes, first_seed + i, i % 2, frames=6)
-        for i, v in enumerate(videos)
-    }
-    return {**members, "FVC.csv": fvc_metadata(rows)}
+def labelled_archive(inbox: Path, archive: str, videos: list[str], video_bytes, **variant):
+    """An archive of the videos (real and fake in turn, a cascade each) and their FVC.csv."""
+    cascades = [f"cascade_{v}" for v in videos]
+    write_labelled_inbox(inbox, videos, video_bytes, cascades=cascades, frames=6,
+                         archive=archive, metadata=archive, **variant)  # fmt: skip
 
 
 def free_port() -> int:
@@ -79,8 +76,7 @@ def dagster_dev(tmp_path: Path, video_bytes):
     """`make demo` (baselines only) on ten labelled videos, then `dagster dev` on its data root
     and instance: the GraphQL client, the data root, and a function dropping an archive of two
     new labelled videos and a corrupt member into the inbox."""
-    (tmp_path / "inbox").mkdir()
-    write_zip(tmp_path / "inbox" / "FVC1.zip", labelled_archive(DEMO, video_bytes, 0))
+    labelled_archive(tmp_path / "inbox", "FVC1.zip", DEMO, video_bytes)
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -101,9 +97,9 @@ def dagster_dev(tmp_path: Path, video_bytes):
     graphql = GraphQL(port)
 
     def drop_archive():
-        members = labelled_archive(LATER, video_bytes, len(DEMO))
-        members[f"{BAD}.mp4"] = b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 50
-        write_zip(tmp_path / "inbox" / "FVC2.zip", members)
+        corrupt = {f"{BAD}.mp4": b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 50}
+        labelled_archive(tmp_path / "inbox", "FVC2.zip", LATER, video_bytes,
+                         first_seed=len(DEMO), extra=corrupt)  # fmt: skip
 
     try:
         graphql.wait_for("the webserver", lambda: graphql("{ version }")["version"], 180)
