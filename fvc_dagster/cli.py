@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "data"
@@ -186,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console entry point: quiet Dagster's beta notices, and skip interpreter teardown, where
-    DuckDB's bindings print a spurious reference-leak report after everything is written."""
-    warnings.filterwarnings("ignore", message=".*is currently in beta")
+    """Console entry point: progress bars only on a terminal, and skip interpreter teardown,
+    where DuckDB's bindings print a spurious reference-leak report after everything is
+    written."""
+    if not sys.stderr.isatty():  # MLflow's artifact bars: frames in a log, not progress
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

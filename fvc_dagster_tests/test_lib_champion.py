@@ -25,6 +25,7 @@ from fvc_dagster.lib.serving.champion import (
     pick_champion,
     refit_baseline,
     training_fingerprint,
+    why_champion,
 )
 from fvc_dagster.lib.serving.detector import Detector, VideoInput, video_input
 from fvc_dagster.lib.serving.mlflow_registry import (
@@ -67,6 +68,25 @@ def test_a_model_inside_its_chance_band_or_short_of_folds_is_no_candidate():
     assert pick_champion(table, 5)["model"] == "svm"
     with pytest.raises(ValueError, match="above its chance band"):
         pick_champion(table[table["model"] != "svm"], 5)
+
+
+def test_why_champion_names_its_numbers_and_why_each_model_above_it_was_passed_over():
+    table = comparison(
+        [("ensemble", 0.99, 0.9), ("naive_cnn", 0.97, 0.9), ("xgboost", 0.96, 0.85),
+         ("svm", 0.95, 0.8), ("logistic_regression", 0.93, 0.81)]
+    ).assign(roc_auc_std=0.05, roc_auc_high=0.99, chance_band=0.65)  # fmt: skip
+    table.loc[table["model"] == "naive_cnn", "folds"] = 1
+    table.loc[table["model"] == "xgboost", "above_chance"] = False
+    best = pick_champion(table, 5)
+    assert best["model"] == "svm"
+    why = why_champion(table, "svm", "-")
+    assert why.startswith(
+        "the highest mean roc_auc (0.950 ± 0.050 over 5 folds) of the models servable from a "
+        "video file, scored on every fold, whose ROC-AUC interval [0.800, 0.990] clears its "
+        "chance band 0.650; ranked above it: ensemble (not servable from a video file), "
+        "naive_cnn (scored on 1 of 5 folds), xgboost (inside its chance band)"
+    )
+    assert "ranked above it" not in why_champion(table.iloc[3:], "svm", "-")
 
 
 def clips_and_folds(n_videos: int = 12, unlabelled: int = 3):

@@ -7,6 +7,7 @@ from fvc_dagster.lib.evaluation.figures import metric_bars, rgb
 from fvc_dagster.lib.evaluation.metrics import (
     compare_models,
     comparison_markdown,
+    comparison_summary,
     fold_metrics_of,
     prediction_rows,
 )
@@ -149,6 +150,11 @@ def test_compare_models_uses_sample_std_and_ranks_above_chance_models_first():
     assert lines[0].startswith("| model ") and len({len(line) for line in lines}) == 1
     assert "no: inside chance band" in lines[3] and "| yes " in lines[2]
     assert "1.000 ± 0.000" in lines[3]
+    summary = comparison_summary(table).splitlines()
+    assert summary[0].startswith("| rank | model ") and len({len(line) for line in summary}) == 1
+    assert [line.split("|")[1].strip() for line in summary[2:]] == ["1", "2"]
+    assert "| yes " in summary[2] and "no: inside chance band" in summary[3]
+    assert "pr_auc" not in summary[0] and "1.000 ± 0.000" in summary[3]
     one_fold = compare_models(metrics[metrics["fold"] == 0], predictions)
     assert one_fold["roc_auc_std"].isna().all() and "± n/a" in comparison_markdown(one_fold)
 

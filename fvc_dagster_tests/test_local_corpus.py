@@ -420,3 +420,31 @@ def test_invalid_specs_are_rejected(tmp_path, bad):
     with pytest.raises(ValueError):
         generate_corpus(tmp_path, CorpusSpec(**{**SMALL.__dict__, **bad}))
     assert not list(tmp_path.iterdir())
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_line_per_step_elsewhere():
+    log = io.StringIO()
+    assert list(corpus.progress_steps(range(10), 10, "synthetic FVC", "videos", log)) == [
+        *range(10)
+    ]
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 4
+    assert [line.split(" (")[0] for line in lines] == [
+        f"synthetic FVC: {n}/10 videos" for n in (3, 5, 8, 10)
+    ]
+    terminal = _Terminal()
+    assert list(corpus.progress_steps(range(10), 10, "synthetic FVC", "videos", terminal)) == [
+        *range(10)
+    ]
+    assert "\r" in terminal.getvalue() and "10/10" in terminal.getvalue()
+
+
+def test_generating_into_a_log_writes_lines_not_bar_frames(tmp_path, capsys):
+    generate_corpus(tmp_path, SMALL, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines()[-1].startswith("synthetic FVC: 12/12 videos (")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import TypeVar
 
@@ -18,13 +19,22 @@ T = TypeVar("T")
 FAILED_VIDEOS_KEY = "failed_videos"
 # Steps that fit models use every core: one at a time (the instance's pool limit, default 1).
 TRAINING_POOL = "training"
+# Dagster's notice that `@asset(backfill_policy=...)` is beta: batched backfills are deliberate.
+BACKFILL_POLICY_BETA = r"Parameter `backfill_policy` of function `asset` is currently in beta"
+
+
+def _asset(**asset_args):
+    """`dg.asset(**asset_args)` without the BetaWarning of its `backfill_policy`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", BACKFILL_POLICY_BETA, dg.BetaWarning)
+        return dg.asset(**asset_args)
 
 
 def per_video_asset(*, group_name: str, kinds: set[str], **asset_args):
     """`@asset` for a per-video DuckDB table: a partition per video, batched backfills, and
     rows keyed by `video_id` (`asset_args`: more `@asset` arguments). No pool: the warehouse
     is held only while rows are read and written, so batches of concurrent runs overlap."""
-    return dg.asset(
+    return _asset(
         partitions_def=videos_partitions,
         backfill_policy=video_backfill_policy,
         group_name=group_name,
@@ -37,7 +47,7 @@ def per_video_asset(*, group_name: str, kinds: set[str], **asset_args):
 def per_fold_asset(*, group_name: str, kinds: set[str], **asset_args):
     """`@asset` for a model's fold-partitioned DuckDB table: a partition per fold, every fold in
     one run, the training pool, and rows keyed by `fold` (`asset_args`: name, ins, ...)."""
-    return dg.asset(
+    return _asset(
         partitions_def=folds_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=TRAINING_POOL,

@@ -3,7 +3,6 @@ networks on request, the champion and its scores."""
 
 import dagster as dg
 
-from fvc_dagster.defs.partitions import folds_partitions, videos_partitions
 from fvc_dagster.lib.models import models_of
 
 PER_VIDEO_GROUPS = ("ingest", "clips", "features")
@@ -18,14 +17,12 @@ NETWORK_DOWNSTREAM = (
 video_pipeline_job = dg.define_asset_job(
     "video_pipeline",
     selection=dg.AssetSelection.groups(*PER_VIDEO_GROUPS),
-    partitions_def=videos_partitions,
     description="Every per-video asset for a batch of videos, in one run.",
 )
 
 training_job = dg.define_asset_job(
     "training",
     selection=dg.AssetSelection.groups("folds", "models", "evaluation"),
-    partitions_def=folds_partitions,
     description="Folds, baseline models on a range of folds (all of them in one run by default), "
     "their metrics and the comparison.",
 )
@@ -34,7 +31,6 @@ networks_job = dg.define_asset_job(
     "networks",
     selection=dg.AssetSelection.groups("networks")
     | dg.AssetSelection.assets(*models_of("embedding"), *NETWORK_DOWNSTREAM),
-    partitions_def=folds_partitions,
     description="Video networks and XGBoost models on clip embeddings on a range of folds (pick "
     "them with an asset selection; each network's hyperparameters in its config), then the "
     "ensemble, metrics and comparison.",
@@ -43,7 +39,6 @@ networks_job = dg.define_asset_job(
 embeddings_job = dg.define_asset_job(
     "embeddings",
     selection=dg.AssetSelection.assets("clip_embeddings"),
-    partitions_def=videos_partitions,
     description="Frozen-backbone embeddings of a batch of videos' clips (backbones in its config).",
 )
 
@@ -57,6 +52,5 @@ champion_job = dg.define_asset_job(
 scoring_job = dg.define_asset_job(
     "scoring",
     selection=dg.AssetSelection.assets("video_scores"),
-    partitions_def=videos_partitions,
     description="The champion's score for a batch of videos.",
 )

@@ -32,12 +32,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
+import sys
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TextIO, TypeVar
 
 import av
 import cv2
@@ -684,6 +688,35 @@ def _iter_videos(
             yield casc, m, _encode(frames, casc.fps, m.crf, m.gop)
 
 
+T = TypeVar("T")
+
+
+def progress_steps(
+    items: Iterable[T],
+    total: int,
+    desc: str,
+    unit: str,
+    stream: TextIO | None = None,
+    lines: int = 4,
+) -> Iterator[T]:
+    """`items`, with their progress on `stream` (default: stderr): a tqdm bar on a terminal;
+    elsewhere (a log, a pipe) no bar frames, a line `desc: n/total unit (s)` at each of
+    `lines` even steps, the last when all `total` are done."""
+    stream = sys.stderr if stream is None else stream
+    if stream.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, total=total, desc=desc, unit=unit.rstrip("s"), file=stream)
+        return
+    start = time.perf_counter()
+    marks = {math.ceil(total * step / lines) for step in range(1, lines + 1)}
+    for done, item in enumerate(items, 1):
+        yield item
+        if done in marks:
+            seconds = time.perf_counter() - start
+            print(f"{desc}: {done}/{total} {unit} ({seconds:.0f} s)", file=stream, flush=True)
+
+
 def generate_corpus(
     out_dir: Path, spec: CorpusSpec = CorpusSpec(), progress: bool = False
 ) -> list[GeneratedVideo]:
@@ -705,9 +738,7 @@ def generate_corpus(
     try:
         it = _iter_videos(cascades, spec)
         if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, total=spec.n_videos, desc="synthetic FVC", unit="video")
+            it = progress_steps(it, spec.n_videos, "synthetic FVC", "videos")
         for casc, m, data in it:
             writers[m.archive].add(m.member, data, compress=False)
             videos.append(

@@ -10,6 +10,7 @@ It drives the same Definitions, sensor and jobs as `dagster dev`, on the persist
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,10 +189,7 @@ def register_champion(defs: dg.Definitions, instance: dg.DagsterInstance) -> boo
     ):
         return True
     outcome = execute_run_request(defs, "champion", dg.RunRequest(), instance)
-    if outcome.success:
-        row = outcome.output_for_node("champion_model").iloc[0]
-        news = "registered" if row["newly_registered"] else "unchanged"
-        print(f"champion: {row['model']} as fvc-detector v{row['version']} ({news})")
+    print(f"  champion_model: {'ok' if outcome.success else 'FAILED'}")
     return outcome.success
 
 
@@ -235,22 +233,70 @@ def _print_scores(data_dir: Path, seed: int) -> None:
     truth = [*(f"{label}, held in" for label in picks["label"]), f"{fresh_label}, fresh"]
     model, version = load_champion(local_tracking_uri(data_dir))
     scores = model.predict(pd.DataFrame({"path": paths}))
-    print(f"\nfvc-detector@champion (v{version.version}) on three videos:")
+    print(f"fvc-detector@champion (v{version.version}) on three videos:")
     for row, known in zip(scores.itertuples(), truth, strict=True):
         print(f"  {Path(row.path).name}: P(fake) = {row.probability_fake:.3f} -> {row.label} "
               f"(truth: {known})")  # fmt: skip
 
 
+WIDTH = 100
+RULE = "=" * WIDTH
+
+
 def _print_comparison(warehouse: Path) -> None:
+    from fvc_dagster.lib.evaluation.metrics import comparison_summary
+
     with duckdb.connect(str(warehouse), read_only=True) as con:
         table = con.execute("select * from fvc.model_comparison order by rank").df()
-    from fvc_dagster.lib.evaluation.metrics import comparison_markdown
-
-    print(
-        "\nModel comparison (mean ± sample std over folds; pooled held-out ROC-AUC with its 95% "
-        "cascade-bootstrap interval, and the chance band it must clear):\n"
+    about = (
+        "Model comparison, best first (ROC-AUC mean ± sample std over folds; pooled held-out "
+        "ROC-AUC with its 95% cascade-bootstrap interval, and the chance band it must clear; "
+        f"every metric: table fvc.model_comparison in {warehouse}):"
     )
-    print(comparison_markdown(table))
+    print(textwrap.fill(about, WIDTH), comparison_summary(table), sep="\n\n")
+
+
+def _print_champion(warehouse: Path) -> None:
+    """The registered champion, and why `champion_model` chose it."""
+    from fvc_dagster.lib.serving.champion import why_champion
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        comparison = con.execute("select * from fvc.model_comparison order by rank").df()
+        row = con.execute("select * from fvc.champion_model").df().iloc[0]
+    print(
+        f"\nChampion: {row['model']}, {row['registered_model']} v{row['version']} (@{row['alias']})"
+    )
+    why = why_champion(comparison, row["model"], row["weights"], row["metric"])
+    print(textwrap.fill(f"chosen as {why}", WIDTH, initial_indent="  ", subsequent_indent="  "))
+
+
+def _print_next_steps(data_dir: Path) -> None:
+    from fvc_dagster.lib.serving.mlflow_registry import local_tracking_uri
+
+    env = "" if data_dir == Path("data").resolve() else f"FVC_DATA_DIR={data_dir} "
+    root = "" if not env else f"--data-dir {data_dir} "
+    print(
+        "\nWhere to look next:\n"
+        "  Dagster UI (runs, assets, checks, metadata; http://localhost:3000):\n"
+        f"    {env}make dev\n"
+        "  MLflow UI (fold runs, figures, fvc-detector versions; http://localhost:5000):\n"
+        f"    .venv/bin/mlflow ui --backend-store-uri {local_tracking_uri(data_dir)}\n"
+        "  Score video files with the champion:\n"
+        f"    .venv/bin/fvc {root}score VIDEO..."
+    )
+
+
+def _print_summary(data_dir: Path, seed: int, start: float, served: bool) -> None:
+    """The demo's last block, between rules: the comparison, the champion and why, the
+    champion on three videos, where to look next."""
+    print(f"\n{RULE}\nSummary\n{RULE}")
+    _print_comparison(data_dir / "warehouse.duckdb")
+    if served:
+        _print_champion(data_dir / "warehouse.duckdb")
+        print()
+        _print_scores(data_dir, seed)
+    _print_next_steps(data_dir)
+    print(f"\ndemo finished in {time.perf_counter() - start:.1f} s\n{RULE}")
 
 
 def run_demo(
@@ -269,6 +315,9 @@ def run_demo(
     setup_interrupt_handlers()  # SIGTERM interrupts a run as Ctrl-C does: it ends, marked failed
     inbox = data_dir / "inbox"
     os.environ.setdefault("DAGSTER_HOME", str(data_dir / "dagster_home"))
+    # MLflow draws a bar per artifact it reads: here dozens of local reads of one small file
+    # (the fold runs' fit_videos.json, the champion), each done before a bar could show progress.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     if not archive_paths(inbox):
         print(f"generating {n_videos} videos in {n_archives} archives into {inbox}")
@@ -309,12 +358,9 @@ def run_demo(
         print("network training failed; see the run in the Dagster UI (make dev)")
         _print_failed_videos(failed)
         return 1
-    _print_comparison(data_dir / "warehouse.duckdb")
-    if not (register_champion(defs, instance) and score_videos(defs, instance, sorted(done))):
+    served = register_champion(defs, instance) and score_videos(defs, instance, sorted(done))
+    _print_summary(data_dir, seed, start, served)
+    if not served:
         print("champion or scoring failed; see the run in the Dagster UI (make dev)")
-        _print_failed_videos(failed)
-        return 1
-    _print_scores(data_dir, seed)
-    print(f"\ndemo finished in {time.perf_counter() - start:.1f} s; `make dev` opens it in the UI")
     _print_failed_videos(failed)
-    return 1 if failed else 0
+    return 1 if failed or not served else 0

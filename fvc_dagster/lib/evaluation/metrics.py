@@ -165,6 +165,25 @@ def comparison_markdown(comparison: pd.DataFrame) -> str:
          _number(r.chance_band), _verdict(r), str(r.weights)]
         for r in comparison.itertuples()
     ]  # fmt: skip
+    return _aligned(header, rows)
+
+
+def comparison_summary(comparison: pd.DataFrame) -> str:
+    """The comparison's ROC-AUC columns as an aligned markdown table, for a transcript: per
+    model its rank, mean ± std over folds, pooled ROC-AUC with its 95% cascade bootstrap
+    interval, chance band, whether the interval clears the band, and its initial weights."""
+    header = ["rank", "model", "roc_auc (mean ± std)", "pooled roc_auc [95% CI]",
+              "chance band", "above chance", "weights"]  # fmt: skip
+    rows = [
+        [str(r.rank), r.model, f"{_number(r.roc_auc_mean)} ± {_number(r.roc_auc_std)}",
+         f"{_number(r.roc_auc_pooled)} [{_number(r.roc_auc_low)}, {_number(r.roc_auc_high)}]",
+         _number(r.chance_band), _verdict(r), str(r.weights)]
+        for r in comparison.itertuples()
+    ]  # fmt: skip
+    return _aligned(header, rows)
+
+
+def _aligned(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [header, ["-" * w for w in widths], *rows]
     return "\n".join(

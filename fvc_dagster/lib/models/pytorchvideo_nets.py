@@ -6,12 +6,19 @@ checkpoint is loaded into it without the classifier's `proj` weights."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
-from pytorchvideo.models.resnet import create_resnet
-from pytorchvideo.models.slowfast import create_slowfast
-from pytorchvideo.models.x3d import create_x3d
 from torch import nn
+
+# fvcore (imported by pytorchvideo) compiles its losses with the deprecated `torch.jit.script`
+# when imported: its notice, not ours to act on, repeated seven times.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning)
+    from pytorchvideo.models.resnet import create_resnet
+    from pytorchvideo.models.slowfast import create_slowfast
+    from pytorchvideo.models.x3d import create_x3d
 
 from fvc_dagster.lib.models.heads import BinaryHead, PathwayAttentionHead
 from fvc_dagster.lib.models.weights import load_except_head

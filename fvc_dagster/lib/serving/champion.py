@@ -62,6 +62,35 @@ def pick_champion(
     return ranked.iloc[0]
 
 
+def why_champion(
+    comparison: pd.DataFrame, model: str, weights: str, metric: str = "roc_auc", candidate=servable
+) -> str:
+    """Why `pick_champion` chose `model` (with `weights`) from `comparison`, in a sentence: its
+    rule with the champion's numbers, and why each model ranked above it was passed over."""
+    rows = comparison.reset_index(drop=True)
+    at = rows.index[(rows["model"] == model) & (rows["weights"].astype(str) == weights)][0]
+    best = rows.loc[at]
+    n_folds = int(best["folds"])
+    reason = (
+        f"the highest mean {metric} ({best[f'{metric}_mean']:.3f} ± {best[f'{metric}_std']:.3f} "
+        f"over {n_folds} folds) of the models servable from a video file, scored on every fold, "
+        f"whose ROC-AUC interval [{best['roc_auc_low']:.3f}, {best['roc_auc_high']:.3f}] clears "
+        f"its chance band {best['chance_band']:.3f}"
+    )
+    passed_over = []
+    for r in rows.iloc[:at].itertuples():
+        if not candidate(r.model):
+            why = "not servable from a video file"
+        elif r.folds != n_folds:
+            why = f"scored on {r.folds} of {n_folds} folds"
+        elif not r.above_chance:
+            why = "inside its chance band"
+        else:
+            why = f"lower mean {metric}"
+        passed_over.append(f"{r.model} ({why})")
+    return reason + (f"; ranked above it: {', '.join(passed_over)}" if passed_over else "")
+
+
 def labelled_clips(clips: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     """The clips (`video_id, clip_id, aug_index, sha256`, ...) of every labelled video (those
     with a fold), with their `label`: what a refit trains on. Unlabelled videos are left out."""

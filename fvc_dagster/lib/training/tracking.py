@@ -3,6 +3,8 @@ XGBoost's on clip embeddings."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -46,6 +48,7 @@ def log_fold_run(result: FoldResult, model: str, fold: str, data: FoldData) -> N
     mlflow.sklearn.log_model(
         result.pipeline,
         name="model",
+        serialization_format="skops",  # MLflow's local default, not pickle on any tracking URI
         signature=infer_signature(x_val, result.pipeline.predict_proba(x_val)[:, 1]),
         pip_requirements=["scikit-learn", "xgboost"],
         # skops refuses types it does not know; these are the ones this pipeline was built from.
@@ -160,13 +163,32 @@ def log_network_result(result: TrainResult, model: nn.Module, scores: dict[str, 
     finite = {k: float(v) for k, v in scores.items() if math.isfinite(float(v))}
     mlflow.log_metrics({**finite, "best_epoch": result.best_epoch})
     # pickle, not MLflow's default pt2: torch.export traces forward on an input example, which
-    # networks with several inputs or data-dependent pooling do not all survive.
-    mlflow.pytorch.log_model(
-        model.cpu().eval(),
-        name="model",
-        serialization_format="pickle",
-        pip_requirements=["torch", "torchvision", "pytorchvideo"],
-    )
+    # networks with several inputs or data-dependent pooling do not all survive. The champion
+    # is served from weights alone (`Detector.save`), not from this model.
+    with _without_pickle_notice():
+        mlflow.pytorch.log_model(
+            model.cpu().eval(),
+            name="model",
+            serialization_format="pickle",
+            pip_requirements=["torch", "torchvision", "pytorchvideo"],
+        )
+
+
+class _PickleNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Saving pytorch model by Pickle")
+
+
+@contextlib.contextmanager
+def _without_pickle_notice():
+    """mlflow.pytorch without its warning that pickle is unsafe: the format is chosen above
+    and nothing a user can change (one warning per fold run otherwise)."""
+    logger, notice = logging.getLogger("mlflow.pytorch"), _PickleNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
 
 
 def log_embedding_fold(
