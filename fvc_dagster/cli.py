@@ -118,11 +118,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from fvc_dagster.lib.serving.mlflow_registry import load_champion, local_tracking_uri
+    from fvc_dagster.lib.serving.mlflow_registry import (
+        RegistryUnavailable,
+        load_champion,
+        local_tracking_uri,
+    )
 
+    # The scale-out profile's server when MLFLOW_TRACKING_URI names it, else the data root's.
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(_data_dir(args.data_dir))
     try:
-        model, version = load_champion(local_tracking_uri(_data_dir(args.data_dir)))
-    except LookupError as exc:
+        model, version = load_champion(uri)
+    except (LookupError, RegistryUnavailable) as exc:
         print(f"fvc score: {exc}", file=sys.stderr)
         return 2
     detector = model.unwrap_python_model().detector
@@ -172,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     models = commands.add_parser("models", help="the model portfolio and where its weights are")
     models.add_argument("--json", action="store_true", help="print JSON rows")
     score = commands.add_parser(
-        "score", help="P(fake) of video files by the registered champion (fvc-detector@champion)"
+        "score",
+        help="P(fake) of video files by the registered champion (fvc-detector@champion) of the "
+        "data root, or of the MLflow server MLFLOW_TRACKING_URI names",
     )
     score.add_argument("videos", nargs="+", help="video files (any container PyAV opens)")
     score.add_argument("--json", action="store_true", help="print JSON rows")

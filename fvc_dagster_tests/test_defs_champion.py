@@ -21,7 +21,13 @@ from conftest import query, write_labelled_inbox
 from fvc_dagster.cli import main
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.lib.serving.champion import labelled_clips, servable, training_fingerprint
-from fvc_dagster.lib.serving.mlflow_registry import ALIAS, REGISTERED_MODEL, local_tracking_uri
+from fvc_dagster.lib.serving.mlflow_registry import (
+    ALIAS,
+    REGISTERED_MODEL,
+    RegistryUnavailable,
+    champion_version,
+    local_tracking_uri,
+)
 from fvc_dagster.local.demo import execute_run_request
 
 LABELLED = [f"tinyvid{n:04d}" for n in range(10)]  # five real and five fake cascades
@@ -138,3 +144,22 @@ def test_a_rerun_registers_nothing_and_a_better_model_moves_the_alias(platform):
     )
     requested = after.get_requested_partitions(dg.AssetKey("video_scores"))
     assert requested == set(LABELLED + UNLABELLED)
+
+
+def test_fvc_score_reads_the_registry_mlflow_tracking_uri_names_and_says_when_it_is_down(
+    platform, tmp_path, capsys, monkeypatch
+):
+    root = platform[0]
+    video = query(root, f"select path from fvc.source_videos where video_id = '{LABELLED[1]}'")
+    elsewhere = ["--data-dir", str(tmp_path / "empty"), "score", video["path"][0]]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", local_tracking_uri(root))
+    assert main(elsewhere) == 0  # the champion of the registry the variable names
+    assert ": P(fake) = " in capsys.readouterr().out
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert main(elsewhere) == 2
+    err = capsys.readouterr().err
+    assert "the MLflow registry at http://127.0.0.1:9 did not answer" in err
+    with pytest.raises(RegistryUnavailable):  # never taken for "no champion yet"
+        champion_version(MlflowClient("http://127.0.0.1:9"))
+    assert champion_version(MlflowClient(local_tracking_uri(tmp_path)), "no-such-model") is None

@@ -38,14 +38,28 @@ def requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS]
 
 
+class RegistryUnavailable(RuntimeError):
+    """The MLflow model registry could not be asked (unreachable, failing): not "no champion"."""
+
+
+# What the registry answers for a model that does not exist and for an alias no version holds.
+NOT_REGISTERED = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def champion_version(client: MlflowClient, name: str = REGISTERED_MODEL):
-    """The model version holding the alias `champion`, or None."""
+    """The model version holding the alias `champion`, or None when the registry says there is
+    none; `RegistryUnavailable` when it cannot say (so nothing is registered a second time)."""
     import mlflow
 
     try:
         return client.get_model_version_by_alias(name, ALIAS)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code in NOT_REGISTERED:
+            return None
+        raise RegistryUnavailable(
+            f"the MLflow registry at {client._registry_uri} did not answer whether {name!r} "
+            f"has a {ALIAS!r} ({exc.error_code}): {exc.message}"
+        ) from exc
 
 
 def same_lineage(version, tags: dict[str, str], keys: Iterable[str]) -> bool:
@@ -97,15 +111,20 @@ def local_tracking_uri(root: Path) -> str:
 
 
 def load_champion(tracking_uri: str, name: str = REGISTERED_MODEL):
-    """The registered champion as a pyfunc model and its version."""
+    """The registered champion of the registry at `tracking_uri` as a pyfunc model, and its
+    version (MLflow's tracking URI is set for the load only)."""
     import mlflow.pyfunc
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    version = champion_version(MlflowClient(), name)
+    version = champion_version(MlflowClient(tracking_uri), name)
     if version is None:
         raise LookupError(
             f"no model version of {name!r} has the alias {ALIAS!r} at {tracking_uri}: "
             "materialize champion_model (make demo does)"
         )
-    return mlflow.pyfunc.load_model(f"models:/{name}@{ALIAS}"), version
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(f"models:/{name}@{ALIAS}"), version
+    finally:
+        mlflow.set_tracking_uri(previous)
