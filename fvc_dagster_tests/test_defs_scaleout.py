@@ -1,13 +1,12 @@
 """The scale-out profile's Dagster glue, in process: the Parquet IO manager and the warehouse
 resource with real (small) assets, the profile switch, and the deploy files' settings."""
 
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 import pytest
 import yaml
 
+from conftest import REPO
 from fvc_dagster.defs.scaleout import (
     CELERY_SETTINGS,
     EMBEDDED,
@@ -19,7 +18,6 @@ from fvc_dagster.defs.scaleout import (
 )
 from fvc_dagster.defs.warehouse import existing_table
 
-REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "scaleout"
 videos = dg.DynamicPartitionsDefinition(name="test_videos")
 

@@ -20,12 +20,11 @@ import duckdb
 import pytest
 import requests
 
-from conftest import write_labelled_inbox
+from conftest import REPO, write_labelled_inbox
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.lib.locking import exclusive
 from fvc_dagster.local.demo import run_demo
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO = [f"e2edemo{n:04d}" for n in range(10)]  # what `make demo` trained on: two a fold
 LATER = ["e2elate0001", "e2elate0002"]  # the archive dropped into the running platform
 BAD = "e2ecorrupt1"
