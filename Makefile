@@ -27,8 +27,8 @@ dev: $(BIN)/fvc $(DAGSTER_HOME)/dagster.yaml
 
 # Three pytest workers on two cores, one compute thread each (OpenMP/BLAS threads of workers
 # sharing cores spin against each other: a quarter more CPU time, a minute more wall time). The
-# end-to-end tests mostly wait on servers and subprocesses (the cores are two-thirds busy with
-# two workers): a third worker fills that time (9 min 25 s against 9 min 56 s, docs/testing.md).
+# end-to-end tests mostly wait on servers and subprocesses: a third worker fills that time
+# (measured in docs/testing.md).
 test: $(BIN)/fvc lint
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 	  $(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --timeout=900
