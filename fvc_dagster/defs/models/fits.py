@@ -17,7 +17,7 @@ from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.clips.augment import NETWORK_AUGMENTATIONS
 from fvc_dagster.lib.evaluation.metrics import NO_WEIGHTS, fold_scores
 from fvc_dagster.lib.features.rows import CLIP_FEATURES, clip_features
-from fvc_dagster.lib.models import ModelSpec, models_of
+from fvc_dagster.lib.models import ModelSpec, get_spec, models_of
 
 
 class NetworkTraining(dg.Config):
@@ -231,7 +231,6 @@ def ensemble_learners(warehouse, features: pd.DataFrame) -> list:
     learners = [tabular_learner(m, features, CLIP_FEATURES) for m in models_of("tabular")]
     trained = [m for m in models_of("embedding") if existing_table(warehouse, m) is not None]
     if trained:
-        from fvc_dagster.lib.models import get_spec
         from fvc_dagster.lib.training.embeddings import backbone_embeddings
 
         stored = existing_table(warehouse, "clip_embeddings")

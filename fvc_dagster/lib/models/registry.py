@@ -81,11 +81,6 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def is_network(self) -> bool:
-        """A video network trained end to end."""
-        return self.kind == "network"
-
-    @property
     def normalisation(self) -> Normalisation:
         """RGB mean and std (of [0, 1] pixels) the clips are normalised with: those of the
         weights it loads (its checkpoint, or its backbone's), else its own from-scratch ones."""
