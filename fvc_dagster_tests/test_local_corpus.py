@@ -549,6 +549,11 @@ def test_write_videos_gives_the_archived_videos_bytes(small_corpus, tmp_path):
         {"password": ""},
         {"resolution": (64, 48)},
         {"resolution": (641, 360)},
+        {"codec": "av1"},
+        {"manipulation": "faceswap"},
+        {"strength": "extreme"},
+        {"content": "text"},
+        {"split": "validation"},
     ],
 )
 def test_invalid_specs_are_rejected(tmp_path, bad):
