@@ -18,7 +18,7 @@ def _data_dir(value: str | None) -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from fvc_dagster.local.corpus import CorpusSpec, generate_corpus
+    from fvc_dagster.local.corpus import CorpusSpec, generate_corpus, shift_of, shifted
 
     out = Path(args.out) if args.out else _data_dir(args.data_dir) / "inbox"
     password = os.environ.get(args.password_env) if args.password_env else None
@@ -27,26 +27,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
         n_archives=args.archives,
         seed=args.seed,
         password=password,
-        resolution=args.resolution,
+        split=args.split,
     )
+    try:
+        spec = shifted(spec, args.shift or [])
+    except ValueError as exc:
+        raise SystemExit(f"fvc generate: {exc}") from None
     start = time.perf_counter()
     videos = generate_corpus(out, spec, progress=True)
+    shift = ", ".join(f"{axis}={value}" for axis, value in shift_of(spec).items())
     print(
         f"wrote {len(videos)} videos in {spec.n_archives} archives to {out} "
-        f"({time.perf_counter() - start:.1f} s)"
+        f"({time.perf_counter() - start:.1f} s)" + (f", shifted: {shift}" if shift else "")
     )
     return 0
 
 
 def resolution(value: str) -> tuple[int, int]:
     """`WIDTHxHEIGHT`, e.g. `1280x720`."""
+    from fvc_dagster.local.corpus import parse_resolution
+
     try:
-        width, height = (int(side) for side in value.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: expected WIDTHxHEIGHT, e.g. 1280x720"
-        ) from None
-    return width, height
+        return parse_resolution(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _chosen(value: str, known: list[str], what: str) -> tuple[str, ...]:
@@ -156,9 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--out", help="folder for the archives (default: <data root>/inbox)")
     generate.add_argument("--password-env", help="encrypt with the password in this variable")
     generate.add_argument(
-        "--resolution",
-        type=resolution,
-        help="every original at WIDTHxHEIGHT (default: a mix of small native sizes)",
+        "--shift",
+        action="append",
+        metavar="AXIS=VALUE",
+        help="shift the corpus from the default along an axis, e.g. codec=mpeg4 or "
+        "resolution=1280x720 (every original at that size); repeatable, a wrong one lists the "
+        "axes and their values; recorded in every archive's zip comment",
+    )
+    generate.add_argument(
+        "--split",
+        help="add a split column to the metadata CSVs, this value (train or test) for every video",
     )
     demo = commands.add_parser("demo", help="corpus -> sensor -> every asset -> model comparison")
     for sub in (generate, demo):

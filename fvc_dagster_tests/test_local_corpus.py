@@ -18,6 +18,7 @@ import pytest
 import pyzipper
 
 from fvc_dagster import cli
+from fvc_dagster.lib.ingest.archives import parse_metadata_csv
 from fvc_dagster.lib.training.folds import assign_folds
 from fvc_dagster.local import corpus
 from fvc_dagster.local.corpus import CorpusSpec, GeneratedVideo, generate_corpus
@@ -35,6 +36,14 @@ SPLICE = {
     "feather": 0.08,
     "gain": 1.0,
 }
+# SMALL's archives as generated at 6b3d4c6, before corpora could be shifted: the default corpus
+# must stay byte for byte the same (they change with the bundled x264, OpenCV or zlib too).
+SMALL_SHA256 = {
+    "FVC1.zip": "69eaa9ab8852dc451f74b60013ea71b970a1b8de6c8736df423eba4e2f7873e6",
+    "FVC2.zip": "4246beb3f3c443fb8c1d037f5fed47c9700961af5e7f193873d10a19f059721f",
+    "Metadata.zip": "caab8fa199f628394afc587f7c7a4734889f72eb4dc12e76a3f341f3ee3ac983",
+}
+TINY = CorpusSpec(n_videos=4, n_archives=2, min_frames=4, max_frames=6)
 YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 URL_PATTERNS = (
     ("youtube", r"https://www\.youtube\.com/watch\?v=([A-Za-z0-9_-]{11})"),
@@ -135,6 +144,45 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(small_corpus, tmp_pa
     other_sums = _sha256s(other)
     assert all(other_sums[name] != first[name] for name in first)
     assert {v.video_id for v in other_videos} != {v.video_id for v in videos}
+
+
+def test_default_corpus_is_byte_identical_to_the_unshifted_generators(small_corpus):
+    out, _ = small_corpus
+    assert _sha256s(out) == SMALL_SHA256
+    assert all(corpus.archive_shift(out / name) == {} for name in SMALL_SHA256)
+
+
+@pytest.mark.parametrize("codec", ["mpeg4", "vp9"])
+def test_codec_shift_encodes_the_same_videos_with_another_codec_and_records_it(codec, tmp_path):
+    default = generate_corpus(tmp_path / "default", TINY)
+    spec = corpus.shifted(TINY, [f"codec={codec}"])
+    videos = generate_corpus(tmp_path / codec, spec)
+    assert videos == default  # the same plan: ids, labels, sizes, frames
+    for v in videos:
+        (name, pix_fmt), frames = _decode(_video_bytes(tmp_path / codec, v))
+        assert (name, pix_fmt) == (codec, "yuv420p")
+        assert len(frames) == v.frames and frames[0].shape == (v.height, v.width)
+    sums = _sha256s(tmp_path / codec)
+    assert all(corpus.archive_shift(tmp_path / codec / name) == {"codec": codec} for name in sums)
+    generate_corpus(tmp_path / "again", spec)
+    assert _sha256s(tmp_path / "again") == sums
+
+
+def test_shifts_are_validated_with_the_axes_and_their_values():
+    spec = corpus.shifted(TINY, ["codec=vp9", "resolution=320x240", "strength=weak"])
+    assert (spec.codec, spec.resolution, spec.strength) == ("vp9", (320, 240), "weak")
+    assert corpus.shift_of(spec) == {"codec": "vp9", "resolution": "320x240", "strength": "weak"}
+    assert corpus.shift_of(corpus.shifted(TINY, ["codec=h264", "resolution=mixed"])) == {}
+    with pytest.raises(ValueError, match="axes: codec: .*manipulation: .*strength: .*resolution"):
+        corpus.shifted(TINY, ["bitrate=low"])
+    with pytest.raises(ValueError, match="'codec=av1': codec: choose from h264 .*mpeg4, vp9"):
+        corpus.shifted(TINY, ["codec=av1"])
+    with pytest.raises(ValueError, match="codec is shifted twice"):
+        corpus.shifted(TINY, ["codec=vp9", "codec=mpeg4"])
+    with pytest.raises(ValueError, match="'resolution=720p': .*expected WIDTHxHEIGHT"):
+        corpus.shifted(TINY, ["resolution=720p"])
+    with pytest.raises(ValueError, match="even sides of at least 96"):
+        corpus.shifted(TINY, ["resolution=64x48"])
 
 
 def test_failed_generation_leaves_existing_archives_and_no_temp_files(tmp_path, monkeypatch):
@@ -264,14 +312,48 @@ def test_resolution_sets_every_original_and_leaves_the_rest_of_the_plan():
     ]
 
 
-def test_fvc_generate_writes_originals_at_the_chosen_resolution(tmp_path):
+def test_fvc_generate_writes_a_shifted_test_corpus_and_says_so(tmp_path, capsys):
     argv = ["generate", "--out", str(tmp_path), "--videos", "3", "--archives", "1"]
-    assert cli.main([*argv, "--resolution", "160x96"]) == 0
+    shifts = ["--shift", "resolution=160x96", "--shift", "codec=mpeg4", "--split", "test"]
+    assert cli.main([*argv, *shifts]) == 0
+    assert "shifted: codec=mpeg4, resolution=160x96" in capsys.readouterr().out
     with zipfile.ZipFile(tmp_path / "FVC1.zip") as zf:
-        shapes = {_decode(zf.read(name))[1][0].shape for name in zf.namelist()}
-    assert (96, 160) in shapes
-    with pytest.raises(SystemExit):
-        cli.main([*argv, "--resolution", "720p"])
+        decoded = [_decode(zf.read(name)) for name in zf.namelist()]
+    assert {codec for (codec, _), _ in decoded} == {"mpeg4"}
+    assert (96, 160) in {frames[0].shape for _, frames in decoded}
+    for name in ("FVC1.zip", "Metadata.zip"):
+        assert corpus.archive_shift(tmp_path / name) == {
+            "codec": "mpeg4",
+            "resolution": "160x96",
+        }
+    meta = _metadata(tmp_path)
+    rows = []
+    for name in ("FVC.csv", "FVC_dup.csv"):
+        header, table = _read_csv(meta[name])
+        assert header == [*corpus.CSV_HEADER, "split"]
+        rows += table
+    assert len(rows) == 3 and {r["split"] for r in rows} == {"test"}
+    # Today's metadata reader takes such a CSV as it takes one without the column.
+    plain = b"\n".join(line.rpartition(b",")[0] for line in meta["FVC.csv"].splitlines())
+    assert parse_metadata_csv(meta["FVC.csv"].decode(), "FVC.csv") == parse_metadata_csv(
+        plain.decode(), "FVC.csv"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--shift", "codec=av1"], "codec: choose from h264 (default), mpeg4, vp9"),
+        (["--shift", "colour=sepia"], "axes: codec: choose from"),
+        (["--shift", "resolution=720p"], "expected WIDTHxHEIGHT"),
+        (["--split", "holdout"], "split 'holdout': choose from train, test"),
+    ],
+)
+def test_fvc_generate_refuses_a_bad_shift_or_split_and_writes_nothing(options, message, tmp_path):
+    argv = ["generate", "--out", str(tmp_path / "out"), "--videos", "3", "--archives", "1"]
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        cli.main([*argv, *options])
+    assert not (tmp_path / "out").exists()
 
 
 def test_ids_and_urls_parse_per_platform(small_corpus):
@@ -394,6 +476,59 @@ def test_fake_splice_leaves_blocking_and_sharpening_in_the_region(host_and_donor
     assert detail(fake[0]) > 1.3 * detail(unsharpened[0])
 
 
+@pytest.mark.parametrize(
+    ("family", "blocks", "sharper"),
+    [("jpeg", True, False), ("resample", False, False), ("sharpen", False, True)],
+)
+def test_manipulation_family_takes_only_its_steps(host_and_donor, family, blocks, sharper):
+    host, donor = host_and_donor
+    real = corpus._splice(host, donor, SPLICE, manipulated=False)
+    steps = corpus._MANIPULATIONS[family]
+    fake = corpus._splice(host, donor, SPLICE, manipulated=True, steps=steps)
+    assert (_boundary_ratio(fake[0]) > _boundary_ratio(real[0]) + 0.3) == blocks
+
+    def detail(img: np.ndarray) -> float:
+        return float(cv2.Laplacian(_grey(img), cv2.CV_32F).std())
+
+    assert (detail(fake[0]) > 1.3 * detail(real[0])) == sharper
+
+
+def test_strength_moves_the_manipulation_and_leaves_the_rest_of_the_plan(host_and_donor):
+    plans = {s: corpus._plan(CorpusSpec(strength=s)) for s in ("weak", "default", "strong")}
+    quality = {s: [c.splice["quality"] for c in plan] for s, plan in plans.items()}
+    assert max(quality["strong"]) < min(quality["default"]) <= max(quality["default"])
+    assert max(quality["default"]) < min(quality["weak"])
+    for key in ("resample", "sharpen"):
+        ranges = {s: [c.splice[key] for c in plan] for s, plan in plans.items()}
+        step = -1 if key == "resample" else 1  # strong: a smaller resample, a larger sharpen
+        ordered = [ranges[s] for s in ("weak", "default", "strong")][::step]
+        assert max(ordered[0]) < min(ordered[1]) and max(ordered[1]) < min(ordered[2])
+        # each draw keeps its place in its range
+        assert np.argsort(ranges["strong"]).tolist() == np.argsort(ranges["default"]).tolist()
+    unchanged = ("rw", "rh", "cx", "cy", "sharpen_sigma", "feather", "gain")
+    for strong, default in zip(plans["strong"], plans["default"], strict=True):
+        assert [m.video_id for m in strong.members] == [m.video_id for m in default.members]
+        assert [strong.splice[k] for k in unchanged] == [default.splice[k] for k in unchanged]
+
+    host, donor = host_and_donor
+    blocking = {
+        s: _boundary_ratio(
+            corpus._splice(host, donor, corpus._at_strength(s, SPLICE), manipulated=True)[0]
+        )
+        for s in ("weak", "default", "strong")
+    }
+    assert blocking["weak"] < blocking["default"] < blocking["strong"]
+
+
+def test_static_content_keeps_the_camera_and_the_shapes_still():
+    def motion(scene: corpus._Scene) -> float:
+        frames = corpus._render(scene, 160, 96, 12, 25, np.random.default_rng(0))
+        return float(np.abs(frames[-1].astype(float) - frames[0].astype(float)).mean())
+
+    scene = corpus._scene(0, 3)
+    assert motion(corpus._still(scene)) < 0.3 * motion(scene)
+
+
 def test_write_videos_gives_the_archived_videos_bytes(small_corpus, tmp_path):
     out, videos = small_corpus
     written = corpus.write_videos(tmp_path, SMALL)
@@ -414,6 +549,11 @@ def test_write_videos_gives_the_archived_videos_bytes(small_corpus, tmp_path):
         {"password": ""},
         {"resolution": (64, 48)},
         {"resolution": (641, 360)},
+        {"codec": "av1"},
+        {"manipulation": "faceswap"},
+        {"strength": "extreme"},
+        {"content": "text"},
+        {"split": "validation"},
     ],
 )
 def test_invalid_specs_are_rejected(tmp_path, bad):

@@ -25,6 +25,12 @@ Everything is derived from ``numpy.random.default_rng`` seeded by the spec, arch
 zip timestamps, x264 runs single-threaded without macroblock-tree rate control (which made the
 bundled x264's output vary run to run), and the muxer is bit-exact, so the same spec gives
 byte-identical archives (with a password too: the AES salts are derived from the seed).
+
+A corpus can be shifted from that default along named axes (`SHIFT_AXES`: the codec, the
+manipulation family and strength of the fakes, the originals' resolution, the camera motion),
+for a test set no model has seen the like of; a shifted corpus's archives say so in their zip
+comment (`archive_shift`). Its metadata CSVs can carry a `split` column that declares every
+video a training or a test video.
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import os
 import sys
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -60,8 +67,14 @@ __all__ = [
     "CorpusSpec",
     "GeneratedVideo",
     "METADATA_ARCHIVE",
+    "SHIFT_AXES",
+    "SPLITS",
     "archive_names",
+    "archive_shift",
     "generate_corpus",
+    "parse_resolution",
+    "shift_of",
+    "shifted",
 ]
 
 CSV_HEADER = ("cascade_id", "video_url", "label")
@@ -102,6 +115,34 @@ _SPLICE_RESAMPLE = (0.7, 0.9)  # down-then-up-scale factor applied before the JP
 _SPLICE_SHARPEN = (1.6, 2.6)  # unsharp-mask amount applied to the decoded JPEG patch
 _SPLICE_SHARPEN_SIGMA = (1.4, 2.0)
 
+# Shift axes. Codecs and their encoders (`_encoder_options`).
+_CODECS = {"h264": "libx264", "mpeg4": "mpeg4", "vp9": "libvpx-vp9"}
+# Manipulation families: the steps of `_recompress` a fake's region goes through.
+_MANIPULATIONS = {
+    "recompress": ("resample", "jpeg", "sharpen"),
+    "jpeg": ("jpeg",),
+    "resample": ("resample",),
+    "sharpen": ("sharpen",),
+}
+# Manipulation strengths: the ranges the splice's quality, resample and sharpen draws are mapped
+# onto (each draw keeps its place in its range, so the rest of the plan stays the same).
+_STRENGTHS = {
+    "default": {"quality": _SPLICE_QUALITY, "resample": _SPLICE_RESAMPLE,
+                "sharpen": _SPLICE_SHARPEN},
+    "weak": {"quality": (65, 85), "resample": (0.91, 0.97), "sharpen": (0.6, 1.2)},
+    "strong": {"quality": (12, 25), "resample": (0.45, 0.6), "sharpen": (3.0, 4.0)},
+}  # fmt: skip
+_CONTENTS = ("moving", "static")  # camera pan and shake, moving shapes; or a still scene
+# Each axis: its values, the default first (resolution: any WIDTHxHEIGHT, default a mix).
+SHIFT_AXES: dict[str, tuple[str, ...]] = {
+    "codec": tuple(_CODECS),
+    "manipulation": tuple(_MANIPULATIONS),
+    "strength": tuple(_STRENGTHS),
+    "resolution": ("mixed", "WIDTHxHEIGHT"),
+    "content": _CONTENTS,
+}
+SPLITS = ("train", "test")
+
 
 @dataclass(frozen=True)
 class CorpusSpec:
@@ -113,6 +154,11 @@ class CorpusSpec:
     max_frames: int = 48
     # every original at this (width, height) instead of the mix of small native sizes
     resolution: tuple[int, int] | None = None
+    codec: str = "h264"
+    manipulation: str = "recompress"  # the steps of a fake's region (`_MANIPULATIONS`)
+    strength: str = "default"
+    content: str = "moving"
+    split: str | None = None  # when set, the metadata CSVs' `split` column, for every video
 
 
 @dataclass(frozen=True)
@@ -185,6 +231,70 @@ def _validate(spec: CorpusSpec) -> None:
         raise ValueError(
             f"resolution {spec.resolution}: need even sides of at least {_MIN_SIDE} pixels"
         )
+    for axis in ("codec", "manipulation", "strength", "content"):
+        if getattr(spec, axis) not in SHIFT_AXES[axis]:
+            raise ValueError(f"{axis} {getattr(spec, axis)!r}: {_choices(axis)}")
+    if spec.split is not None and spec.split not in SPLITS:
+        raise ValueError(f"split {spec.split!r}: choose from {', '.join(SPLITS)}")
+
+
+def _choices(axis: str) -> str:
+    values = SHIFT_AXES[axis]
+    return f"choose from {values[0]} (default), {', '.join(values[1:])}"
+
+
+def parse_resolution(value: str) -> tuple[int, int]:
+    """`WIDTHxHEIGHT`, e.g. `1280x720`, as `(width, height)`."""
+    try:
+        width, height = (int(side) for side in value.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{value!r}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
+    return width, height
+
+
+def shifted(spec: CorpusSpec, assignments: Iterable[str]) -> CorpusSpec:
+    """`spec` shifted along `AXIS=VALUE` assignments (axes and values: `SHIFT_AXES`), each axis
+    at most once; a bad assignment is a ValueError naming it and listing the axes."""
+    axes = "; ".join(f"{axis}: {_choices(axis)}" for axis in SHIFT_AXES)
+    changes: dict[str, object] = {}
+    for assignment in assignments:
+        axis, sep, value = assignment.partition("=")
+        if not sep or axis not in SHIFT_AXES:
+            raise ValueError(f"shift {assignment!r}: expected AXIS=VALUE; axes: {axes}")
+        if axis in changes:
+            raise ValueError(f"shift {assignment!r}: {axis} is shifted twice")
+        if axis == "resolution":
+            try:
+                changes[axis] = None if value == "mixed" else parse_resolution(value)
+            except ValueError as exc:
+                raise ValueError(f"shift {assignment!r}: {exc}") from None
+        elif value in SHIFT_AXES[axis]:
+            changes[axis] = value
+        else:
+            raise ValueError(f"shift {assignment!r}: {axis}: {_choices(axis)}")
+    out = replace(spec, **changes)
+    _validate(out)
+    return out
+
+
+def shift_of(spec: CorpusSpec) -> dict[str, str]:
+    """The axes along which `spec` is shifted from the default corpus, and their values."""
+    default = CorpusSpec()
+    shift = {
+        axis: getattr(spec, axis)
+        for axis in SHIFT_AXES
+        if axis != "resolution" and getattr(spec, axis) != getattr(default, axis)
+    }
+    if spec.resolution is not None:
+        shift["resolution"] = "{}x{}".format(*spec.resolution)
+    return dict(sorted(shift.items()))
+
+
+def archive_shift(path: Path) -> dict[str, str]:
+    """The shift a generated archive records in its zip comment (empty: the default corpus)."""
+    with zipfile.ZipFile(path) as zf:
+        comment = zf.comment
+    return json.loads(comment)["shift"] if comment else {}
 
 
 def _cascade_sizes(rng: np.random.Generator, total: int) -> list[int]:
@@ -329,7 +439,7 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
 
     # Splice parameters: the same draws for every cascade, whatever its label.
     for casc in cascades:
-        casc.splice = {
+        casc.splice = _at_strength(spec.strength, {
             "rw": float(rng.uniform(*_SPLICE_SIZE)),  # region size, fraction of the frame
             "rh": float(rng.uniform(*_SPLICE_SIZE)),
             "cx": float(rng.uniform(0.35, 0.65)),  # region centre
@@ -340,8 +450,22 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
             "sharpen_sigma": float(rng.uniform(*_SPLICE_SHARPEN_SIGMA)),
             "feather": float(rng.uniform(0.06, 0.12)),  # feather width, fraction of region
             "gain": float(rng.uniform(0.94, 1.06)),  # slight photometric mismatch
-        }
+        })  # fmt: skip
     return cascades
+
+
+def _at_strength(strength: str, splice: dict) -> dict:
+    """`splice` with its quality, resample and sharpen draws moved, each to the same place in
+    its range of `strength`."""
+    if strength == "default":
+        return splice
+    moved = dict(splice)
+    for key, (low, high) in _STRENGTHS[strength].items():
+        default_low, default_high = _STRENGTHS["default"][key]
+        place = (splice[key] - default_low) / (default_high - default_low)
+        moved[key] = low + place * (high - low)
+    moved["quality"] = int(round(moved["quality"]))
+    return moved
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,6 +529,12 @@ def _scene(seed: int, index: int, donor: bool = False) -> _Scene:
         blur=float(rng.uniform(0.5, 1.0)),
         noise=float(rng.uniform(1.5, 4.0)),
     )
+
+
+def _still(scene: _Scene) -> _Scene:
+    """`scene` filmed from a fixed camera (no pan, no shake) with its shapes at rest."""
+    shapes = [{**shape, "vel": np.zeros(2), "spin": 0.0} for shape in scene.shapes]
+    return replace(scene, pan1=scene.pan0, shake=0.0, shapes=shapes)
 
 
 def _render(
@@ -499,27 +629,42 @@ def _region(width: int, height: int, p: dict) -> tuple[int, int, int, int]:
     return x0, y0, rw, rh
 
 
-def _recompress(patch: np.ndarray, p: dict) -> np.ndarray:
-    """The fake's processing of a region (uint8 in, float32 out): resampled, JPEG-compressed at
-    ``p["quality"]`` (its 8x8 blocks on the frame's grid), unsharp-masked."""
+def _recompress(
+    patch: np.ndarray, p: dict, steps: tuple[str, ...] = _MANIPULATIONS["recompress"]
+) -> np.ndarray:
+    """The fake's processing of a region (uint8 in, float32 out), those of its `steps` it takes:
+    resampled, JPEG-compressed at ``p["quality"]`` (its 8x8 blocks on the frame's grid),
+    unsharp-masked."""
     rh, rw = patch.shape[:2]
-    small = (max(8, int(rw * p["resample"])), max(8, int(rh * p["resample"])))
-    patch = cv2.resize(patch, small, interpolation=cv2.INTER_AREA)
-    patch = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    ok, buf = cv2.imencode(".jpg", patch[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(p["quality"])])
-    if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
-        raise RuntimeError("JPEG encoding failed")
-    patch = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
-    # Unsharp mask on the decoded patch (the "sharpen" step of face-swap mergers and photo
-    # editors); it also accentuates the JPEG block edges.
-    blur = cv2.GaussianBlur(patch, (0, 0), p["sharpen_sigma"])
-    patch += p["sharpen"] * (patch - blur)
+    if "resample" in steps:
+        small = (max(8, int(rw * p["resample"])), max(8, int(rh * p["resample"])))
+        patch = cv2.resize(patch, small, interpolation=cv2.INTER_AREA)
+        patch = cv2.resize(patch, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    if "jpeg" in steps:
+        quality = [cv2.IMWRITE_JPEG_QUALITY, int(p["quality"])]
+        ok, buf = cv2.imencode(".jpg", patch[..., ::-1], quality)
+        if not ok:  # pragma: no cover - cv2 always encodes a valid uint8 image
+            raise RuntimeError("JPEG encoding failed")
+        patch = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    patch = patch.astype(np.float32)
+    if "sharpen" in steps:
+        # Unsharp mask on the decoded patch (the "sharpen" step of face-swap mergers and photo
+        # editors); it also accentuates the JPEG block edges.
+        blur = cv2.GaussianBlur(patch, (0, 0), p["sharpen_sigma"])
+        patch += p["sharpen"] * (patch - blur)
     return patch
 
 
-def _splice(host: np.ndarray, donor: np.ndarray, p: dict, manipulated: bool) -> np.ndarray:
+def _splice(
+    host: np.ndarray,
+    donor: np.ndarray,
+    p: dict,
+    manipulated: bool,
+    steps: tuple[str, ...] = _MANIPULATIONS["recompress"],
+) -> np.ndarray:
     """Blend ``donor`` (resized to the region) into an elliptical region of ``host`` with
-    feathered edges and gain ``p["gain"]``; when ``manipulated``, through `_recompress` first."""
+    feathered edges and gain ``p["gain"]``; when ``manipulated``, through `_recompress`'s
+    `steps` first."""
     _, h, w, _ = host.shape
     x0, y0, rw, rh = _region(w, h, p)
     donor = resize_frames(donor, rw, rh)
@@ -540,29 +685,41 @@ def _splice(host: np.ndarray, donor: np.ndarray, p: dict, manipulated: bool) -> 
         patch = cv2.convertScaleAbs(donor[f], alpha=p["gain"])
         region = out[f, y0 : y0 + rh, x0 : x0 + rw]
         if manipulated:  # the sharpened patch leaves 0..255: blend in float, then saturate
-            blended = cv2.blendLinear(_recompress(patch, p), np.float32(region), mask, inverse)
+            blended = cv2.blendLinear(
+                _recompress(patch, p, steps), np.float32(region), mask, inverse
+            )
             region[...] = np.clip(blended + 0.5, 0, 255)
         else:
             region[...] = cv2.blendLinear(patch, region, mask, inverse)
     return out
 
 
-def _encode(frames: np.ndarray, fps: int, crf: int, gop: int) -> bytes:
-    """Encode RGB frames to an MP4 (H.264, yuv420p) deterministically."""
+def _encoder_options(codec: str, crf: int) -> dict[str, str]:
+    """Single-threaded, reproducible options of `codec`'s encoder at about the quality of x264's
+    `crf` (18-32)."""
+    if codec == "mpeg4":  # MPEG-4 Part 2 at a fixed quantiser, 2 (best) to 7
+        quantiser = str(round((crf - 12) / 3))
+        return {"qmin": quantiser, "qmax": quantiser, "threads": "1"}
+    if codec == "vp9":  # constant quality 30-44 of 63, realtime mode
+        return {"crf": str(crf + 12), "b": "0", "deadline": "realtime", "cpu-used": "8",
+                "threads": "1", "row-mt": "0", "lag-in-frames": "0"}  # fmt: skip
+    return {
+        "crf": str(crf),
+        "preset": "veryfast",
+        "threads": "1",
+        # x264's macroblock-tree rate control reads uninitialised memory in this
+        # build (output bytes vary run to run); without it the output is reproducible.
+        "x264-params": "mbtree=0",
+    }
+
+
+def _encode(frames: np.ndarray, fps: int, crf: int, gop: int, codec: str = "h264") -> bytes:
+    """Encode RGB frames to an MP4 (`codec`, yuv420p) deterministically."""
     n, h, w, _ = frames.shape
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(
-            "libx264",
-            rate=fps,
-            options={
-                "crf": str(crf),
-                "preset": "veryfast",
-                "threads": "1",
-                # x264's macroblock-tree rate control reads uninitialised memory in this
-                # build (output bytes vary run to run); without it the output is reproducible.
-                "x264-params": "mbtree=0",
-            },
+            _CODECS[codec], rate=fps, options=_encoder_options(codec, crf)
         )
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
@@ -636,6 +793,8 @@ class _ArchiveWriter:
                 self.tmp, "w", salt_seed=salt_seed, encryption=pyzipper.WZ_AES
             )
             self.zf.setpassword(spec.password.encode())
+        if shift := shift_of(spec):  # the default corpus's archives have no comment
+            self.zf.comment = json.dumps({"shift": shift}, sort_keys=True).encode()
 
     def add(self, member: str, data: bytes, compress: bool) -> None:
         info = self.info_cls(member, date_time=ZIP_DATE_TIME)
@@ -655,11 +814,16 @@ class _ArchiveWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def _csv_bytes(rows: list[tuple[str, str, str]]) -> bytes:
+def _csv_bytes(rows: list[tuple[str, str, str]], split: str | None) -> bytes:
+    """A metadata CSV of `rows`; with a `split` column of `split` for every row when set."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    writer.writerows(rows)
+    if split is None:
+        writer.writerow(CSV_HEADER)
+        writer.writerows(rows)
+    else:
+        writer.writerow([*CSV_HEADER, "split"])
+        writer.writerows([*row, split] for row in rows)
     return out.getvalue().encode()
 
 
@@ -671,21 +835,22 @@ def _csv_bytes(rows: list[tuple[str, str, str]]) -> bytes:
 def _iter_videos(
     cascades: list[_Cascade], spec: CorpusSpec
 ) -> Iterator[tuple[_Cascade, _Member, bytes]]:
+    film = _still if spec.content == "static" else lambda scene: scene
+    steps = _MANIPULATIONS[spec.manipulation]
     for casc in cascades:
         noise_rng = np.random.default_rng([spec.seed, 104729, casc.index])
-        host = _render(
-            _scene(spec.seed, casc.index), casc.width, casc.height, casc.frames, casc.fps, noise_rng
-        )
+        host_scene = film(_scene(spec.seed, casc.index))
+        host = _render(host_scene, casc.width, casc.height, casc.frames, casc.fps, noise_rng)
         # The donor is recorded at the region's native size (a whole frame, of which only
         # the region is used, costs about twice as much to render).
         _, _, rw, rh = _region(casc.width, casc.height, casc.splice)
         donor_rng = np.random.default_rng([spec.seed, 15485863, casc.index])
-        donor_scene = _scene(spec.seed, casc.index, donor=True)
+        donor_scene = film(_scene(spec.seed, casc.index, donor=True))
         donor = _render(donor_scene, rw, rh, casc.frames, casc.fps, donor_rng)
         for m in casc.members:
             frames = resize_frames(host, m.width, m.height)
-            frames = _splice(frames, donor, casc.splice, casc.manipulated)
-            yield casc, m, _encode(frames, casc.fps, m.crf, m.gop)
+            frames = _splice(frames, donor, casc.splice, casc.manipulated, steps)
+            yield casc, m, _encode(frames, casc.fps, m.crf, m.gop, spec.codec)
 
 
 T = TypeVar("T")
@@ -724,8 +889,10 @@ def generate_corpus(
 
     Creates ``FVC1.zip`` .. ``FVC{n_archives}.zip`` (videos as ``<video_id>.mp4``, a few under
     ``videos/``) and ``Metadata.zip`` (``FVC.csv`` with each cascade's original and
-    ``FVC_dup.csv`` with its near-duplicates, header ``cascade_id,video_url,label``).  Existing
-    archives of the same name are replaced atomically; output is deterministic in ``spec``.
+    ``FVC_dup.csv`` with its near-duplicates, header ``cascade_id,video_url,label``, then
+    ``split`` when ``spec.split`` is set).  A shifted spec's archives record its `shift_of` in
+    their zip comment.  Existing archives of the same name are replaced atomically; output is
+    deterministic in ``spec``.
     """
     _validate(spec)
     out_dir = Path(out_dir)
@@ -758,8 +925,8 @@ def generate_corpus(
         originals = [(c.cascade_id, c.members[0].url, c.label) for c in cascades]
         dups = [(c.cascade_id, m.url, c.label) for c in cascades for m in c.members[1:]]
         meta = writers[METADATA_ARCHIVE]
-        meta.add(ORIGINALS_CSV, _csv_bytes(originals), compress=True)
-        meta.add(DUPLICATES_CSV, _csv_bytes(dups), compress=True)
+        meta.add(ORIGINALS_CSV, _csv_bytes(originals, spec.split), compress=True)
+        meta.add(DUPLICATES_CSV, _csv_bytes(dups, spec.split), compress=True)
     except BaseException:
         for w in writers.values():
             w.abort()
