@@ -60,13 +60,19 @@ class ArchiveError(Exception):
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """Zip-bomb guards, checked on the declared sizes before anything is inflated."""
+    """Zip-bomb guards, checked on the declared sizes before anything is inflated, and the bound
+    on what failed videos may keep in quarantine. The defaults pass a real FVC archive (a few
+    thousand videos of under 100 MB each)."""
 
     max_member_bytes: int = 8 * 1024**3
-    max_archive_bytes: int = 256 * 1024**3
+    max_archive_bytes: int = 512 * 1024**3  # declared total of an archive's members
     max_compression_ratio: float = 100.0
-    ratio_floor_bytes: int = 1024**2  # small members may compress well without being bombs
-    max_members: int = 100_000
+    # members this small skip the ratio check one by one (they may compress well without being
+    # bombs); together they must pass it
+    ratio_floor_bytes: int = 1024**2
+    max_members: int = 20_000
+    max_metadata_bytes: int = 64 * 1024**2  # a metadata CSV is read whole, in the sensor too
+    max_quarantine_bytes: int = 4 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,26 @@ def _bomb_reason(info: pyzipper.ZipInfo, limits: ArchiveLimits) -> str | None:
     return None
 
 
+def _archive_limit_reason(infos: list[pyzipper.ZipInfo], limits: ArchiveLimits) -> str | None:
+    """Why an archive must be refused whole: too many members, too many bytes declared, or its
+    small members (each under the ratio floor) inflating past the compression-ratio limit
+    together."""
+    if len(infos) > limits.max_members:
+        return f"{len(infos)} members exceed the limit of {limits.max_members} members per archive"
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_archive_bytes:
+        return f"declared total {total} B exceeds the limit of {limits.max_archive_bytes} B"
+    small = [i for i in infos if i.file_size <= limits.ratio_floor_bytes]
+    inflated = sum(i.file_size for i in small)
+    ratio = inflated / max(sum(i.compress_size for i in small), 1)
+    if inflated > limits.ratio_floor_bytes and ratio > limits.max_compression_ratio:
+        return (
+            f"{len(small)} small members inflate to {inflated} B, {ratio:.0f}:1, over the "
+            f"compression-ratio limit of {limits.max_compression_ratio:.0f}:1 (zip bomb?)"
+        )
+    return None
+
+
 def _refusal_reason(
     info: pyzipper.ZipInfo, duplicates: Mapping[str, str], limits: ArchiveLimits
 ) -> str | None:
@@ -269,6 +295,25 @@ def central_directory_fingerprint(infos: Iterable[pyzipper.ZipInfo]) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
 
 
+def _read_metadata(
+    zf: pyzipper.AESZipFile,
+    archive: str,
+    info: pyzipper.ZipInfo,
+    password: str | None,
+    limits: ArchiveLimits,
+) -> bytes:
+    """A metadata CSV's decrypted bytes, refused unread when it declares more than the limit."""
+    if info.file_size > limits.max_metadata_bytes:
+        raise ArchiveError(
+            archive,
+            f"metadata CSV of {info.file_size} B exceeds the limit of "
+            f"{limits.max_metadata_bytes} B; its labels are not read",
+            info.filename,
+        )
+    with _member_data(archive, info.filename), _read_member(zf, archive, info, password) as stream:
+        return stream.read()
+
+
 def list_archive(
     path: Path,
     password: str | None = None,
@@ -279,7 +324,8 @@ def list_archive(
 
     The central directory is read once; when its fingerprint is in `known_fingerprints` (a copy
     of an archive already read) nothing more is read and the listing has `copy` set.
-    Raises ArchiveError when the whole archive must be refused (unreadable, bomb, bad password);
+    Raises ArchiveError when the whole archive must be refused (unreadable, over a limit, bad
+    password);
     unsafe or damaged members, and a name listed twice with different content, are refused one
     by one and reported in `refused`.
     """
@@ -290,15 +336,8 @@ def list_archive(
         if listing.fingerprint in known_fingerprints:
             listing.copy = True
             return listing
-        if len(infos) > limits.max_members:
-            raise ArchiveError(
-                path.name, f"{len(infos)} members exceed the {limits.max_members} limit"
-            )
-        total = sum(i.file_size for i in infos)
-        if total > limits.max_archive_bytes:
-            raise ArchiveError(
-                path.name, f"declared total {total} B exceeds {limits.max_archive_bytes} B"
-            )
+        if reason := _archive_limit_reason(infos, limits):
+            raise ArchiveError(path.name, reason)
         password_checked = False
         duplicates, seen = _differing_duplicates(infos), set()
         for info in infos:
@@ -337,11 +376,8 @@ def list_archive(
                 )
             elif suffix == METADATA_EXTENSION:
                 try:
-                    with (
-                        _member_data(path.name, name),
-                        _read_member(zf, path.name, info, password) as stream,
-                    ):
-                        text = stream.read().decode("utf-8", errors="replace")
+                    table = _read_metadata(zf, path.name, info, password, limits)
+                    text = table.decode("utf-8", errors="replace")
                     listing.metadata.extend(parse_metadata_csv(text, f"{path.name}:{name}"))
                 except ArchiveError as exc:
                     listing.refused.append(exc)
