@@ -277,6 +277,57 @@ def test_a_member_name_listed_twice_with_different_content_is_logged_and_the_res
 SOURCE_VIDEOS = [dg.AssetKey("source_videos")]
 
 
+def encrypted_platform(platform, monkeypatch):
+    """The platform's instance and data root, with definitions reading archives encrypted with
+    the password "right"."""
+    _, instance, root = platform
+    monkeypatch.setenv("TEST_ZIP_PASSWORD", "right")
+    return build_defs(root, password_env="TEST_ZIP_PASSWORD"), instance, root
+
+
+def test_a_relabel_inside_an_encrypted_metadata_archive_re_runs_its_video(
+    platform, video_bytes, monkeypatch
+):
+    """AE-2 archives store CRC 0: real and fake (one size) differ only in the decrypted CSV."""
+    defs, instance, root = encrypted_platform(platform, monkeypatch)
+    write_zip(root / "inbox" / "FVC1.zip", {f"{GOOD[0]}.mp4": video_bytes()}, password="right")
+    metadata = root / "inbox" / "Metadata.zip"
+    write_zip(metadata, {"FVC.csv": fvc_metadata([("c", GOOD[0], "real")])}, password="right")
+    cursor = evaluate_archive_sensor(defs, instance).cursor
+    write_zip(metadata, {"FVC.csv": fvc_metadata([("c", GOOD[0], "fake")])}, password="right")
+    os.utime(metadata, ns=(1, 1))
+    (relabel,) = evaluate_archive_sensor(defs, instance, cursor).run_requests
+    assert relabel.run_key.startswith("relabel:1-") and relabel.partition_key == GOOD[0]
+    assert execute_run_request(defs, "video_pipeline", relabel, instance, SOURCE_VIDEOS).success
+    assert warehouse_rows(root, "select label from fvc.source_videos") == [("fake",)]
+
+
+def test_a_same_size_encrypted_file_under_a_registered_id_is_never_ingested_in_its_place(
+    platform, video_bytes, monkeypatch, capfd
+):
+    defs, instance, root = encrypted_platform(platform, monkeypatch)
+    data = video_bytes()
+    other = data[:-1] + bytes([data[-1] ^ 1])  # the same size, other bytes
+    members = {f"{GOOD[0]}.mp4": data, f"{GOOD[1]}.mp4": data}
+    write_zip(root / "inbox" / "B.zip", members, password="right")
+    registered = evaluate_archive_sensor(defs, instance)
+    write_zip(root / "inbox" / "A.zip", {f"{GOOD[0]}.mp4": other}, password="right")  # first
+    assert not evaluate_archive_sensor(defs, instance, registered.cursor).run_requests
+    source, intruder = f"'B.zip' member '{GOOD[0]}.mp4'", f"'A.zip' member '{GOOD[0]}.mp4'"
+    assert (
+        f"ERROR - archive 'A.zip', member '{GOOD[0]}.mp4': video '{GOOD[0]}' is registered from "
+        f"{source}, and this file under the same id differs" in capfd.readouterr().err
+    )
+    (batch,) = registered.run_requests
+    run = execute_run_request(defs, "video_pipeline", batch, instance, SOURCE_VIDEOS)
+    failure = run.failure_data_for_node("source_videos").user_failure_data
+    assert failure.metadata["failed_videos"].value == [GOOD[0]]
+    assert f"video '{GOOD[0]}' has different content in {intruder}, {source}" in (
+        failure.description
+    )
+    assert not (root / "videos" / f"{GOOD[0]}.mp4").exists()  # neither file is taken
+
+
 def test_the_inbox_limits_default_to_the_librarys(tmp_path):
     inbox = VideoInbox(storage=FvcStorage(data_dir=str(tmp_path)))
     assert inbox.limits == ArchiveLimits()

@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 import warnings
 import zipfile
 import zlib
@@ -16,6 +17,7 @@ from conftest import (
 from fvc_dagster.lib.ingest.archives import (
     ArchiveError,
     ArchiveLimits,
+    MemberDigests,
     _archive_limit_reason,
     extract_member,
     index_inbox,
@@ -213,7 +215,7 @@ def test_metadata_merges_are_recorded(tmp_path):
     for name, label in (("A.zip", "fake"), ("B.zip", "real"), ("C.zip", "fake")):
         write_zip(tmp_path / name, {"FVC.csv": fvc_metadata([(*rows[0][:2], label)])})
         listings.append(list_archive(tmp_path / name))
-    index = index_listings(listings)
+    index = index_listings(listings, MemberDigests(tmp_path))
     assert index.label_of("aaaaaaaaaaa") == "fake"
     assert index.merges == [
         "video 'aaaaaaaaaaa': metadata of A.zip:FVC.csv (label fake, cascade c1) kept; "
@@ -341,6 +343,46 @@ def test_a_corrupt_encrypted_archive_fails_alone_in_every_scan(tmp_path, video_b
     plan = plan_scan(inbox, ScanState(), [], "right")
     assert plan.new_videos == ["bbbbbbbbbbb"]
     assert [e.archive for e in plan.errors] == ["FVC1.zip"]
+
+
+def test_an_encrypted_metadata_archive_is_fingerprinted_by_its_decrypted_csv(tmp_path):
+    path = tmp_path / "Metadata.zip"
+    write_zip(path, {"FVC.csv": fvc_metadata([("c", "aaaaaaaaaaa", "real")])}, password="pw")
+    first = list_archive(path, "pw")
+    write_zip(path, {"FVC.csv": fvc_metadata([("c", "aaaaaaaaaaa", "fake")])}, password="pw")
+    relabelled = list_archive(path, "pw", known_fingerprints={first.fingerprint})
+    assert not relabelled.copy and relabelled.metadata[0]["raw_label"] == "fake"
+    shutil.copy(path, tmp_path / "copy.zip")  # the same bytes: a copy, its CSV read to know it
+    known = {relabelled.fingerprint}
+    assert list_archive(tmp_path / "copy.zip", "pw", known_fingerprints=known).copy
+
+
+def test_same_size_encrypted_videos_in_two_archives_are_one_source_only_when_equal(
+    tmp_path, video_bytes
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = video_bytes()
+    other = data[:-1] + bytes([data[-1] ^ 1])  # the same size, other bytes
+    write_zip(inbox / "A.zip", {"vid00000001.mp4": data, "vid00000002.mp4": data}, "pw")
+    write_zip(inbox / "B.zip", {"vid00000001.mp4": data, "vid00000002.mp4": other}, "pw")
+    index = index_inbox(inbox, "pw")
+    assert index.source_of("vid00000001").archive == "A.zip"
+    with pytest.raises(ArchiveError, match="vid00000002.*different content.*A.zip.*B.zip"):
+        index.source_of("vid00000002")
+
+
+def test_a_copy_that_cannot_be_read_is_not_taken_for_the_same_file(tmp_path, video_bytes):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = video_bytes()
+    write_zip(inbox / "A.zip", {"vid00000001.mp4": data})
+    write_zip(inbox / "B.zip", {"vid00000001.mp4": data})
+    index = index_inbox(inbox)
+    (inbox / "B.zip").write_bytes(b"gone")
+    unreadable = "video 'vid00000001' cannot be compared .*'B.zip': not a readable zip"
+    with pytest.raises(ArchiveError, match=unreadable):
+        index.source_of("vid00000001")
 
 
 def test_the_default_limits_pass_a_real_fvc_archive():
