@@ -1,6 +1,7 @@
 """The one Definitions of fvc-dagster, with resources bound from the environment at load time."""
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -29,6 +30,7 @@ from fvc_dagster.defs.resources import (
     FvcStorage,
     MlflowTracking,
     VideoInbox,
+    inbox_limits_from,
 )
 from fvc_dagster.defs.scaleout import (
     EMBEDDED,
@@ -68,12 +70,15 @@ DOMAINS = [
 
 
 def build_defs(
-    data_dir: str | os.PathLike = "data", password_env: str | None = None, profile: str = EMBEDDED
+    data_dir: str | os.PathLike = "data",
+    password_env: str | None = None,
+    profile: str = EMBEDDED,
+    inbox_limits: Mapping[str, int | dg.EnvVar] | None = None,
 ) -> dg.Definitions:
     """Definitions over one data root; the archive password comes from `password_env` if named.
     `profile` "scaleout" runs steps on Celery workers, "k8s" each step as a Kubernetes job; both
     keep tables as Parquet files and track on an MLflow server (fvc_dagster/defs/scaleout.py,
-    deploy/scaleout/, deploy/k8s/)."""
+    deploy/scaleout/, deploy/k8s/). `inbox_limits` sets `VideoInbox` limits (max_members...)."""
     root = Path(data_dir).resolve()
     storage = FvcStorage(data_dir=str(root))
     warehouse = str(root / "warehouse.duckdb")
@@ -100,7 +105,9 @@ def build_defs(
             "io_manager": WarehouseIOManager(database=warehouse, schema=WAREHOUSE_SCHEMA),
             "warehouse": Warehouse(database=warehouse),
             "inbox": VideoInbox(
-                storage=storage, password=dg.EnvVar(password_env) if password_env else None
+                storage=storage,
+                password=dg.EnvVar(password_env) if password_env else None,
+                **(inbox_limits or {}),
             ),
             "storage": storage,
             "sampling": ClipSampling(),
@@ -117,10 +124,12 @@ def build_defs(
 @dg.definitions
 def defs() -> dg.Definitions:
     """Resolved when the code location loads: `FVC_DATA_DIR` (default `./data`) and, when set,
-    `FVC_ZIP_PASSWORD` through an `EnvVar` (never stored in run config or metadata), and
-    `FVC_PROFILE` (embedded, the default, scaleout or k8s)."""
+    `FVC_ZIP_PASSWORD` through an `EnvVar` (never stored in run config or metadata),
+    `FVC_PROFILE` (embedded, the default, scaleout or k8s), and the inbox limits set by
+    `FVC_MAX_*` variables (`INBOX_LIMIT_ENV`), each through an `EnvVar`."""
     return build_defs(
         os.environ.get("FVC_DATA_DIR", "data"),
         "FVC_ZIP_PASSWORD" if os.environ.get("FVC_ZIP_PASSWORD") else None,
         profile_from(os.environ.get(PROFILE_ENV)),
+        inbox_limits_from(os.environ),
     )

@@ -13,7 +13,9 @@ from conftest import break_deflate_stream, corrupt_encrypted_zip, fvc_metadata, 
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.ingest.sensors import archive_sensor, split_failed_video_batches
 from fvc_dagster.defs.partitions import VIDEO_BATCH_SIZE, partition_range_tags
+from fvc_dagster.defs.resources import FvcStorage, VideoInbox, inbox_limits_from
 from fvc_dagster.lib.clips.store import CLIP_SUFFIX
+from fvc_dagster.lib.ingest.archives import ArchiveLimits
 from fvc_dagster.local.demo import execute_run_request
 
 GOOD = [f"goodvid{n:04d}" for n in range(5)]  # 11-character ids, as in the FVC metadata
@@ -270,3 +272,111 @@ def test_a_member_name_listed_twice_with_different_content_is_logged_and_the_res
     member = f"ERROR - archive 'FVC1.zip', member '{GOOD[0]}.mp4': name listed 2 times with "
     assert member + "different content (" in error  # the sensor's log, sizes and CRCs follow
     assert error.endswith("; no copy is used in place of another: rename or remove all but one")
+
+
+SOURCE_VIDEOS = [dg.AssetKey("source_videos")]
+
+
+def encrypted_platform(platform, monkeypatch):
+    """The platform's instance and data root, with definitions reading archives encrypted with
+    the password "right"."""
+    _, instance, root = platform
+    monkeypatch.setenv("TEST_ZIP_PASSWORD", "right")
+    return build_defs(root, password_env="TEST_ZIP_PASSWORD"), instance, root
+
+
+def test_a_relabel_inside_an_encrypted_metadata_archive_re_runs_its_video(
+    platform, video_bytes, monkeypatch
+):
+    """AE-2 archives store CRC 0: real and fake (one size) differ only in the decrypted CSV."""
+    defs, instance, root = encrypted_platform(platform, monkeypatch)
+    write_zip(root / "inbox" / "FVC1.zip", {f"{GOOD[0]}.mp4": video_bytes()}, password="right")
+    metadata = root / "inbox" / "Metadata.zip"
+    write_zip(metadata, {"FVC.csv": fvc_metadata([("c", GOOD[0], "real")])}, password="right")
+    cursor = evaluate_archive_sensor(defs, instance).cursor
+    write_zip(metadata, {"FVC.csv": fvc_metadata([("c", GOOD[0], "fake")])}, password="right")
+    os.utime(metadata, ns=(1, 1))
+    (relabel,) = evaluate_archive_sensor(defs, instance, cursor).run_requests
+    assert relabel.run_key.startswith("relabel:1-") and relabel.partition_key == GOOD[0]
+    assert execute_run_request(defs, "video_pipeline", relabel, instance, SOURCE_VIDEOS).success
+    assert warehouse_rows(root, "select label from fvc.source_videos") == [("fake",)]
+
+
+def test_a_same_size_encrypted_file_under_a_registered_id_is_never_ingested_in_its_place(
+    platform, video_bytes, monkeypatch, capfd
+):
+    defs, instance, root = encrypted_platform(platform, monkeypatch)
+    data = video_bytes()
+    other = data[:-1] + bytes([data[-1] ^ 1])  # the same size, other bytes
+    members = {f"{GOOD[0]}.mp4": data, f"{GOOD[1]}.mp4": data}
+    write_zip(root / "inbox" / "B.zip", members, password="right")
+    registered = evaluate_archive_sensor(defs, instance)
+    write_zip(root / "inbox" / "A.zip", {f"{GOOD[0]}.mp4": other}, password="right")  # first
+    assert not evaluate_archive_sensor(defs, instance, registered.cursor).run_requests
+    source, intruder = f"'B.zip' member '{GOOD[0]}.mp4'", f"'A.zip' member '{GOOD[0]}.mp4'"
+    assert (
+        f"ERROR - archive 'A.zip', member '{GOOD[0]}.mp4': video '{GOOD[0]}' is registered from "
+        f"{source}, and this file under the same id differs" in capfd.readouterr().err
+    )
+    (batch,) = registered.run_requests
+    run = execute_run_request(defs, "video_pipeline", batch, instance, SOURCE_VIDEOS)
+    failure = run.failure_data_for_node("source_videos").user_failure_data
+    assert failure.metadata["failed_videos"].value == [GOOD[0]]
+    assert f"video '{GOOD[0]}' has different content in {intruder}, {source}" in (
+        failure.description
+    )
+    assert not (root / "videos" / f"{GOOD[0]}.mp4").exists()  # neither file is taken
+
+
+def test_the_inbox_limits_default_to_the_librarys(tmp_path):
+    inbox = VideoInbox(storage=FvcStorage(data_dir=str(tmp_path)))
+    assert inbox.limits == ArchiveLimits()
+
+
+def test_archive_limits_set_in_the_environment_refuse_archives_and_metadata_by_name(
+    platform, video_bytes, monkeypatch, capfd
+):
+    _, instance, root = platform
+    monkeypatch.setenv("FVC_MAX_MEMBERS", "4")
+    monkeypatch.setenv("FVC_MAX_METADATA_MB", "1")
+    defs = build_defs(root, inbox_limits=inbox_limits_from(os.environ))
+    inbox = root / "inbox"
+    write_zip(inbox / "Many.zip", {f"many{n:07d}.mp4": b"x" for n in range(5)})
+    with zipfile.ZipFile(inbox / "Small.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for n in range(2):  # each at the 1 MiB floor of the per-member ratio check
+            zf.writestr(f"bomb{n:07d}.mp4", b"\0" * 1024**2)
+    table = fvc_metadata([("c", f"v{n:010d}", "fake") for n in range(25_000)])  # over 1 MiB
+    write_zip(inbox / "FVC1.zip", {f"{GOOD[0]}.mp4": video_bytes(), "FVC.csv": table})
+    result = evaluate_archive_sensor(defs, instance)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == [GOOD[0]]
+    logged = capfd.readouterr().err
+    assert "ERROR - archive 'Many.zip': 5 members exceed the limit of 4 members per archive\n" in (
+        logged
+    )
+    assert "ERROR - archive 'Small.zip': 2 small members inflate to 2097152 B, " in logged
+    assert (
+        f"ERROR - archive 'FVC1.zip', member 'FVC.csv': metadata CSV of {len(table)} B exceeds "
+        "the limit of 1048576 B; its labels are not read\n" in logged
+    )
+
+
+def test_quarantine_keeps_failed_videos_up_to_its_limit(platform, video_bytes, monkeypatch):
+    _, instance, root = platform
+    monkeypatch.setenv("FVC_MAX_QUARANTINE_MB", "1")
+    defs = build_defs(root, inbox_limits=inbox_limits_from(os.environ))
+    garbage = b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 90_000  # 630 kB, no video in it
+    members = {"corruptvid1.mp4": garbage, "corruptvid2.mp4": garbage, "goodvid.mp4": video_bytes()}
+    write_zip(root / "inbox" / "FVC1.zip", members)
+    (batch,) = evaluate_archive_sensor(defs, instance).run_requests
+    run = execute_run_request(defs, "video_pipeline", batch, instance, SOURCE_VIDEOS)
+    failure = run.failure_data_for_node("source_videos").user_failure_data
+    assert failure.metadata["failed_videos"].value == ["corruptvid1", "corruptvid2"]
+    quarantine = root / "quarantine"
+    assert f"member 'corruptvid1.mp4'; moved to {quarantine / 'corruptvid1.mp4'}]" in (
+        failure.description
+    )
+    assert (
+        f"member 'corruptvid2.mp4'; not kept: quarantine/ holds {len(garbage)} B, and this file "
+        "would pass its limit of 1048576 B]" in failure.description
+    )
+    assert [p.name for p in quarantine.iterdir()] == ["corruptvid1.mp4"]

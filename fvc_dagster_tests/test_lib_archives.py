@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 import warnings
 import zipfile
 import zlib
@@ -16,6 +17,8 @@ from conftest import (
 from fvc_dagster.lib.ingest.archives import (
     ArchiveError,
     ArchiveLimits,
+    MemberDigests,
+    _archive_limit_reason,
     extract_member,
     index_inbox,
     index_listings,
@@ -24,6 +27,7 @@ from fvc_dagster.lib.ingest.archives import (
     parse_video_url,
     safe_video_key,
 )
+from fvc_dagster.lib.ingest.extraction import quarantine_file
 from fvc_dagster.lib.ingest.inbox import ScanState, plan_scan
 
 
@@ -211,7 +215,7 @@ def test_metadata_merges_are_recorded(tmp_path):
     for name, label in (("A.zip", "fake"), ("B.zip", "real"), ("C.zip", "fake")):
         write_zip(tmp_path / name, {"FVC.csv": fvc_metadata([(*rows[0][:2], label)])})
         listings.append(list_archive(tmp_path / name))
-    index = index_listings(listings)
+    index = index_listings(listings, MemberDigests(tmp_path))
     assert index.label_of("aaaaaaaaaaa") == "fake"
     assert index.merges == [
         "video 'aaaaaaaaaaa': metadata of A.zip:FVC.csv (label fake, cascade c1) kept; "
@@ -339,3 +343,111 @@ def test_a_corrupt_encrypted_archive_fails_alone_in_every_scan(tmp_path, video_b
     plan = plan_scan(inbox, ScanState(), [], "right")
     assert plan.new_videos == ["bbbbbbbbbbb"]
     assert [e.archive for e in plan.errors] == ["FVC1.zip"]
+
+
+def test_an_encrypted_metadata_archive_is_fingerprinted_by_its_decrypted_csv(tmp_path):
+    path = tmp_path / "Metadata.zip"
+    write_zip(path, {"FVC.csv": fvc_metadata([("c", "aaaaaaaaaaa", "real")])}, password="pw")
+    first = list_archive(path, "pw")
+    write_zip(path, {"FVC.csv": fvc_metadata([("c", "aaaaaaaaaaa", "fake")])}, password="pw")
+    relabelled = list_archive(path, "pw", known_fingerprints={first.fingerprint})
+    assert not relabelled.copy and relabelled.metadata[0]["raw_label"] == "fake"
+    shutil.copy(path, tmp_path / "copy.zip")  # the same bytes: a copy, its CSV read to know it
+    known = {relabelled.fingerprint}
+    assert list_archive(tmp_path / "copy.zip", "pw", known_fingerprints=known).copy
+
+
+def test_same_size_encrypted_videos_in_two_archives_are_one_source_only_when_equal(
+    tmp_path, video_bytes
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = video_bytes()
+    other = data[:-1] + bytes([data[-1] ^ 1])  # the same size, other bytes
+    write_zip(inbox / "A.zip", {"vid00000001.mp4": data, "vid00000002.mp4": data}, "pw")
+    write_zip(inbox / "B.zip", {"vid00000001.mp4": data, "vid00000002.mp4": other}, "pw")
+    index = index_inbox(inbox, "pw")
+    assert index.source_of("vid00000001").archive == "A.zip"
+    with pytest.raises(ArchiveError, match="vid00000002.*different content.*A.zip.*B.zip"):
+        index.source_of("vid00000002")
+
+
+def test_a_copy_that_cannot_be_read_is_not_taken_for_the_same_file(tmp_path, video_bytes):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = video_bytes()
+    write_zip(inbox / "A.zip", {"vid00000001.mp4": data})
+    write_zip(inbox / "B.zip", {"vid00000001.mp4": data})
+    index = index_inbox(inbox)
+    (inbox / "B.zip").write_bytes(b"gone")
+    unreadable = "video 'vid00000001' cannot be compared .*'B.zip': not a readable zip"
+    with pytest.raises(ArchiveError, match=unreadable):
+        index.source_of("vid00000001")
+
+
+def test_the_default_limits_pass_a_real_fvc_archive():
+    """A few thousand videos of under 100 MB (stored: videos do not compress) and the CSVs."""
+    infos = []
+    for n in range(5000):
+        info = pyzipper.ZipInfo(f"{n:011d}.mp4")
+        info.file_size, info.compress_size = 99_000_000, 98_900_000
+        infos.append(info)
+    for name in ("FVC.csv", "FVC_dup.csv"):
+        info = pyzipper.ZipInfo(name)
+        info.file_size, info.compress_size = 600_000, 90_000
+        infos.append(info)
+    assert _archive_limit_reason(infos, ArchiveLimits()) is None
+
+
+def test_an_archive_over_the_member_limit_is_refused_whole_naming_it(tmp_path):
+    archive = write_zip(tmp_path / "many.zip", {f"v{n}.mp4": b"x" for n in range(5)})
+    refusal = "^archive 'many.zip': 5 members exceed the limit of 4 members per archive$"
+    with pytest.raises(ArchiveError, match=refusal):
+        list_archive(archive, limits=ArchiveLimits(max_members=4))
+
+
+def test_small_members_that_inflate_together_past_the_ratio_are_refused(tmp_path):
+    """Members under the 1 MiB floor skip the ratio check one by one, not together."""
+    archive = tmp_path / "small.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n in range(3):
+            zf.writestr(f"v{n}.mp4", b"\0" * 512 * 1024)
+    with pytest.raises(
+        ArchiveError,
+        match=r"^archive 'small.zip': 3 small members inflate to 1572864 B, \d+:1, over the "
+        r"compression-ratio limit of 100:1",
+    ):
+        list_archive(archive)
+    table = fvc_metadata([("c", f"v{n:010d}", "fake") for n in range(10_000)])
+    with zipfile.ZipFile(tmp_path / "csv.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("FVC.csv", table)  # compresses well, and is under 1 MiB: not a bomb
+    assert len(list_archive(tmp_path / "csv.zip").metadata) == 10_000
+
+
+def test_a_metadata_csv_over_its_limit_is_refused_unread_and_the_videos_still_count(
+    tmp_path, video_bytes
+):
+    table = fvc_metadata([("c", "v1", "fake")])
+    archive = write_zip(tmp_path / "a.zip", {"v1.mp4": video_bytes(), "FVC.csv": table})
+    break_deflate_stream(archive, "FVC.csv")  # were it read, it would fail as corrupt data
+    listing = list_archive(archive, limits=ArchiveLimits(max_metadata_bytes=len(table) - 1))
+    assert [v.member for v in listing.videos] == ["v1.mp4"] and listing.metadata == []
+    (error,) = listing.refused
+    assert str(error) == (
+        f"archive 'a.zip', member 'FVC.csv': metadata CSV of {len(table)} B exceeds the limit of "
+        f"{len(table) - 1} B; its labels are not read"
+    )
+
+
+def test_quarantine_keeps_failed_files_within_its_limit(tmp_path):
+    quarantine = tmp_path / "quarantine"
+    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    first.write_bytes(b"a" * 600)
+    second.write_bytes(b"b" * 600)
+    assert quarantine_file(first, quarantine, 1000) == f"moved to {quarantine / 'a.mp4'}"
+    assert quarantine_file(second, quarantine, 1000) == (
+        "not kept: quarantine/ holds 600 B, and this file would pass its limit of 1000 B"
+    )
+    assert not second.exists() and [p.name for p in quarantine.iterdir()] == ["a.mp4"]
+    first.write_bytes(b"A" * 700)  # the same video failing again replaces its earlier file
+    assert quarantine_file(first, quarantine, 1000) == f"moved to {quarantine / 'a.mp4'}"

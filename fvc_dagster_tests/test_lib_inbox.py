@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import fvc_metadata, write_zip
+from fvc_dagster.lib.ingest import archives
 from fvc_dagster.lib.ingest.inbox import ScanState, contiguous_batches, plan_scan
 
 IDS = [f"video{n:06d}" for n in range(6)]  # 11 characters, like YouTube ids
@@ -141,3 +142,71 @@ def test_contiguous_batches_cover_the_selection_in_order():
     assert contiguous_batches(keys, "abcdefg", 3) == [("a", "c"), ("d", "f"), ("g", "g")]
     assert contiguous_batches(keys, "abdefj", 10) == [("a", "b"), ("d", "f"), ("j", "j")]
     assert contiguous_batches(keys, [], 4) == []
+
+
+def test_a_relabel_inside_an_encrypted_metadata_archive_is_seen(tmp_path, video_bytes):
+    """AE-2 stores CRC 0: real and fake, of one size, differ only in the decrypted bytes."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_zip(inbox / "FVC1.zip", {f"{IDS[0]}.mp4": video_bytes(frames=4)}, password="pw")
+    metadata = inbox / "Metadata.zip"
+    write_zip(metadata, {"FVC.csv": fvc_metadata([("c0", IDS[0], "real")])}, password="pw")
+    _, state, registered = scan_and_register(inbox, ScanState(), [], password="pw")
+    write_zip(metadata, {"FVC.csv": fvc_metadata([("c0", IDS[0], "fake")])}, password="pw")
+    os.utime(metadata, ns=(1, 1))
+    plan = plan_scan(inbox, state, registered, password="pw")
+    assert (plan.read, plan.copies, plan.relabelled) == (["Metadata.zip"], [], [IDS[0]])
+
+
+def same_size_other_bytes(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def test_same_size_encrypted_videos_are_copies_only_when_their_bytes_are(tmp_path, video_bytes):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = video_bytes(frames=4)
+    other = same_size_other_bytes(data)
+    write_zip(inbox / "FVC1.zip", {f"{v}.mp4": data for v in IDS[:2]}, password="pw")
+    _, state, registered = scan_and_register(inbox, ScanState(), [], password="pw")
+    members = {f"{IDS[0]}.mp4": data, f"{IDS[1]}.mp4": other, f"{IDS[2]}.mp4": other}
+    write_zip(inbox / "A.zip", members, password="pw")  # encrypted again: salts of its own
+    write_zip(inbox / "B.zip", {f"{IDS[2]}.mp4": data}, password="pw")
+    plan = plan_scan(inbox, state, registered, password="pw")
+    assert plan.duplicates == [
+        f"video '{IDS[0]}' in archive 'A.zip': a copy of its source 'FVC1.zip' member "
+        f"'{IDS[0]}.mp4'"
+    ]
+    registered_conflict, new_conflict = plan.conflicts
+    assert str(registered_conflict) == (
+        f"archive 'A.zip', member '{IDS[1]}.mp4': video '{IDS[1]}' is registered from "
+        f"'FVC1.zip' member '{IDS[1]}.mp4', and this file under the same id differs; it is "
+        "ignored (remove or rename it)"
+    )
+    assert f"video '{IDS[2]}' has different content in 'A.zip'" in str(new_conflict)
+    assert "'B.zip'" in str(new_conflict) and plan.new_videos == []
+
+
+def test_only_members_that_sizes_and_crcs_cannot_tell_apart_are_read(
+    inbox, video_bytes, monkeypatch
+):
+    """A scan reads no video while no id is in two places; a copy made by copying the file
+    (plain or encrypted) is known from its listing; a video in two archives is read to compare."""
+    reads = []
+    read = archives.member_sha256
+
+    def recorded(path, member, *args):
+        reads.append((path.name, member))
+        return read(path, member, *args)
+
+    monkeypatch.setattr(archives, "member_sha256", recorded)
+    write_zip(inbox / "E.zip", {f"{IDS[5]}.mp4": video_bytes(frames=6)}, password="pw")
+    _, state, registered = scan_and_register(inbox, ScanState(), [], password="pw")
+    shutil.copy(inbox / "FVC1.zip", inbox / "FVC1 (copy).zip")
+    shutil.copy(inbox / "E.zip", inbox / "E (copy).zip")
+    plan, state, registered = scan_and_register(inbox, state, registered, password="pw")
+    assert sorted(plan.copies) == ["E (copy).zip", "FVC1 (copy).zip"] and reads == []
+    write_zip(inbox / "P.zip", {f"{IDS[0]}.mp4": video_bytes(frames=4)})  # the same bytes
+    plan = plan_scan(inbox, state, registered, password="pw")
+    assert len(plan.duplicates) == 1 and plan.conflicts == []
+    assert sorted(reads) == [("FVC1.zip", f"{IDS[0]}.mp4"), ("P.zip", f"{IDS[0]}.mp4")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +50,18 @@ class FvcStorage(dg.ConfigurableResource):
         return self.root / "scaled"
 
 
+MIB = 1024**2
+_DEFAULT_LIMITS = ArchiveLimits()
+# The inbox limits an environment variable sets (`inbox_limits_from`), bound through EnvVar.
+INBOX_LIMIT_ENV = {
+    "max_member_mb": "FVC_MAX_MEMBER_MB",
+    "max_archive_mb": "FVC_MAX_ARCHIVE_MB",
+    "max_members": "FVC_MAX_MEMBERS",
+    "max_metadata_mb": "FVC_MAX_METADATA_MB",
+    "max_quarantine_mb": "FVC_MAX_QUARANTINE_MB",
+}
+
+
 class VideoInbox(dg.ConfigurableResource):
     """Reads the archives of the inbox: password, zip-bomb limits and label mapping."""
 
@@ -57,8 +69,28 @@ class VideoInbox(dg.ConfigurableResource):
     password: str | None = Field(
         default=None, description="Password of encrypted archives (set from FVC_ZIP_PASSWORD)."
     )
-    max_member_mb: int = 8192
-    max_compression_ratio: float = 100.0
+    max_member_mb: int = Field(
+        default=_DEFAULT_LIMITS.max_member_bytes // MIB,
+        description="Largest declared size of one member (FVC_MAX_MEMBER_MB).",
+    )
+    max_archive_mb: int = Field(
+        default=_DEFAULT_LIMITS.max_archive_bytes // MIB,
+        description="Largest declared total of one archive's members (FVC_MAX_ARCHIVE_MB).",
+    )
+    max_members: int = Field(
+        default=_DEFAULT_LIMITS.max_members,
+        description="Most members one archive may list (FVC_MAX_MEMBERS).",
+    )
+    max_metadata_mb: int = Field(
+        default=_DEFAULT_LIMITS.max_metadata_bytes // MIB,
+        description="Largest metadata CSV read, by the sensor too (FVC_MAX_METADATA_MB).",
+    )
+    max_quarantine_mb: int = Field(
+        default=_DEFAULT_LIMITS.max_quarantine_bytes // MIB,
+        description="What quarantine/ may hold; a failed video past it is not kept "
+        "(FVC_MAX_QUARANTINE_MB).",
+    )
+    max_compression_ratio: float = _DEFAULT_LIMITS.max_compression_ratio
     label_map: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_LABEL_MAP),
         description="Metadata label -> training label (real/fake); unmapped labels do not train.",
@@ -67,12 +99,21 @@ class VideoInbox(dg.ConfigurableResource):
     @property
     def limits(self) -> ArchiveLimits:
         return ArchiveLimits(
-            max_member_bytes=self.max_member_mb * 1024**2,
+            max_member_bytes=self.max_member_mb * MIB,
+            max_archive_bytes=self.max_archive_mb * MIB,
             max_compression_ratio=self.max_compression_ratio,
+            max_members=self.max_members,
+            max_metadata_bytes=self.max_metadata_mb * MIB,
+            max_quarantine_bytes=self.max_quarantine_mb * MIB,
         )
 
     def index(self) -> InboxIndex:
         return index_inbox(self.storage.inbox, self.password, self.limits)
+
+
+def inbox_limits_from(environ: Mapping[str, str]) -> dict[str, dg.EnvVar]:
+    """The `VideoInbox` limits that `environ` sets, each bound through its EnvVar."""
+    return {name: dg.EnvVar.int(var) for name, var in INBOX_LIMIT_ENV.items() if environ.get(var)}
 
 
 class ClipSampling(dg.ConfigurableResource):

@@ -1,7 +1,9 @@
 """Reading video archives safely: listings, FVC metadata, and atomic member extraction.
 
 Nothing here inflates a member before its declared sizes pass the limits, and nothing is written
-anywhere but the destination the caller names, whatever the member's name says.
+anywhere but the destination the caller names, whatever the member's name says. Two members
+hold the same file only when their bytes are the same: size and CRC-32 tell different files
+apart cheaply, a sha256 of the decrypted bytes decides when they cannot (see `same_content`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import parse_qs, urlparse
 
 import pyzipper
+from pyzipper.zipfile_aes import WZ_SALT_LENGTHS
 
 from fvc_dagster.lib.atomic import replacing
 
@@ -60,30 +64,35 @@ class ArchiveError(Exception):
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """Zip-bomb guards, checked on the declared sizes before anything is inflated."""
+    """Zip-bomb guards, checked on the declared sizes before anything is inflated, and the bound
+    on what failed videos may keep in quarantine. The defaults pass a real FVC archive (a few
+    thousand videos of under 100 MB each)."""
 
     max_member_bytes: int = 8 * 1024**3
-    max_archive_bytes: int = 256 * 1024**3
+    max_archive_bytes: int = 512 * 1024**3  # declared total of an archive's members
     max_compression_ratio: float = 100.0
-    ratio_floor_bytes: int = 1024**2  # small members may compress well without being bombs
-    max_members: int = 100_000
+    # members this small skip the ratio check one by one (they may compress well without being
+    # bombs); together they must pass it
+    ratio_floor_bytes: int = 1024**2
+    max_members: int = 20_000
+    max_metadata_bytes: int = 64 * 1024**2  # a metadata CSV is read whole, in the sensor too
+    max_quarantine_bytes: int = 4 * 1024**3
 
 
 @dataclass(frozen=True)
 class VideoEntry:
-    """A video member of an archive, matched to metadata by its id (the file stem)."""
+    """A video member of an archive, matched to metadata by its id (the file stem).
+
+    `crc` is None where the member stores none (AE-2 encryption writes 0); `sealed` is an AES
+    member's salt and authentication code, the same only for the same stored bytes.
+    """
 
     video_id: str
     archive: str
     member: str
     size: int
-    crc: int
-    encrypted: bool
-
-    @property
-    def content(self) -> tuple[int, int]:
-        """(size, CRC-32) from the central directory: what tells copies from different files."""
-        return self.size, self.crc
+    crc: int | None
+    sealed: str | None = None
 
 
 @dataclass
@@ -95,8 +104,8 @@ class ArchiveListing:
     metadata: list[dict[str, str | None]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     refused: list[ArchiveError] = field(default_factory=list)
-    fingerprint: str = ""  # of the central directory
-    copy: bool = False  # the fingerprint was already known: nothing else was read
+    fingerprint: str = ""  # of its members: names, sizes, content as far as the listing shows
+    copy: bool = False  # the fingerprint was already known: no video or metadata is listed
 
 
 def safe_video_key(stem: str) -> str:
@@ -199,6 +208,26 @@ def _bomb_reason(info: pyzipper.ZipInfo, limits: ArchiveLimits) -> str | None:
     return None
 
 
+def _archive_limit_reason(infos: list[pyzipper.ZipInfo], limits: ArchiveLimits) -> str | None:
+    """Why an archive must be refused whole: too many members, too many bytes declared, or its
+    small members (each under the ratio floor) inflating past the compression-ratio limit
+    together."""
+    if len(infos) > limits.max_members:
+        return f"{len(infos)} members exceed the limit of {limits.max_members} members per archive"
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_archive_bytes:
+        return f"declared total {total} B exceeds the limit of {limits.max_archive_bytes} B"
+    small = [i for i in infos if i.file_size <= limits.ratio_floor_bytes]
+    inflated = sum(i.file_size for i in small)
+    ratio = inflated / max(sum(i.compress_size for i in small), 1)
+    if inflated > limits.ratio_floor_bytes and ratio > limits.max_compression_ratio:
+        return (
+            f"{len(small)} small members inflate to {inflated} B, {ratio:.0f}:1, over the "
+            f"compression-ratio limit of {limits.max_compression_ratio:.0f}:1 (zip bomb?)"
+        )
+    return None
+
+
 def _refusal_reason(
     info: pyzipper.ZipInfo, duplicates: Mapping[str, str], limits: ArchiveLimits
 ) -> str | None:
@@ -240,10 +269,33 @@ def _member_data(archive: str, member: str) -> Iterator[None]:
         raise ArchiveError(archive, f"corrupt member data ({exc})", member) from None
 
 
+def _stored_crc(info: pyzipper.ZipInfo) -> int | None:
+    """The member's CRC-32, or None where it stores none (AE-2 encryption writes 0)."""
+    return None if getattr(info, "wz_aes_version", None) == 2 else info.CRC
+
+
+def _sealed(raw: BinaryIO, archive: str, info: pyzipper.ZipInfo) -> str | None:
+    """An AES member's method, stored size, salt and authentication code (an HMAC of the stored
+    bytes under a key made from the password and the salt): equal only for the same stored
+    bytes, so for the same content. Read from the archive without decrypting; None if not AES."""
+    if getattr(info, "wz_aes_strength", None) is None:
+        return None
+    raw.seek(info.header_offset)
+    header = raw.read(30)
+    if header[:4] != b"PK\x03\x04":
+        raise ArchiveError(archive, "corrupt local header", info.filename)
+    start = info.header_offset + 30 + int.from_bytes(header[26:28], "little")
+    start += int.from_bytes(header[28:30], "little")
+    raw.seek(start)
+    salt = raw.read(WZ_SALT_LENGTHS[info.wz_aes_strength])
+    raw.seek(start + info.compress_size - 10)
+    return f"{info.compress_type}:{info.compress_size}:{salt.hex()}:{raw.read(10).hex()}"
+
+
 def _copy_content(info: pyzipper.ZipInfo) -> str:
     """What tells one copy of a name from another: its size and CRC-32. An AE-2 encrypted member
     stores no CRC, so a non-empty one is never provably the same as another copy."""
-    if getattr(info, "wz_aes_version", None) == 2 and info.file_size:
+    if _stored_crc(info) is None and info.file_size:
         return f"{info.file_size} B, AE-2 encrypted without CRC (copy at byte {info.header_offset})"
     return f"{info.file_size} B, CRC-32 {info.CRC:08x}"
 
@@ -263,10 +315,28 @@ def _differing_duplicates(infos: Iterable[pyzipper.ZipInfo]) -> dict[str, str]:
     }
 
 
-def central_directory_fingerprint(infos: Iterable[pyzipper.ZipInfo]) -> str:
-    """A digest of an archive's members (names, sizes, CRCs): equal for byte-identical content."""
-    entries = sorted((i.filename, i.file_size, i.CRC) for i in infos)
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
+def archive_fingerprint(members: Iterable[tuple[str, int, str]]) -> str:
+    """A digest of an archive's (name, size, content) members: equal for the same content."""
+    return hashlib.sha256(json.dumps(sorted(members)).encode()).hexdigest()[:32]
+
+
+def _read_metadata(
+    zf: pyzipper.AESZipFile,
+    archive: str,
+    info: pyzipper.ZipInfo,
+    password: str | None,
+    limits: ArchiveLimits,
+) -> bytes:
+    """A metadata CSV's decrypted bytes, refused unread when it declares more than the limit."""
+    if info.file_size > limits.max_metadata_bytes:
+        raise ArchiveError(
+            archive,
+            f"metadata CSV of {info.file_size} B exceeds the limit of "
+            f"{limits.max_metadata_bytes} B; its labels are not read",
+            info.filename,
+        )
+    with _member_data(archive, info.filename), _read_member(zf, archive, info, password) as stream:
+        return stream.read()
 
 
 def list_archive(
@@ -277,30 +347,21 @@ def list_archive(
 ) -> ArchiveListing:
     """Read an archive's listing and metadata CSVs without inflating any video.
 
-    The central directory is read once; when its fingerprint is in `known_fingerprints` (a copy
-    of an archive already read) nothing more is read and the listing has `copy` set.
-    Raises ArchiveError when the whole archive must be refused (unreadable, bomb, bad password);
-    unsafe or damaged members, and a name listed twice with different content, are refused one
-    by one and reported in `refused`.
+    Its fingerprint covers every member's name and size, and its content as far as the listing
+    shows it: a metadata CSV by the sha256 of its decrypted bytes, an AES member by its seal, any
+    other by its CRC-32. When the fingerprint is in `known_fingerprints` (a copy of an archive
+    already read) nothing more is read and the listing has `copy` set.
+    Raises ArchiveError when the whole archive must be refused (unreadable, over a limit, bad
+    password); unsafe or damaged members, and a name listed twice with different content, are
+    refused one by one and reported in `refused`.
     """
-    listing = ArchiveListing(archive=path.name)
-    with _open(path) as zf:
+    archive = path.name
+    listing = ArchiveListing(archive=archive)
+    with _open(path) as zf, open(path, "rb") as raw:
         infos = zf.infolist()
-        listing.fingerprint = central_directory_fingerprint(infos)
-        if listing.fingerprint in known_fingerprints:
-            listing.copy = True
-            return listing
-        if len(infos) > limits.max_members:
-            raise ArchiveError(
-                path.name, f"{len(infos)} members exceed the {limits.max_members} limit"
-            )
-        total = sum(i.file_size for i in infos)
-        if total > limits.max_archive_bytes:
-            raise ArchiveError(
-                path.name, f"declared total {total} B exceeds {limits.max_archive_bytes} B"
-            )
-        password_checked = False
-        duplicates, seen = _differing_duplicates(infos), set()
+        if reason := _archive_limit_reason(infos, limits):
+            raise ArchiveError(archive, reason)
+        duplicates, seen, accepted = _differing_duplicates(infos), set(), []
         for info in infos:
             name = info.filename
             if info.is_dir() or name in seen:
@@ -309,47 +370,93 @@ def list_archive(
             pure = PurePosixPath(name.replace("\\", "/"))
             if pure.name.startswith("._") or "__MACOSX" in pure.parts:
                 listing.skipped.append(name)
-                continue
-            if reason := _refusal_reason(info, duplicates, limits):
-                listing.refused.append(ArchiveError(path.name, reason, name))
-                continue
-            suffix = pure.suffix.lower()
-            encrypted = bool(info.flag_bits & 0x1)
-            if encrypted and not password_checked:
-                # verifies the password from the member header; corrupt data after it fails
-                # this archive (ArchiveError), not the scan
-                with (
-                    _member_data(path.name, name),
-                    _read_member(zf, path.name, info, password) as stream,
-                ):
-                    stream.read(1)
-                password_checked = True
+            elif reason := _refusal_reason(info, duplicates, limits):
+                listing.refused.append(ArchiveError(archive, reason, name))
+            else:
+                accepted.append((info, pure))
+        if probe := next((info for info, _ in accepted if info.flag_bits & 0x1), None):
+            # verifies the password from the member header; corrupt data after it fails this
+            # archive (ArchiveError), not the scan
+            with (
+                _member_data(archive, probe.filename),
+                _read_member(zf, archive, probe, password) as stream,
+            ):
+                stream.read(1)
+        tables = {}
+        for info, pure in accepted:
+            if pure.suffix.lower() == METADATA_EXTENSION:
+                try:
+                    tables[info.filename] = _read_metadata(zf, archive, info, password, limits)
+                except ArchiveError as exc:
+                    listing.refused.append(exc)
+        seals = {info.filename: _sealed(raw, archive, info) for info in infos}
+        listing.fingerprint = archive_fingerprint(
+            (
+                info.filename,
+                info.file_size,
+                hashlib.sha256(tables[info.filename]).hexdigest()
+                if info.filename in tables
+                else seals[info.filename] or f"{info.CRC:08x}",
+            )
+            for info in infos
+        )
+        if listing.fingerprint in known_fingerprints:
+            return ArchiveListing(archive=archive, fingerprint=listing.fingerprint, copy=True)
+        for info, pure in accepted:
+            name, suffix = info.filename, pure.suffix.lower()
             if suffix in VIDEO_EXTENSIONS:
                 listing.videos.append(
                     VideoEntry(
                         safe_video_key(pure.stem),
-                        path.name,
+                        archive,
                         name,
                         info.file_size,
-                        info.CRC,
-                        encrypted,
+                        _stored_crc(info),
+                        seals[name],
                     )
                 )
-            elif suffix == METADATA_EXTENSION:
+            elif name in tables:
+                text = tables[name].decode("utf-8", errors="replace")
                 try:
-                    with (
-                        _member_data(path.name, name),
-                        _read_member(zf, path.name, info, password) as stream,
-                    ):
-                        text = stream.read().decode("utf-8", errors="replace")
-                    listing.metadata.extend(parse_metadata_csv(text, f"{path.name}:{name}"))
-                except ArchiveError as exc:
-                    listing.refused.append(exc)
+                    listing.metadata.extend(parse_metadata_csv(text, f"{archive}:{name}"))
                 except ValueError as exc:
-                    listing.refused.append(ArchiveError(path.name, str(exc), name))
-            else:
+                    listing.refused.append(ArchiveError(archive, str(exc), name))
+            elif suffix != METADATA_EXTENSION:
                 listing.skipped.append(name)
     return listing
+
+
+@contextlib.contextmanager
+def _member_stream(
+    archive_path: Path, member: str, password: str | None, limits: ArchiveLimits
+) -> Iterator[pyzipper.zipfile.ZipExtFile]:
+    """A member's decrypted, inflated bytes, once its name and declared sizes pass; damaged data
+    is an ArchiveError naming the archive and the member."""
+    archive = archive_path.name
+    with _open(archive_path) as zf:
+        try:
+            info = zf.getinfo(member)
+        except KeyError:
+            raise ArchiveError(archive, "member not found", member) from None
+        if reason := _refusal_reason(info, _differing_duplicates(zf.infolist()), limits):
+            raise ArchiveError(archive, reason, member)
+        with _member_data(archive, member), _read_member(zf, archive, info, password) as stream:
+            yield stream
+
+
+def member_sha256(
+    archive_path: Path,
+    member: str,
+    password: str | None = None,
+    limits: ArchiveLimits = ArchiveLimits(),
+    chunk_bytes: int = 1 << 20,
+) -> str:
+    """The sha256 of a member's decrypted bytes, streamed: nothing is written."""
+    digest = hashlib.sha256()
+    with _member_stream(archive_path, member, password, limits) as stream:
+        while chunk := stream.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def extract_member(
@@ -371,34 +478,56 @@ def extract_member(
     holding more is cut there) and checks the CRC, so a member whose data disagrees with its
     header fails, named, and nothing is renamed into place.
     """
-    archive = archive_path.name
-    with _open(archive_path) as zf:
-        try:
-            info = zf.getinfo(member)
-        except KeyError:
-            raise ArchiveError(archive, "member not found", member) from None
-        if reason := _refusal_reason(info, _differing_duplicates(zf.infolist()), limits):
-            raise ArchiveError(archive, reason, member)
-        digest = hashlib.sha256()
-        with replacing(destination) as tmp:
-            with (
-                open(tmp, "wb") as out,
-                _member_data(archive, member),
-                _read_member(zf, archive, info, password) as stream,
-            ):
-                while chunk := stream.read(chunk_bytes):
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if expected and digest.hexdigest() != expected[0]:
-                raise ArchiveError(
-                    archive,
-                    f"its bytes (sha256 {digest.hexdigest()[:12]}) differ from those "
-                    f"{expected[1]} (sha256 {expected[0][:12]}); nothing was replaced",
-                    member,
-                )
+    digest = hashlib.sha256()
+    with (
+        _member_stream(archive_path, member, password, limits) as stream,
+        replacing(destination) as tmp,
+    ):
+        with open(tmp, "wb") as out:
+            while chunk := stream.read(chunk_bytes):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if expected and digest.hexdigest() != expected[0]:
+            raise ArchiveError(
+                archive_path.name,
+                f"its bytes (sha256 {digest.hexdigest()[:12]}) differ from those "
+                f"{expected[1]} (sha256 {expected[0][:12]}); nothing was replaced",
+                member,
+            )
     return digest.hexdigest()
+
+
+class MemberDigests:
+    """The sha256 of inbox members' decrypted bytes, each read when first asked for and then
+    remembered (for one scan or one run: archives may change between them)."""
+
+    def __init__(
+        self, inbox: Path, password: str | None = None, limits: ArchiveLimits = ArchiveLimits()
+    ):
+        self.inbox, self.password, self.limits = inbox, password, limits
+        self._known: dict[tuple[str, str], str] = {}
+
+    def of(self, entry: VideoEntry) -> str:
+        key = (entry.archive, entry.member)
+        if key not in self._known:
+            self._known[key] = member_sha256(
+                self.inbox / entry.archive, entry.member, self.password, self.limits
+            )
+        return self._known[key]
+
+
+def same_content(a: VideoEntry, b: VideoEntry, digests: MemberDigests) -> bool:
+    """Whether two members hold the same bytes. Sizes or stored CRC-32s that differ say no
+    without reading; equal seals (the same stored AES bytes) and the same member of the same
+    archive say yes; otherwise both are read and their sha256s decide (equal sizes and CRCs are
+    not proof, and an AE-2 member stores no CRC)."""
+    if a.size != b.size or (None not in (a.crc, b.crc) and a.crc != b.crc):
+        return False
+    if (a.sealed and a.sealed == b.sealed) or (a.archive, a.member) == (b.archive, b.member):
+        return True
+    return digests.of(a) == digests.of(b)
 
 
 @dataclass
@@ -406,9 +535,11 @@ class InboxIndex:
     """Every video of every readable archive in an inbox, with its metadata and the problems met.
 
     `videos` holds, per id, every member that carries it, in archive-name order; `source_of`
-    decides which one a video is extracted from.
+    decides which one a video is extracted from, reading members through `digests` where only
+    their bytes can tell.
     """
 
+    digests: MemberDigests
     videos: dict[str, list[VideoEntry]]
     metadata: dict[str, dict[str, str | None]]
     archive_errors: list[ArchiveError]
@@ -439,21 +570,26 @@ class InboxIndex:
         for entry in entries:
             if (entry.archive, entry.member) == registered:
                 return entry
-        if conflict := conflicting_sources(video_id, entries):
+        if conflict := conflicting_sources(video_id, entries, self.digests):
             raise conflict
         return entries[0]
 
 
-def conflicting_sources(video_id: str, entries: Iterable[VideoEntry]) -> ArchiveError | None:
-    """An ArchiveError naming the archives when `entries` hold different files for one id."""
-    entries = list(entries)
-    if len({entry.content for entry in entries}) <= 1:
-        return None
-    where = ", ".join(f"'{e.archive}' member '{e.member}'" for e in entries)
+def conflicting_sources(
+    video_id: str, entries: Iterable[VideoEntry], digests: MemberDigests
+) -> ArchiveError | None:
+    """An ArchiveError naming the archives when `entries` hold different files for one id (or
+    one of them cannot be read to tell)."""
+    first, *others = entries
+    try:
+        if all(same_content(first, other, digests) for other in others):
+            return None
+        problem = "has different content in"
+    except ArchiveError as exc:  # a copy that cannot be read is not shown to be the same
+        problem = f"cannot be compared ({exc}) across"
+    where = ", ".join(f"'{e.archive}' member '{e.member}'" for e in (first, *others))
     return ArchiveError(
-        entries[0].archive,
-        f"video {video_id!r} has different content in {where}; remove or rename one",
-        entries[0].member,
+        first.archive, f"video {video_id!r} {problem} {where}; remove or rename one", first.member
     )
 
 
@@ -466,10 +602,10 @@ def _describe(row: Mapping[str, str | None]) -> str:
     return f"label {row.get('raw_label')}, cascade {row.get('dup_group')}"
 
 
-def index_listings(listings: Iterable[ArchiveListing]) -> InboxIndex:
+def index_listings(listings: Iterable[ArchiveListing], digests: MemberDigests) -> InboxIndex:
     """Merge archive listings: every member of a video id is kept; a video's metadata row is
     the first in archive-name order, and each later row for it is recorded in `merges`."""
-    index = InboxIndex({}, {}, [], [], [], [])
+    index = InboxIndex(digests, {}, {}, [], [], [], [])
     for listing in listings:
         for entry in listing.videos:
             index.videos.setdefault(entry.video_id, []).append(entry)
@@ -507,6 +643,6 @@ def index_inbox(
             listings.append(list_archive(path, password, limits))
         except (ArchiveError, pyzipper.BadZipFile, OSError) as exc:
             errors.append(archive_failure(path, exc))
-    index = index_listings(listings)
+    index = index_listings(listings, MemberDigests(inbox, password, limits))
     index.archive_errors = errors
     return index

@@ -42,8 +42,9 @@ def ingest_video(
     A video already ingested keeps its source (see `InboxIndex.source_of`), and its bytes must
     be the ones it had: different bytes under its id are an ArchiveError naming both archives.
     Its packet index is kept beside it, so sampling does not demux it again.
-    A video that does not probe is moved to the quarantine folder (nothing is lost) and a
-    VideoError naming the video, archive and member is raised.
+    A video that does not probe is moved to the quarantine folder while that stays within
+    `limits.max_quarantine_bytes` (`quarantine_file`; it is still in its archive either way) and
+    a VideoError naming the video, archive and member, and where the file went, is raised.
     """
     entry = index.source_of(video_id, registered and (registered.archive, registered.member))
     suffix = PurePosixPath(entry.member).suffix.lower()
@@ -58,9 +59,9 @@ def ingest_video(
     try:
         probe = probe_video(destination, name=video_id)
     except VideoError as exc:
-        quarantine.mkdir(parents=True, exist_ok=True)
-        os.replace(destination, quarantine / destination.name)
-        raise VideoError(f"{exc} [archive {entry.archive!r}, member {entry.member!r}]") from None
+        kept = quarantine_file(destination, quarantine, limits.max_quarantine_bytes)
+        where = f"archive {entry.archive!r}, member {entry.member!r}"
+        raise VideoError(f"{exc} [{where}; {kept}]") from None
     probe.index.save(packet_index_path(destination))
     meta = index.metadata.get(video_id, {})
     return {
@@ -75,3 +76,19 @@ def ingest_video(
         "dup_group": meta.get("dup_group") or video_id,
         **probe.as_row(),
     }
+
+
+def quarantine_file(path: Path, quarantine: Path, max_bytes: int) -> str:
+    """Move a file that failed into the quarantine folder if the folder stays within
+    `max_bytes`, else delete it; returns which, for the error message."""
+    quarantine.mkdir(parents=True, exist_ok=True)
+    target = quarantine / path.name
+    held = sum(f.stat().st_size for f in quarantine.iterdir() if f.is_file() and f != target)
+    if held + path.stat().st_size > max_bytes:
+        path.unlink()
+        return (
+            f"not kept: quarantine/ holds {held} B, and this file would pass its limit of "
+            f"{max_bytes} B"
+        )
+    os.replace(path, target)
+    return f"moved to {target}"

@@ -5,6 +5,8 @@ unchanged archive is not reopened, a copy under another name adds nothing, and a
 adds only its new videos; where each registered video comes from, so a video keeps its source
 and a different file under its id is reported, never swapped in; and a hash of each registered
 video's metadata, so a fixed metadata archive re-labels exactly the videos whose metadata changed.
+Members under one id are compared by `same_content`: only ids found in more than one place are
+ever read, and only where sizes and CRC-32s cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from fvc_dagster.lib.ingest.archives import (
     ArchiveError,
     ArchiveLimits,
     ArchiveListing,
+    MemberDigests,
     VideoEntry,
     archive_failure,
     archive_paths,
     conflicting_sources,
     index_listings,
     list_archive,
+    same_content,
 )
 
 NO_METADATA = "-"
@@ -39,7 +43,8 @@ class ScanState:
 
     archives: dict[str, list] = field(default_factory=dict)  # name -> [size, mtime_ns, fingerprint]
     metadata: dict[str, str] = field(default_factory=dict)  # video id -> metadata hash
-    sources: dict[str, list] = field(default_factory=dict)  # id -> [archive, member, size, crc]
+    # id -> [archive, member, size, crc, seal]: `VideoEntry`'s fields (crc None where unknown)
+    sources: dict[str, list] = field(default_factory=dict)
     relabels: int = 0
 
     @classmethod
@@ -85,29 +90,40 @@ def _metadata_hash(row: dict | None) -> str:
 
 
 def _source(entry: VideoEntry) -> list:
-    return [entry.archive, entry.member, entry.size, entry.crc]
+    return [entry.archive, entry.member, entry.size, entry.crc, entry.sealed]
+
+
+def _recorded_source(video_id: str, recorded: list) -> VideoEntry:
+    archive, member, size, crc, *sealed = recorded  # cursors written before seals hold four
+    return VideoEntry(video_id, archive, member, size, crc, *sealed)
 
 
 def _judge_registered(
-    video_id: str, recorded: list, entries: list[VideoEntry]
+    source: VideoEntry, entries: list[VideoEntry], digests: MemberDigests
 ) -> tuple[list[str], list[ArchiveError]]:
-    """Members carrying an already registered video: copies of its source, or conflicts."""
-    archive, member, *content = recorded
+    """Members carrying an already registered video: its source read again (a grown archive),
+    copies of it (the same bytes), or conflicts (other bytes, or bytes that cannot be read to
+    compare)."""
+    video_id, registered = source.video_id, f"'{source.archive}' member '{source.member}'"
     duplicates, conflicts = [], []
     for entry in entries:
-        if [entry.archive, entry.member] == [archive, member] and list(entry.content) == content:
-            continue  # its own source, read again (a grown archive)
-        if list(entry.content) == content:
+        try:
+            same, differs = same_content(entry, source, digests), "differs"
+        except ArchiveError as exc:
+            same, differs = False, f"cannot be compared with it ({exc})"
+        if same and (entry.archive, entry.member) == (source.archive, source.member):
+            continue
+        if same:
             duplicates.append(
                 f"video {video_id!r} in archive '{entry.archive}': a copy of its source "
-                f"'{archive}' member '{member}'"
+                + registered
             )
         else:
             conflicts.append(
                 ArchiveError(
                     entry.archive,
-                    f"video {video_id!r} is registered from '{archive}' member '{member}', and "
-                    "this file under the same id differs; it is ignored (remove or rename it)",
+                    f"video {video_id!r} is registered from {registered}, and this file under "
+                    f"the same id {differs}; it is ignored (remove or rename it)",
                     entry.member,
                 )
             )
@@ -132,6 +148,7 @@ def plan_scan(
         dict(state.archives), dict(state.metadata), dict(state.sources), state.relabels
     )
     known_fingerprints = state.fingerprints
+    digests = MemberDigests(inbox, password, limits)
     listings: list[ArchiveListing] = []
     read, copies, errors = [], [], []
     for path in archive_paths(inbox):
@@ -149,23 +166,24 @@ def plan_scan(
             listings.append(listing)
         new_state.archives[path.name] = [stat.st_size, stat.st_mtime_ns, listing.fingerprint]
         known_fingerprints.add(listing.fingerprint)
-    index = index_listings(listings)
+    index = index_listings(listings, digests)
     new_videos, duplicates, conflicts = [], [], []
     for video_id, entries in index.videos.items():
         if video_id in state.sources:
-            found, refused = _judge_registered(video_id, state.sources[video_id], entries)
+            source = _recorded_source(video_id, state.sources[video_id])
+            found, refused = _judge_registered(source, entries, digests)
             duplicates += found
             conflicts += refused
         elif video_id in registered:  # registered before sources were recorded: the baseline
             new_state.sources[video_id] = _source(entries[0])
-        elif conflict := conflicting_sources(video_id, entries):
+        elif conflict := conflicting_sources(video_id, entries, digests):
             conflicts.append(conflict)
             for entry in entries:
                 new_state.archives.pop(entry.archive, None)
         else:
             new_videos.append(video_id)
             new_state.sources[video_id] = _source(entries[0])
-            duplicates += _judge_registered(video_id, _source(entries[0]), entries[1:])[0]
+            duplicates += _judge_registered(entries[0], entries[1:], digests)[0]
     relabelled = []
     for video_id in new_videos:
         new_state.metadata[video_id] = _metadata_hash(index.metadata.get(video_id))
