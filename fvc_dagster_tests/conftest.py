@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import stat
+import subprocess
+import sys
+import time
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +20,7 @@ import av
 import numpy as np
 import pytest
 import pyzipper
+import requests
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,6 +231,67 @@ def nothing_is_written_under_the_repo():
     yield
     created = {p.name for p in REPO.iterdir()} - before - TOOL_CACHES
     assert not created, f"tests wrote under the repository: {sorted(created)}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GraphQL:
+    """A client of the Dagster webserver's GraphQL API."""
+
+    def __init__(self, port: int):
+        self.url = f"http://127.0.0.1:{port}/graphql"
+
+    def __call__(self, query: str, **variables) -> dict:
+        response = requests.post(
+            self.url, json={"query": query, "variables": variables}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def wait_for(self, what: str, probe: Callable, timeout: float, interval: float = 3.0):
+        """Poll `probe` until it returns a truthy value; fail naming `what` after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if value := probe():
+                    return value
+            except requests.RequestException:
+                pass
+            time.sleep(interval)
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def running_dagster_dev(workspace: Path, env: dict[str, str], log: Path) -> Iterator[GraphQL]:
+    """`dagster dev` (webserver, daemon, code server) on `workspace` in its own process group,
+    its output in `log`: a GraphQL client once the webserver answers; all of it killed after."""
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port)],
+            cwd=workspace.parent,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        graphql = GraphQL(port)
+        try:
+            graphql.wait_for("the webserver", lambda: graphql("{ version }")["version"], 180)
+            yield graphql
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def member_data_offset(archive: Path, member: str) -> int:

@@ -7,20 +7,13 @@ partition backfill launched through GraphQL completes."""
 
 import contextlib
 import io
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
-import requests
 
-from conftest import REPO, write_labelled_inbox
+from conftest import REPO, GraphQL, running_dagster_dev, write_labelled_inbox
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.lib.locking import exclusive
 from fvc_dagster.local.demo import run_demo
@@ -38,38 +31,6 @@ def labelled_archive(inbox: Path, archive: str, videos: list[str], video_bytes, 
                          archive=archive, metadata=archive, **variant)  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class GraphQL:
-    def __init__(self, port: int):
-        self.url = f"http://127.0.0.1:{port}/graphql"
-
-    def __call__(self, query: str, **variables) -> dict:
-        response = requests.post(
-            self.url, json={"query": query, "variables": variables}, timeout=60
-        )
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-    def wait_for(self, what: str, probe, timeout: float, interval: float = 3.0):
-        """Poll `probe` until it returns a truthy value; fail naming `what` after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if value := probe():
-                    return value
-            except requests.RequestException:
-                pass
-            time.sleep(interval)
-        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @pytest.fixture
 def dagster_dev(tmp_path: Path, video_bytes):
     """`make demo` (baselines only) on ten labelled videos, then `dagster dev` on its data root
@@ -82,35 +43,15 @@ def dagster_dev(tmp_path: Path, video_bytes):
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
         patch.setenv("DAGSTER_HOME", str(home))
         assert run_demo(tmp_path, networks=(), embedding_models=()) == 0
-    port = free_port()
-    env = {**os.environ, "FVC_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(home)}
-    log = (tmp_path / "dagster_dev.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    graphql = GraphQL(port)
+    env = {"FVC_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(home)}
 
     def drop_archive():
         corrupt = {f"{BAD}.mp4": b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 50}
         labelled_archive(tmp_path / "inbox", "FVC2.zip", LATER, video_bytes,
                          first_seed=len(DEMO), extra=corrupt)  # fmt: skip
 
-    try:
-        graphql.wait_for("the webserver", lambda: graphql("{ version }")["version"], 180)
+    with running_dagster_dev(REPO / "workspace.yaml", env, tmp_path / "dagster_dev.log") as graphql:
         yield graphql, tmp_path, drop_archive
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 PARTITION_STATUS = """
