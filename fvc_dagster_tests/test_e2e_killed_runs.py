@@ -46,10 +46,12 @@ defs = dg.Definitions(
 """
 
 
-@pytest.fixture
-def dagster_dev(tmp_path: Path):
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory):
     """`dagster dev` on the definitions above, with the repository's instance settings but run
-    monitoring polling every `POLL_SECONDS`."""
+    monitoring polling every `POLL_SECONDS`; one for both tests (the second, last, kills its
+    code server)."""
+    tmp_path = tmp_path_factory.mktemp("killed_runs")
     (tmp_path / "definitions.py").write_text(DEFINITIONS)
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
