@@ -166,6 +166,23 @@ def test_a_detector_scores_video_files_and_names_a_file_it_cannot_read(videos, t
     )
 
 
+def test_a_tampered_detector_file_holding_an_untrusted_type_is_refused(videos, tmp_path):
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    folder = baseline_detector(videos).save(tmp_path / "detector")
+    description = json.loads((folder / "detector.json").read_text())
+    assert "trusted_types" not in description  # what to trust is fixed in code
+    tampered = baseline_detector(videos).estimator
+    tampered.steps.insert(0, ("run", FunctionTransformer(func=os.system)))
+    skops.io.dump(tampered, folder / "model.skops")
+    # a file that vouches for itself is not believed
+    description["trusted_types"] = skops.io.get_untrusted_types(file=folder / "model.skops")
+    (folder / "detector.json").write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=r"model.skops holds types .* refused: posix.system"):
+        Detector.load(folder)
+
+
 @pytest.mark.parametrize("source", ["native", "scaled"])
 def test_a_saved_network_detector_gives_the_same_probabilities(videos, tmp_path, source):
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ REGISTERED_MODEL = "fvc-detector"
 ALIAS = "champion"
 # What scoring imports, pinned to the versions the detector was built with.
 REQUIREMENTS = (
-    "numpy", "pandas", "scipy", "scikit-learn", "xgboost", "skops", "av",
+    "numpy", "pandas", "scipy", "scikit-learn", "xgboost", "skops", "safetensors", "av",
     "opencv-python-headless", "threadpoolctl", "torch", "torchvision", "pytorchvideo",
 )  # fmt: skip
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
