@@ -31,6 +31,8 @@ from fvc_dagster.lib.ingest.video import probe_video, sample_frames
 DESCRIPTION = "detector.json"
 SKOPS_FILE = "model.skops"
 THRESHOLD = 0.5  # P(fake) at or above which a video is labelled fake, as in the CV metrics
+# A scored video: its path (or name), P(fake), label, and the one-line reason it was not scored.
+SCORE_COLUMNS = ["path", "probability_fake", "label", "error"]
 
 
 @dataclass
@@ -141,20 +143,20 @@ class Detector:
     def labels(self, probabilities: np.ndarray) -> list[str]:
         return ["fake" if p >= self.threshold else "real" for p in probabilities]
 
+    def score_file(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        """The row (`SCORE_COLUMNS`) of one video file, named `name` (default: its path); a
+        file that cannot be scored gets its error, naming it, and no probability."""
+        name = str(path) if name is None else name
+        try:
+            p = float(self.probabilities([video_input(path, self.frames_per_clip,
+                                                      self.scaling)])[0])  # fmt: skip
+        except Exception as exc:  # one bad file is that file's result, not the batch's
+            return failed_row(name, f"{type(exc).__name__}: {exc}")
+        return {"path": name, "probability_fake": p, "label": self.labels([p])[0], "error": None}
+
     def score_paths(self, paths: Iterable[str | Path]) -> pd.DataFrame:
-        """One row per path: `path, probability_fake, label, error`; a file that cannot be
-        scored gets its error (naming it) and no probability, and the others are scored."""
-        rows = []
-        for path in paths:
-            try:
-                p = float(self.probabilities([video_input(path, self.frames_per_clip,
-                                                          self.scaling)])[0])  # fmt: skip
-                rows.append({"path": str(path), "probability_fake": p,
-                             "label": self.labels([p])[0], "error": None})  # fmt: skip
-            except Exception as exc:  # one bad file is that file's result, not the batch's
-                rows.append({"path": str(path), "probability_fake": np.nan, "label": None,
-                             "error": f"{path}: {type(exc).__name__}: {exc}"})  # fmt: skip
-        return pd.DataFrame(rows, columns=["path", "probability_fake", "label", "error"])
+        """One `score_file` row per path: a bad file does not stop the others."""
+        return pd.DataFrame([self.score_file(path) for path in paths], columns=SCORE_COLUMNS)
 
     def description(self) -> dict[str, Any]:
         out = asdict(self)
@@ -202,6 +204,11 @@ class Detector:
 
             estimator = load_network(folder)
         return cls(estimator=estimator, **description)
+
+
+def failed_row(name: str, reason: str) -> dict[str, Any]:
+    """The `SCORE_COLUMNS` row of a video `name` that was not scored, and why."""
+    return {"path": name, "probability_fake": np.nan, "label": None, "error": f"{name}: {reason}"}
 
 
 def _box_columns(box: tuple[int, int, int, int]) -> dict[str, int]:
