@@ -224,3 +224,27 @@ def test_fvc_score_reads_the_registry_mlflow_tracking_uri_names_and_says_when_it
     with pytest.raises(RegistryUnavailable):  # never taken for "no champion yet"
         champion_version(MlflowClient("http://127.0.0.1:9"))
     assert champion_version(MlflowClient(local_tracking_uri(tmp_path)), "no-such-model") is None
+
+
+def test_a_champion_run_against_an_unreachable_registry_fails_naming_it_and_registers_once(
+    platform, monkeypatch
+):
+    root, _, defs, instance = platform
+    client = MlflowClient(local_tracking_uri(root))
+    versions = len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'"))
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow_at = {"tracking_uri": down, "artifact_root": str(root / "mlartifacts")}
+    failed = defs.resolve_job_def("champion").execute_in_process(
+        instance=instance,
+        run_config={"resources": {"mlflow": {"config": mlflow_at}}},
+        raise_on_error=False,
+    )
+    assert not failed.success
+    error = failed.failure_data_for_node("champion_model").error
+    assert f"the MLflow registry at {down} did not answer" in error.to_string()
+    assert len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) == versions
+    # The registry is back: the champion it holds is current, nothing is registered again.
+    back = execute_run_request(defs, "champion", dg.RunRequest(), instance)
+    assert back.success and not back.output_for_node("champion_model")["newly_registered"][0]
+    assert len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) == versions
