@@ -89,6 +89,8 @@ def test_the_champion_is_registered_with_its_lineage(platform):
     assert tags["dagster_run_id"] == run.run_id
     assert MlflowClient().get_run(version.run_id).info.status == "FINISHED"
     assert "fvc-detector@champion" in stdout and "fresh" in stdout
+    # the demo's three videos, sent to the registered model as bytes, are scored
+    assert stdout.count("P(fake) = ") == 3 and "P(fake) = nan" not in stdout
 
 
 def test_every_video_labelled_or_not_gets_the_champions_score(platform):
