@@ -6,7 +6,7 @@ FVC_DATA_DIR ?= $(CURDIR)/data
 export FVC_DATA_DIR
 export DAGSTER_HOME := $(FVC_DATA_DIR)/dagster_home
 
-.PHONY: demo test dev bench lint format clean
+.PHONY: demo test dev serve bench lint format clean
 
 $(BIN)/fvc: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
@@ -24,6 +24,12 @@ demo: $(BIN)/fvc $(DAGSTER_HOME)/dagster.yaml
 
 dev: $(BIN)/fvc $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
+
+# fvc-detector@champion over HTTP on 127.0.0.1:$(SERVE_PORT) (POST /invocations): video bytes in
+# base64, or paths under $$FVC_SERVING_ROOT; the registry of MLFLOW_TRACKING_URI or the data root.
+SERVE_PORT ?= 5001
+serve: $(BIN)/fvc
+	$(BIN)/fvc serve --port $(SERVE_PORT)
 
 # Three pytest workers on two cores, one compute thread each (OpenMP/BLAS threads of workers
 # sharing cores spin against each other: a quarter more CPU time, a minute more wall time). The

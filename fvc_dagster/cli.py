@@ -1,5 +1,6 @@
 """`fvc`: generate a synthetic corpus, run the whole platform on it (`fvc demo`), list the model
-portfolio (`fvc models`), score videos with the registered champion (`fvc score`)."""
+portfolio (`fvc models`), score videos with the registered champion (`fvc score`) or serve it
+over HTTP (`fvc serve`)."""
 
 from __future__ import annotations
 
@@ -119,24 +120,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_uri(args: argparse.Namespace) -> str:
+    """The scale-out profile's server when MLFLOW_TRACKING_URI names it, else the data root's."""
+    from fvc_dagster.lib.serving.mlflow_registry import local_tracking_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(_data_dir(args.data_dir))
+
+
 def cmd_score(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from fvc_dagster.lib.serving.mlflow_registry import RegistryUnavailable, load_champion
 
-    from fvc_dagster.lib.serving.mlflow_registry import (
-        RegistryUnavailable,
-        load_champion,
-        local_tracking_uri,
-    )
-
-    # The scale-out profile's server when MLFLOW_TRACKING_URI names it, else the data root's.
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(_data_dir(args.data_dir))
     try:
-        model, version = load_champion(uri)
+        model, version = load_champion(_registry_uri(args))
     except (LookupError, RegistryUnavailable) as exc:
         print(f"fvc score: {exc}", file=sys.stderr)
         return 2
     detector = model.unwrap_python_model().detector
-    scores = model.predict(pd.DataFrame({"path": args.videos}))
+    # The files this user names, read with this user's rights: no serving root applies.
+    scores = detector.score_paths(args.videos)
     scores = scores.assign(model=detector.model_name, version=str(version.version))
     if args.json:
         print(scores.to_json(orient="records", indent=2))
@@ -149,6 +150,46 @@ def cmd_score(args: argparse.Namespace) -> int:
                 f"(threshold {detector.threshold}; fvc-detector v{row.version}, {row.model})"
             )
     return 1 if scores["error"].notna().any() else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`mlflow models serve` of the champion, with this environment's scripts first on PATH:
+    MLflow starts `uvicorn` from PATH, so the command works without an activated venv."""
+    from mlflow import MlflowClient
+
+    from fvc_dagster.lib.serving.mlflow_registry import (
+        ALIAS,
+        REGISTERED_MODEL,
+        RegistryUnavailable,
+        champion_version,
+    )
+    from fvc_dagster.lib.serving.requests import SERVING_ROOT, serving_root
+
+    uri = _registry_uri(args)
+    try:
+        version = champion_version(MlflowClient(uri))
+    except RegistryUnavailable as exc:
+        print(f"fvc serve: {exc}", file=sys.stderr)
+        return 2
+    if version is None:
+        print(f"fvc serve: no {REGISTERED_MODEL}@{ALIAS} at {uri}: materialize champion_model "
+              "(make demo does)", file=sys.stderr)  # fmt: skip
+        return 2
+    root = serving_root()
+    print(
+        f"fvc serve: {REGISTERED_MODEL} v{version.version} ({version.tags.get('model')}) at "
+        f"http://{args.host}:{args.port}/invocations; video bytes, "
+        + (f"and paths under {root}" if root else f"no paths (${SERVING_ROOT} is unset)"),
+        file=sys.stderr,
+        flush=True,
+    )
+    scripts = Path(sys.executable).parent  # the environment's bin, not the interpreter's target
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+           "PATH": os.pathsep.join([str(scripts), os.environ.get("PATH", "")])}  # fmt: skip
+    model = f"models:/{REGISTERED_MODEL}@{ALIAS}"
+    command = [str(scripts / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+               "-h", args.host, "-p", str(args.port)]  # fmt: skip
+    os.execve(command[0], command, env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,10 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     score.add_argument("videos", nargs="+", help="video files (any container PyAV opens)")
     score.add_argument("--json", action="store_true", help="print JSON rows")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the champion over HTTP (POST /invocations): video bytes, or paths under "
+        "$FVC_SERVING_ROOT; the registry as for `score`",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5001)
     generate.set_defaults(func=cmd_generate)
     demo.set_defaults(func=cmd_demo)
     models.set_defaults(func=cmd_models)
     score.set_defaults(func=cmd_score)
+    serve.set_defaults(func=cmd_serve)
     args = parser.parse_args(argv)
     return args.func(args)
 

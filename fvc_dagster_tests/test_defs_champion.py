@@ -4,10 +4,14 @@ fvc-detector@champion with its lineage and scores every video; then, in this pro
 same instance, a re-run registers nothing, a better model moves the alias and the scores'
 automation condition asks for every video again; `fvc score` on good and bad files."""
 
+import base64
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -15,9 +19,10 @@ import duckdb
 import mlflow
 import pandas as pd
 import pytest
+import requests
 from mlflow import MlflowClient
 
-from conftest import query, write_labelled_inbox
+from conftest import REPO, query, write_labelled_inbox
 from fvc_dagster.cli import main
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.lib.serving.champion import labelled_clips, servable, training_fingerprint
@@ -26,9 +31,12 @@ from fvc_dagster.lib.serving.mlflow_registry import (
     REGISTERED_MODEL,
     RegistryUnavailable,
     champion_version,
+    load_champion,
     local_tracking_uri,
 )
+from fvc_dagster.lib.serving.requests import REFUSED, SERVING_ROOT
 from fvc_dagster.local.demo import execute_run_request
+from fvc_dagster.local.loopback import free_port
 
 LABELLED = [f"tinyvid{n:04d}" for n in range(10)]  # five real and five fake cascades
 UNLABELLED = ["tinynew0001", "tinynew0002"]  # in an archive, not in the metadata
@@ -81,6 +89,8 @@ def test_the_champion_is_registered_with_its_lineage(platform):
     assert tags["dagster_run_id"] == run.run_id
     assert MlflowClient().get_run(version.run_id).info.status == "FINISHED"
     assert "fvc-detector@champion" in stdout and "fresh" in stdout
+    # the demo's three videos, sent to the registered model as bytes, are scored
+    assert stdout.count("P(fake) = ") == 3 and "P(fake) = nan" not in stdout
 
 
 def test_every_video_labelled_or_not_gets_the_champions_score(platform):
@@ -90,7 +100,9 @@ def test_every_video_labelled_or_not_gets_the_champions_score(platform):
     assert scores.set_index("video_id").loc[UNLABELLED, "label"].isna().all()
     assert scores["probability_fake"].between(0, 1).all() and (scores["model_version"] == "1").all()
     # The registered model on the stored video file gives the score the asset stored.
-    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@{ALIAS}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SERVING_ROOT, str(root))
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@{ALIAS}")
     path = query(root, f"select path from fvc.source_videos where video_id = '{UNLABELLED[0]}'")
     predicted = model.predict(pd.DataFrame({"path": path["path"]}))
     stored = scores.set_index("video_id").loc[UNLABELLED[0], "probability_fake"]
@@ -111,6 +123,57 @@ def test_fvc_score_scores_good_files_and_names_a_bad_one(platform, tmp_path, cap
     assert main(["--data-dir", str(root), "score", "--json", good]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["version"] == "1" and 0 <= row["probability_fake"] <= 1 and row["error"] is None
+
+
+def wait_for_ping(url: str, server: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log.read_text()[-3000:]
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(f"{url}/ping", timeout=5).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"no answer from {url} in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def test_make_serve_scores_posted_video_bytes_and_refuses_paths_outside_its_root(
+    platform, tmp_path
+):
+    root = platform[0]
+    video = query(root, f"select path from fvc.source_videos where video_id = '{LABELLED[2]}'")
+    video = video["path"][0]
+    port, log = free_port(), tmp_path / "serve.log"
+    scripts = str(Path(sys.executable).parent)  # not on PATH: as typed, without an activated venv
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != scripts)
+    env = {**os.environ, "PATH": path, "FVC_DATA_DIR": str(root), SERVING_ROOT: str(root)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            ["make", "-o", ".venv/bin/fvc", "serve", f"SERVE_PORT={port}"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_ping(url, server, log)
+        encoded = base64.b64encode(Path(video).read_bytes()).decode()
+        records = [{"video": encoded, "name": "upload.mp4"}, {"path": video},
+                   {"path": "/etc/passwd"}, {"path": "/no/such/file.mp4"}]  # fmt: skip
+        answer = requests.post(f"{url}/invocations", json={"dataframe_records": records},
+                               timeout=120)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        upload, by_path, passwd, missing = answer.json()["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    champion = MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, ALIAS)
+    assert f"fvc-detector v{champion.version}" in log.read_text()
+    model, _ = load_champion(local_tracking_uri(root))
+    expected = model.unwrap_python_model().detector.score_paths([video])["probability_fake"][0]
+    assert upload["path"] == "upload.mp4" and upload["probability_fake"] == pytest.approx(expected)
+    assert by_path["path"] == video and by_path["probability_fake"] == pytest.approx(expected)
+    # The same refusal whether or not the file exists: nothing learnt of the server's files.
+    assert passwd["error"] == f"/etc/passwd: {REFUSED}"
+    assert missing["error"] == f"/no/such/file.mp4: {REFUSED}"
 
 
 def test_a_rerun_registers_nothing_and_a_better_model_moves_the_alias(platform):
@@ -163,3 +226,27 @@ def test_fvc_score_reads_the_registry_mlflow_tracking_uri_names_and_says_when_it
     with pytest.raises(RegistryUnavailable):  # never taken for "no champion yet"
         champion_version(MlflowClient("http://127.0.0.1:9"))
     assert champion_version(MlflowClient(local_tracking_uri(tmp_path)), "no-such-model") is None
+
+
+def test_a_champion_run_against_an_unreachable_registry_fails_naming_it_and_registers_once(
+    platform, monkeypatch
+):
+    root, _, defs, instance = platform
+    client = MlflowClient(local_tracking_uri(root))
+    versions = len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'"))
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow_at = {"tracking_uri": down, "artifact_root": str(root / "mlartifacts")}
+    failed = defs.resolve_job_def("champion").execute_in_process(
+        instance=instance,
+        run_config={"resources": {"mlflow": {"config": mlflow_at}}},
+        raise_on_error=False,
+    )
+    assert not failed.success
+    error = failed.failure_data_for_node("champion_model").error
+    assert f"the MLflow registry at {down} did not answer" in error.to_string()
+    assert len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) == versions
+    # The registry is back: the champion it holds is current, nothing is registered again.
+    back = execute_run_request(defs, "champion", dg.RunRequest(), instance)
+    assert back.success and not back.output_for_node("champion_model")["newly_registered"][0]
+    assert len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) == versions

@@ -17,6 +17,7 @@ from conftest import labelled_metadata, query, write_labelled_inbox, write_zip
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.lib.models import models_of
+from fvc_dagster.lib.training.tracking import load_logged_network
 from fvc_dagster.local.demo import run_demo, train_networks
 
 TABULAR = models_of("tabular")
@@ -100,7 +101,7 @@ def test_each_fold_is_a_finished_mlflow_run_with_epochs_and_the_best_model(platf
     for metric in ("train_loss", "val_loss", "val_roc_auc", "data_wait_share", "seconds"):
         assert [m.step for m in client.get_metric_history(run_id, metric)] == [1, 2], metric
     assert runs["metrics.roc_auc"].notna().all()
-    model = mlflow.pytorch.load_model(f"runs:/{run_id}/model").eval()
+    model = load_logged_network(run_id)  # weights and registry name: no pickle to load
     assert model(torch.zeros(1, 3, 2, 16, 16)).shape == (1, 1)
 
 

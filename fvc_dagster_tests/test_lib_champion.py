@@ -1,6 +1,7 @@
 """The champion's library: selection, data fingerprint, refit on labelled videos only, the
 detector on video files (good and bad), and the registered pyfunc in a fresh process."""
 
+import base64
 import json
 import os
 import subprocess
@@ -35,6 +36,7 @@ from fvc_dagster.lib.serving.mlflow_registry import (
     register_detector,
     same_lineage,
 )
+from fvc_dagster.lib.serving.requests import REFUSED, SERVING_ROOT, score_request
 
 FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
 
@@ -166,6 +168,23 @@ def test_a_detector_scores_video_files_and_names_a_file_it_cannot_read(videos, t
     )
 
 
+def test_a_tampered_detector_file_holding_an_untrusted_type_is_refused(videos, tmp_path):
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    folder = baseline_detector(videos).save(tmp_path / "detector")
+    description = json.loads((folder / "detector.json").read_text())
+    assert "trusted_types" not in description  # what to trust is fixed in code
+    tampered = baseline_detector(videos).estimator
+    tampered.steps.insert(0, ("run", FunctionTransformer(func=os.system)))
+    skops.io.dump(tampered, folder / "model.skops")
+    # a file that vouches for itself is not believed
+    description["trusted_types"] = skops.io.get_untrusted_types(file=folder / "model.skops")
+    (folder / "detector.json").write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=r"model.skops holds types .* refused: posix.system"):
+        Detector.load(folder)
+
+
 @pytest.mark.parametrize("source", ["native", "scaled"])
 def test_a_saved_network_detector_gives_the_same_probabilities(videos, tmp_path, source):
     torch.manual_seed(0)
@@ -181,6 +200,39 @@ def test_a_saved_network_detector_gives_the_same_probabilities(videos, tmp_path,
     assert loaded.source == source
     assert np.allclose(loaded.probabilities(inputs), before, atol=1e-6)
     assert len(before) == 2 and ((before > 0) & (before < 1)).all()
+
+
+def test_a_request_scores_video_bytes_and_files_under_the_root_and_refuses_other_paths(
+    videos, tmp_path
+):
+    detector = baseline_detector(videos)
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / "a.mp4").write_bytes(videos["v0"].read_bytes())
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(videos["v1"].read_bytes())
+    (root / "link.mp4").symlink_to(secret)  # inside by name, outside in fact
+    refused = ["/etc/passwd", "/no/such/file.mp4", str(secret), str(root / "link.mp4"),
+               "../secret.mp4"]  # fmt: skip
+    request = pd.DataFrame(
+        {"video": [base64.b64encode(videos["v1"].read_bytes()).decode(), "%%", *[None] * 8],
+         "name": ["upload.mp4", *[None] * 9],
+         "path": [None, None, "a.mp4", str(root / "a.mp4"), str(root / "gone.mp4"), *refused]}
+    )  # fmt: skip
+    out = score_request(detector, request, root.resolve())
+    expected = detector.score_paths([videos["v1"], videos["v0"]])["probability_fake"]
+    assert out["path"][0] == "upload.mp4" and out["error"][0] is None
+    assert out["probability_fake"][0] == pytest.approx(expected[0])
+    assert out["error"][1].startswith("video 1: `video` is not base64")
+    assert out["probability_fake"][2:4].tolist() == pytest.approx([expected[1]] * 2)
+    assert "No such file" in out["error"][4]  # under the root: its real reason
+    # Outside the root: one message, whether the file exists or not.
+    assert out["error"][5:].tolist() == [f"{path}: {REFUSED}" for path in refused]
+    assert out["probability_fake"][5:].isna().all()
+    unset = score_request(detector, request[2:3], None)
+    assert unset["error"].tolist() == [f"a.mp4: {REFUSED}"]
+    with pytest.raises(ValueError, match="needs a `video` column"):
+        score_request(detector, pd.DataFrame({"file": ["a.mp4"]}), root)
 
 
 PREDICT = """
@@ -209,7 +261,7 @@ def test_the_registered_pyfunc_scores_paths_in_a_fresh_process(videos, tmp_path)
         current, {**tags, "training_data": "other"}, tags
     )
     expected = detector.score_paths([videos["v0"], videos["bad"]])
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONPATH": "", SERVING_ROOT: str(videos["v0"].parent)}
     done = subprocess.run(
         [sys.executable, "-c", PREDICT, uri, str(videos["v0"]), str(videos["bad"])],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,

@@ -16,6 +16,7 @@ from fvc_dagster.lib.models import (
     KINDS,
     REGISTRY,
     WeightsMissing,
+    baseline_pipeline,
     build_model,
     estimator,
     get_spec,
@@ -75,6 +76,22 @@ def test_every_other_model_has_an_estimator_that_fits(name):
     x = np.random.default_rng(0).normal(size=(20, 3))
     y = np.arange(20) % 2
     assert model.fit(x, y).predict_proba(x).shape == (20, 2)
+
+
+@pytest.mark.parametrize("name", models_of("tabular"))
+def test_every_fitted_baseline_pipeline_holds_only_types_loading_trusts(name, tmp_path):
+    import skops.io
+
+    from fvc_dagster.lib.models.baselines import SKOPS_TRUSTED_TYPES, trusted_skops_types
+
+    x = np.random.default_rng(0).normal(size=(40, 5))
+    pipeline = baseline_pipeline(name, seed=0).fit(x, np.arange(40) % 2)
+    file = tmp_path / "model.skops"
+    skops.io.dump(pipeline, file)
+    untrusted = skops.io.get_untrusted_types(file=file)
+    assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), "add them to SKOPS_TRUSTED_TYPES"
+    loaded = skops.io.load(file, trusted=trusted_skops_types(file))
+    assert np.array_equal(loaded.predict_proba(x), pipeline.predict_proba(x))
 
 
 def test_every_embedding_model_rests_on_a_network_with_a_trunk_and_every_trunk_has_one():

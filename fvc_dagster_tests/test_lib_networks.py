@@ -108,3 +108,31 @@ def test_native_networks_score_the_centre_window_and_train_on_the_chosen_one(sto
     missing = scaled[scaled["aug_index"] == 0]
     with pytest.raises(ValueError, match="no file in augmented_clips .* materialize"):
         fold_clips(training_clips, missing, [0], plan(), tmp_path)
+
+
+def test_a_fold_network_is_logged_without_pickle_and_loads_back_with_the_same_predictions(
+    stored, tmp_path
+):
+    import mlflow
+
+    from fvc_dagster.lib.models import get_spec
+    from fvc_dagster.lib.training.clip_data import normaliser
+    from fvc_dagster.lib.training.networks import train_network
+    from fvc_dagster.lib.training.tracking import load_logged_network, log_network_result
+    from fvc_dagster.lib.training.trainer import predict
+
+    training_clips, scaled, _ = stored
+    fixed = plan(epoch_choice="fixed", epochs=1, source="scaled")
+    data = fold_clips(training_clips, scaled, [1], fixed, tmp_path)[1]
+    result, network, held_out = train_network(fixed, data, tmp_path / "checkpoint")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.create_experiment("networks", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("networks").experiment_id):
+        log_network_result(result, network, fixed, {"roc_auc": 0.5})
+        run_id = mlflow.active_run().info.run_id
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "model")}
+    assert logged == {"model/network.json", "model/weights.safetensors"}  # no pickled module
+    loaded = load_logged_network(run_id)
+    prepare = normaliser(get_spec(fixed.model).normalisation)
+    again = predict(loaded, data.held_out, fixed.train, prepare=prepare)
+    assert len(held_out) == 2 and np.allclose(again, held_out, atol=1e-6)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from fvc_dagster.cli import main
 from fvc_dagster.lib.models import models_of
 from fvc_dagster.local.loopback import (
     REPO,
@@ -37,7 +38,8 @@ N_VIDEOS, SEED = 9, 0
 FOLDS = "2"
 TRAINED_FOLD = "0"
 # Clips of 4 frames: the pipeline's work per clip, not Celery's, is what a test on 2 cores can skip.
-TINY_CLIPS = {"resources": {"sampling": {"config": {"frames_per_clip": 4}}}}
+FRAMES_PER_CLIP = 4
+TINY_CLIPS = {"resources": {"sampling": {"config": {"frames_per_clip": FRAMES_PER_CLIP}}}}
 PER_VIDEO_TABLES = (
     "source_videos",
     "augmented_clips",
@@ -192,7 +194,35 @@ def mlflow_runs(uri: str, experiment: str) -> list[dict]:
     ]
 
 
-def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path):
+CHAMPION_INPUTS = (
+    "augmented_clips", "cv_folds", "handcrafted_features", "scaled_features", "source_videos",
+)  # fmt: skip
+
+
+def register_loopback_champion(uri: str, model: str, tables: dict) -> str:
+    """`model` refit on every labelled video of the warehouse `tables` and registered as
+    fvc-detector@champion on the tracking server at `uri`, as `champion_model` does (which
+    needs every fold trained); its version."""
+    import mlflow
+
+    from fvc_dagster.lib.features.rows import CLIP_FEATURES, clip_features
+    from fvc_dagster.lib.serving.champion import labelled_clips, refit_baseline
+    from fvc_dagster.lib.serving.mlflow_registry import register_detector
+
+    clips = labelled_clips(tables["augmented_clips"], tables["cv_folds"])
+    features = clip_features(tables["handcrafted_features"], tables["scaled_features"])
+    detector = refit_baseline(model, clips, features, CLIP_FEATURES, FRAMES_PER_CLIP, "letterbox")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment("fvc-champion")
+        with mlflow.start_run(run_name=f"champion-{model}"):
+            return register_detector(detector, {"model": model})
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path, monkeypatch, capsys):
     import dagster as dg
     import duckdb
 
@@ -298,11 +328,26 @@ def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path):
     assert all(r["artifact_uri"].startswith("mlflow-artifacts:") for r in found)
     assert len(list(loopback.artifacts.rglob("MLmodel"))) == len(baselines)
 
+    # The champion registered on the server scores a video with `fvc score`, which reads the
+    # registry MLFLOW_TRACKING_URI names (its model and code through the served artifacts).
+    with duckdb.connect(str(views), read_only=True) as con:
+        tables = {t: con.execute(f"select * from fvc.{t}").df() for t in CHAMPION_INPUTS}
+    began_scoring = time.monotonic()
+    version = register_loopback_champion(loopback.mlflow_uri, baselines[0], tables)
+    video = tables["source_videos"]["path"][0]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", loopback.mlflow_uri)
+    capsys.readouterr()  # what registering printed
+    assert main(["--data-dir", str(tmp_path / "elsewhere"), "score", "--json", video]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["path"] == video and 0 <= row["probability_fake"] <= 1
+    assert row["version"] == version and row["model"] == baselines[0]
+    scoring_s = time.monotonic() - began_scoring
+
     first = min(start for start, _ in intervals.values())
     steps = {k: (round(a - first, 1), round(b - first, 1)) for k, (a, b) in intervals.items()}
     print(
         f"\nscale-out loopback: services up and runs done {finished - loopback.began:.1f} s "
         f"after the fixture began; driver {reported['timeline']}; "
         f"runs {[(r['job'], r['seconds']) for r in runs]}; hosts {sorted(set(hosts.values()))}; "
-        f"steps {steps}"
+        f"steps {steps}; champion registered and scored in {scoring_s:.1f} s"
     )

@@ -9,6 +9,7 @@ It drives the same Definitions, sensor and jobs as `dagster dev`, on the persist
 
 from __future__ import annotations
 
+import base64
 import os
 import textwrap
 import time
@@ -232,7 +233,9 @@ def _print_scores(data_dir: Path, seed: int) -> None:
     paths = [*picks["path"], str(fresh_path)]
     truth = [*(f"{label}, held in" for label in picks["label"]), f"{fresh_label}, fresh"]
     model, version = load_champion(local_tracking_uri(data_dir))
-    scores = model.predict(pd.DataFrame({"path": paths}))
+    # Sent as a client of the served model sends them: the files' bytes, named by their paths.
+    videos = [base64.b64encode(Path(path).read_bytes()).decode() for path in paths]
+    scores = model.predict(pd.DataFrame({"video": videos, "name": paths}))
     print(f"fvc-detector@champion (v{version.version}) on three videos:")
     for row, known in zip(scores.itertuples(), truth, strict=True):
         print(f"  {Path(row.path).name}: P(fake) = {row.probability_fake:.3f} -> {row.label} "

@@ -152,7 +152,7 @@ class NetworkFitter(Fitter):
         log_network_params(plan, str(fold), checkpoint, data)
         result, network, held_out = train_network(plan, data, checkpoint, on_epoch_end)
         scores = fold_scores(data.held_out.labels, held_out)
-        log_network_result(result, network, scores)
+        log_network_result(result, network, plan, scores)
         self.resumed[str(fold)] = result.resumed_from_epoch
         return FoldFit(
             data.held_out_rows, held_out, len(data.train), f"roc_auc={scores['roc_auc']:.3f}",

@@ -8,6 +8,8 @@ baselines, has the measurements).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
@@ -113,6 +115,35 @@ def xgboost(seed: int) -> BaseEstimator:
     return XGBClassifier(
         n_estimators=200, max_depth=3, learning_rate=0.1, subsample=0.9, n_jobs=2, random_state=seed
     )
+
+
+# The types beyond skops' defaults that a fitted `baseline_pipeline` of any tabular row holds:
+# what loading one from a skops file may build (`trusted_skops_types`), fixed here, never read
+# from the file it vets. A tabular row with another estimator adds its types here (a test says
+# which).
+SKOPS_TRUSTED_TYPES = (
+    "fvc_dagster.lib.models.baselines.CorrelationPruner",
+    "fvc_dagster.lib.models.baselines.SignificantFeatures",
+    "fvc_dagster.lib.models.baselines.SmallSampleCalibratedClassifierCV",
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+)
+
+
+def trusted_skops_types(file: str | Path) -> list[str]:
+    """`SKOPS_TRUSTED_TYPES`, after checking that the skops file `file` holds no other type
+    skops does not trust by default; ValueError naming the file and each such type otherwise."""
+    import skops.io
+
+    untrusted = sorted(set(skops.io.get_untrusted_types(file=file)) - set(SKOPS_TRUSTED_TYPES))
+    if untrusted:
+        raise ValueError(
+            f"{file} holds types a baseline pipeline never holds, refused: {', '.join(untrusted)}"
+        )
+    return list(SKOPS_TRUSTED_TYPES)
 
 
 def baseline_pipeline(model: str, seed: int = 0) -> Pipeline:

@@ -7,7 +7,7 @@ handcrafted features with the source's codec cues, the clip scaled into the 256-
 (letterbox, or the VAE when the model was trained on VAE-scaled clips), and the 8 scaled-clip
 features. A `Detector` scores those inputs, or the same
 rows read back from the warehouse (`video_scores` does), with a tabular baseline or a video
-network. `Detector.save` writes a folder (a JSON description and the model's file, never a
+network. `Detector.save` writes a folder (a JSON description and the model's files, never a
 pickle) that `Detector.load` reads back in a process that has only this package's library.
 """
 
@@ -17,21 +17,22 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fvc_dagster.lib.atomic import replacing
 from fvc_dagster.lib.clips.scaling import ScaledClip, letterbox
 from fvc_dagster.lib.features.forensic import handcrafted_features, scaled_features
 from fvc_dagster.lib.features.rows import codec_cues
 from fvc_dagster.lib.ingest.video import probe_video, sample_frames
 
-if TYPE_CHECKING:
-    from torch import nn
-
 DESCRIPTION = "detector.json"
+SKOPS_FILE = "model.skops"
 THRESHOLD = 0.5  # P(fake) at or above which a video is labelled fake, as in the CV metrics
+# A scored video: its path (or name), P(fake), label, and the one-line reason it was not scored.
+SCORE_COLUMNS = ["path", "probability_fake", "label", "error"]
 
 
 @dataclass
@@ -142,20 +143,20 @@ class Detector:
     def labels(self, probabilities: np.ndarray) -> list[str]:
         return ["fake" if p >= self.threshold else "real" for p in probabilities]
 
+    def score_file(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        """The row (`SCORE_COLUMNS`) of one video file, named `name` (default: its path); a
+        file that cannot be scored gets its error, naming it, and no probability."""
+        name = str(path) if name is None else name
+        try:
+            p = float(self.probabilities([video_input(path, self.frames_per_clip,
+                                                      self.scaling)])[0])  # fmt: skip
+        except Exception as exc:  # one bad file is that file's result, not the batch's
+            return failed_row(name, f"{type(exc).__name__}: {exc}")
+        return {"path": name, "probability_fake": p, "label": self.labels([p])[0], "error": None}
+
     def score_paths(self, paths: Iterable[str | Path]) -> pd.DataFrame:
-        """One row per path: `path, probability_fake, label, error`; a file that cannot be
-        scored gets its error (naming it) and no probability, and the others are scored."""
-        rows = []
-        for path in paths:
-            try:
-                p = float(self.probabilities([video_input(path, self.frames_per_clip,
-                                                          self.scaling)])[0])  # fmt: skip
-                rows.append({"path": str(path), "probability_fake": p,
-                             "label": self.labels([p])[0], "error": None})  # fmt: skip
-            except Exception as exc:  # one bad file is that file's result, not the batch's
-                rows.append({"path": str(path), "probability_fake": np.nan, "label": None,
-                             "error": f"{path}: {type(exc).__name__}: {exc}"})  # fmt: skip
-        return pd.DataFrame(rows, columns=["path", "probability_fake", "label", "error"])
+        """One `score_file` row per path: a bad file does not stop the others."""
+        return pd.DataFrame([self.score_file(path) for path in paths], columns=SCORE_COLUMNS)
 
     def description(self) -> dict[str, Any]:
         out = asdict(self)
@@ -163,51 +164,51 @@ class Detector:
         return out
 
     def save(self, folder: str | Path) -> Path:
-        """Write the detector into `folder` (created): `detector.json` and the model file."""
+        """Write the detector into `folder` (created): `detector.json` and the model's files
+        (a tabular pipeline as skops, a network as `lib.models.network_files`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        description = self.description()
         if self.kind == "features":
             import skops.io
 
-            skops.io.dump(self.estimator, folder / "model.skops")
-            untrusted = skops.io.get_untrusted_types(file=folder / "model.skops")
-            description["trusted_types"] = sorted(untrusted)
+            with replacing(folder / SKOPS_FILE) as file:
+                skops.io.dump(self.estimator, file)
         else:
-            import torch
+            from fvc_dagster.lib.models import get_spec
+            from fvc_dagster.lib.models.network_files import save_network
+            from fvc_dagster.lib.training.clip_data import model_options
 
-            torch.save(self.estimator.state_dict(), folder / "model.pt")
-        (folder / DESCRIPTION).write_text(json.dumps(description, indent=2))
+            options = model_options(get_spec(self.model_name).input, self.pixels)
+            save_network(self.estimator, self.model_name, options, folder)
+        with replacing(folder / DESCRIPTION) as file:
+            file.write_text(json.dumps(self.description(), indent=2))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> Detector:
+        """The detector `save` wrote: a skops file holding a type outside the baselines'
+        `SKOPS_TRUSTED_TYPES` is refused (ValueError naming it) before anything is built."""
         folder = Path(folder)
         description = json.loads((folder / DESCRIPTION).read_text())
-        trusted = description.pop("trusted_types", [])
+        # Versions registered before the trusted types were fixed in code listed their own.
+        description.pop("trusted_types", None)
         if description["kind"] == "features":
             import skops.io
 
-            file = folder / "model.skops"
-            unexpected = set(skops.io.get_untrusted_types(file=file)) - set(trusted)
-            if unexpected:
-                raise ValueError(f"{file} holds types it was not saved with: {sorted(unexpected)}")
-            estimator = skops.io.load(file, trusted=trusted)
+            from fvc_dagster.lib.models.baselines import trusted_skops_types
+
+            file = folder / SKOPS_FILE
+            estimator = skops.io.load(file, trusted=trusted_skops_types(file))
         else:
-            estimator = _load_network(description, folder / "model.pt")
+            from fvc_dagster.lib.models.network_files import load_network
+
+            estimator = load_network(folder)
         return cls(estimator=estimator, **description)
 
 
-def _load_network(description: dict[str, Any], file: Path) -> nn.Module:
-    import torch
-
-    from fvc_dagster.lib.models import build_model, get_spec
-    from fvc_dagster.lib.training.clip_data import model_options
-
-    name = description["model_name"]
-    model = build_model(name, **model_options(get_spec(name).input, description["pixels"]))
-    model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
-    return model.eval()
+def failed_row(name: str, reason: str) -> dict[str, Any]:
+    """The `SCORE_COLUMNS` row of a video `name` that was not scored, and why."""
+    return {"path": name, "probability_fake": np.nan, "label": None, "error": f"{name}: {reason}"}
 
 
 def _box_columns(box: tuple[int, int, int, int]) -> dict[str, int]:

@@ -1,10 +1,12 @@
 """The detector as an MLflow pyfunc model in the Model Registry: `fvc-detector@champion`.
 
-Its input is a DataFrame with a `path` column of video files; its output one row per path with
-`probability_fake`, `label` and `error` (the one-line reason a file could not be scored). It
-carries this package's code (`code_paths`), so `mlflow.pyfunc.load_model` and
-`mlflow models predict/serve --env-manager local` run the pipeline's library in any process
-that has the requirements installed; nothing there imports Dagster. The pyfunc class
+Its input is a DataFrame, one video a row: its bytes in base64 (`video`, with an optional
+`name`) or a `path` under `$FVC_SERVING_ROOT` (`lib/serving/requests.py`); its output one row
+per video with `path` (or name), `probability_fake`, `label` and `error` (the one-line reason
+it could not be scored). It carries this package's code (`code_paths`), so
+`mlflow.pyfunc.load_model` and `mlflow models predict/serve --env-manager local` run the
+pipeline's library in any process that has the requirements installed; nothing there imports
+Dagster. The pyfunc class
 (`DetectorModel`) is in `lib/serving/pyfunc_model.py`, the file logged as the model; MLflow
 is imported where used here, so loading the code location does not import it.
 """
@@ -28,7 +30,7 @@ REGISTERED_MODEL = "fvc-detector"
 ALIAS = "champion"
 # What scoring imports, pinned to the versions the detector was built with.
 REQUIREMENTS = (
-    "numpy", "pandas", "scipy", "scikit-learn", "xgboost", "skops", "av",
+    "numpy", "pandas", "scipy", "scikit-learn", "xgboost", "skops", "safetensors", "av",
     "opencv-python-headless", "threadpoolctl", "torch", "torchvision", "pytorchvideo",
 )  # fmt: skip
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
@@ -74,12 +76,16 @@ def register_detector(
     of `name` carrying `tags`, move the alias `champion` to it, and return the version."""
     import mlflow.pyfunc
     from mlflow import MlflowClient
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
 
+    # One video a row: its bytes (`video`, base64, and a `name`) or a `path` under the
+    # serving root (`lib.serving.requests`).
+    inputs = Schema([ColSpec("string", column, required=False)
+                     for column in ("video", "name", "path")])  # fmt: skip
+    outputs = Schema([ColSpec("string", "path"), ColSpec("double", "probability_fake"),
+                      ColSpec("string", "label"), ColSpec("string", "error")])  # fmt: skip
     example = pd.DataFrame({"path": ["video.mp4"]})
-    output = pd.DataFrame(
-        {"path": ["video.mp4"], "probability_fake": [0.5], "label": ["fake"], "error": [""]}
-    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = detector.save(Path(tmp) / "detector")
         mlflow.log_params(_loggable(detector.description()))
@@ -89,7 +95,7 @@ def register_detector(
             artifacts={"detector": str(folder)},
             code_paths=[str(PACKAGE_DIR)],
             pip_requirements=requirements(),
-            signature=infer_signature(example, output),
+            signature=ModelSignature(inputs, outputs),
             input_example=example,
             registered_model_name=name,
         )

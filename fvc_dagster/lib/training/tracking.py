@@ -3,9 +3,8 @@ XGBoost's on clip embeddings."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,9 +12,9 @@ from typing import TYPE_CHECKING
 import mlflow
 import mlflow.sklearn
 import pandas as pd
-import skops.io
 from mlflow.models import infer_signature
 
+from fvc_dagster.lib.models.baselines import SKOPS_TRUSTED_TYPES
 from fvc_dagster.lib.training.ensemble import StackedFold
 from fvc_dagster.lib.training.fold_data import FoldData
 from fvc_dagster.lib.training.tabular import FoldResult
@@ -51,8 +50,8 @@ def log_fold_run(result: FoldResult, model: str, fold: str, data: FoldData) -> N
         serialization_format="skops",  # MLflow's local default, not pickle on any tracking URI
         signature=infer_signature(x_val, result.pipeline.predict_proba(x_val)[:, 1]),
         pip_requirements=["scikit-learn", "xgboost"],
-        # skops refuses types it does not know; these are the ones this pipeline was built from.
-        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(result.pipeline)),
+        # skops refuses types it does not know: trust the baselines' own, fixed in code.
+        skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
     )
 
 
@@ -152,43 +151,41 @@ def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
     mlflow.log_metrics({k: v for k, v in logged.items() if math.isfinite(v)}, step=epoch)
 
 
-def log_network_result(result: TrainResult, model: nn.Module, scores: dict[str, float]) -> None:
+# The artifact folder of a fold run's network (`lib.models.network_files`).
+NETWORK_ARTIFACT = "model"
+
+
+def log_network_result(
+    result: TrainResult, model: nn.Module, plan: NetworkPlan, scores: dict[str, float]
+) -> None:
     """The epochs this run resumed past, the validation scores of the best epoch, and the best
-    model (an MLflow PyTorch model)."""
-    import mlflow.pytorch
+    model as the artifact folder `model`: the registry name, its build options and the weights
+    as safetensors, no pickle."""
+    from fvc_dagster.lib.models import get_spec
+    from fvc_dagster.lib.models.network_files import save_network
+    from fvc_dagster.lib.training.clip_data import model_options
 
     for metrics in result.history[: result.resumed_from_epoch]:
         log_epoch(metrics["epoch"], metrics)
     mlflow.log_params({"resumed_from_epoch": result.resumed_from_epoch})
     finite = {k: float(v) for k, v in scores.items() if math.isfinite(float(v))}
     mlflow.log_metrics({**finite, "best_epoch": result.best_epoch})
-    # pickle, not MLflow's default pt2: torch.export traces forward on an input example, which
-    # networks with several inputs or data-dependent pooling do not all survive. The champion
-    # is served from weights alone (`Detector.save`), not from this model.
-    with _without_pickle_notice():
-        mlflow.pytorch.log_model(
-            model.cpu().eval(),
-            name="model",
-            serialization_format="pickle",
-            pip_requirements=["torch", "torchvision", "pytorchvideo"],
+    options = model_options(get_spec(plan.model).input, plan.pixels)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_network(model.cpu().eval(), plan.model, options, Path(tmp) / "model")
+        mlflow.log_artifacts(str(folder), NETWORK_ARTIFACT)
+
+
+def load_logged_network(run_id: str) -> nn.Module:
+    """The network a fold run logged (`log_network_result`), rebuilt from its registry row and
+    weights, in eval mode on the CPU."""
+    from fvc_dagster.lib.models.network_files import load_network
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=NETWORK_ARTIFACT, dst_path=tmp
         )
-
-
-class _PickleNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Saving pytorch model by Pickle")
-
-
-@contextlib.contextmanager
-def _without_pickle_notice():
-    """mlflow.pytorch without its warning that pickle is unsafe: the format is chosen above
-    and nothing a user can change (one warning per fold run otherwise)."""
-    logger, notice = logging.getLogger("mlflow.pytorch"), _PickleNotice()
-    logger.addFilter(notice)
-    try:
-        yield
-    finally:
-        logger.removeFilter(notice)
+        return load_network(Path(folder))
 
 
 def log_embedding_fold(
