@@ -74,11 +74,13 @@ def build_defs(
     password_env: str | None = None,
     profile: str = EMBEDDED,
     inbox_limits: Mapping[str, int | dg.EnvVar] | None = None,
+    test_archives: str | dg.EnvVar = "",
 ) -> dg.Definitions:
     """Definitions over one data root; the archive password comes from `password_env` if named.
     `profile` "scaleout" runs steps on Celery workers, "k8s" each step as a Kubernetes job; both
     keep tables as Parquet files and track on an MLflow server (fvc_dagster/defs/scaleout.py,
-    deploy/scaleout/, deploy/k8s/). `inbox_limits` sets `VideoInbox` limits (max_members...)."""
+    deploy/scaleout/, deploy/k8s/). `inbox_limits` sets `VideoInbox` limits (max_members...);
+    `test_archives` its test-archive patterns (`Shifted*.zip,Test*.zip`)."""
     root = Path(data_dir).resolve()
     storage = FvcStorage(data_dir=str(root))
     warehouse = str(root / "warehouse.duckdb")
@@ -107,6 +109,7 @@ def build_defs(
             "inbox": VideoInbox(
                 storage=storage,
                 password=dg.EnvVar(password_env) if password_env else None,
+                test_archives=test_archives,
                 **(inbox_limits or {}),
             ),
             "storage": storage,
@@ -125,11 +128,13 @@ def build_defs(
 def defs() -> dg.Definitions:
     """Resolved when the code location loads: `FVC_DATA_DIR` (default `./data`) and, when set,
     `FVC_ZIP_PASSWORD` through an `EnvVar` (never stored in run config or metadata),
-    `FVC_PROFILE` (embedded, the default, scaleout or k8s), and the inbox limits set by
-    `FVC_MAX_*` variables (`INBOX_LIMIT_ENV`), each through an `EnvVar`."""
+    `FVC_PROFILE` (embedded, the default, scaleout or k8s), the inbox limits set by
+    `FVC_MAX_*` variables (`INBOX_LIMIT_ENV`) and the test-archive patterns of
+    `FVC_TEST_ARCHIVES`, each through an `EnvVar`."""
     return build_defs(
         os.environ.get("FVC_DATA_DIR", "data"),
         "FVC_ZIP_PASSWORD" if os.environ.get("FVC_ZIP_PASSWORD") else None,
         profile_from(os.environ.get(PROFILE_ENV)),
         inbox_limits_from(os.environ),
+        dg.EnvVar("FVC_TEST_ARCHIVES") if os.environ.get("FVC_TEST_ARCHIVES") else "",
     )

@@ -113,10 +113,13 @@ def video_bytes_factory(tmp_path_factory):
     return make
 
 
-def fvc_metadata(rows: list[tuple[str, str, str]]) -> bytes:
-    """An FVC.csv (`cascade_id,video_url,label`) for (cascade, youtube id, label) rows."""
-    lines = ["cascade_id,video_url,label"] + [
-        f"{cascade},https://www.youtube.com/watch?v={vid},{label}" for cascade, vid, label in rows
+def fvc_metadata(rows: list[tuple[str, str, str]], splits: Sequence[str] | None = None) -> bytes:
+    """An FVC.csv (`cascade_id,video_url,label`) for (cascade, youtube id, label) rows, with a
+    `split` column of `splits` (one a row) when given."""
+    lines = ["cascade_id,video_url,label" + (",split" if splits is not None else "")] + [
+        f"{cascade},https://www.youtube.com/watch?v={vid},{label}"
+        + (f",{splits[i]}" if splits is not None else "")
+        for i, (cascade, vid, label) in enumerate(rows)
     ]
     return ("\n".join(lines) + "\n").encode()
 
@@ -170,6 +173,16 @@ def write_labelled_inbox(
     if metadata != archive:
         write_zip(inbox / metadata, table)
     return inbox
+
+
+def with_test_rows(training_clips: pd.DataFrame) -> pd.DataFrame:
+    """`training_clips` with `test` rows in every fold: fold 0's validation clips again, as a
+    test video's original clips would be (their features, embeddings and files exist)."""
+    import pandas as pd
+
+    first = training_clips[(training_clips["fold"] == 0) & (training_clips["role"] == "validation")]
+    tests = [first.assign(fold=fold, role="test") for fold in training_clips["fold"].unique()]
+    return pd.concat([training_clips, *tests], ignore_index=True)
 
 
 def query(root: Path, sql: str) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from fvc_dagster.lib.models import REGISTRY
 def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("FVC_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("FVC_ZIP_PASSWORD", "secret")
+    monkeypatch.setenv("FVC_TEST_ARCHIVES", "Shifted*.zip,Test*.zip")
     defs = definitions.defs()
     assert isinstance(defs, dg.Definitions)
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
@@ -29,10 +30,16 @@ def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
     assert defs.resolve_job_def("video_pipeline") and defs.resolve_job_def("training")
     assert defs.resolve_job_def("networks")
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert checks >= {"no_cascade_in_two_folds", "every_fold_has_both_classes"}
+    assert checks >= {
+        "no_cascade_in_two_folds",
+        "every_fold_has_both_classes",
+        "no_test_video_in_folds",
+        "no_test_video_in_training",
+    }
     inbox = defs.resources["inbox"]
     assert inbox.storage.root == tmp_path.resolve()
     assert isinstance(inbox.password, dg.EnvVar)  # resolved per run, never stored in config
+    assert isinstance(inbox.test_archives, dg.EnvVar)
     defs.resolve_all_job_defs()  # every job resolves against the bound resources
 
 

@@ -71,7 +71,7 @@ def test_unsafe_stems_become_safe_distinct_partition_keys():
 def test_fvc_metadata_maps_cascades_to_duplicate_groups():
     csv_text = fvc_metadata([("c1", "aaaaaaaaaaa", "fake"), ("c1", "bbbbbbbbbbb", "REAL")]).decode()
     rows = parse_metadata_csv(csv_text, "FVC.csv")
-    row = {"platform": "youtube", "dup_group": "c1", "source": "FVC.csv"}
+    row = {"platform": "youtube", "dup_group": "c1", "split": None, "source": "FVC.csv"}
     assert rows == [
         {"video_id": "aaaaaaaaaaa", "raw_label": "fake", **row},
         {"video_id": "bbbbbbbbbbb", "raw_label": "real", **row},
@@ -87,9 +87,31 @@ def test_plain_metadata_csv_is_accepted():
         "raw_label": "fake",
         "platform": "tiktok",
         "dup_group": "g1",
+        "split": None,
         "source": "m.csv",
     }
     assert rows[1]["dup_group"] == "v2"
+
+
+def test_a_split_column_declares_train_or_test_in_either_layout():
+    fvc = fvc_metadata([("c1", "aaaaaaaaaaa", "fake"), ("c2", "bbbbbbbbbbb", "real")], ["Test", ""])
+    assert [r["split"] for r in parse_metadata_csv(fvc.decode(), "FVC.csv")] == ["test", None]
+    plain = "video_id,label,split\nv1,fake,train\nv2,real,test\n"
+    assert [r["split"] for r in parse_metadata_csv(plain, "m.csv")] == ["train", "test"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        fvc_metadata(
+            [("c1", "aaaaaaaaaaa", "fake"), ("c2", "bbbbbbbbbbb", "real")], ["test", "holdout"]
+        ).decode(),  # fmt: skip
+        "video_id,label,split\nv1,fake,train\nv2,real,holdout\n",
+    ],
+)
+def test_a_split_that_is_neither_train_nor_test_is_refused_naming_its_line(text):
+    with pytest.raises(ValueError, match="m.csv line 3: split 'holdout' is neither train nor test"):
+        parse_metadata_csv(text, "m.csv")
 
 
 def test_unknown_metadata_columns_are_refused_naming_the_file():

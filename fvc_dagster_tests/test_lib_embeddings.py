@@ -9,6 +9,7 @@ import pytest
 import torch
 from torchvision.models import get_model
 
+from conftest import with_test_rows
 from fvc_dagster.lib.clips.store import write_clip
 from fvc_dagster.lib.clips.video_clips import ORIGINAL
 from fvc_dagster.lib.models import WeightsMissing, build_model, models_of
@@ -138,6 +139,15 @@ def test_xgboost_fits_the_fold_s_training_clips_and_scores_its_validation_clips(
     assert np.array_equal(
         fit.probabilities, fit_embedding_model(embedding_model("i3d"), fold).probabilities
     )
+
+
+def test_test_rows_are_neither_fit_nor_scored_by_the_embedding_models():
+    training, embeddings = fold_tables()
+    for fold in (0, 1):
+        plain = embedding_fold(training, embeddings, fold)
+        with_test = embedding_fold(with_test_rows(training), embeddings, fold)
+        pd.testing.assert_frame_equal(plain.train, with_test.train)
+        pd.testing.assert_frame_equal(plain.validation, with_test.validation)
 
 
 def test_a_fold_of_one_class_or_without_embeddings_is_refused():

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import with_test_rows
 from fvc_dagster.lib.models.stacking import NonNegativeLogistic
 from fvc_dagster.lib.training.ensemble import (
     BaseLearner,
@@ -58,6 +59,17 @@ def test_each_fold_is_scored_by_fits_that_never_saw_it(corpus):
             folds.loc[folds["fold"] == fold, "video_id"]
         )
         assert set(stacked.record["train"]) == set(folds.loc[folds["fold"] != fold, "video_id"])
+
+
+def test_test_rows_take_no_part_in_stacking(corpus):
+    training_clips, features, _ = corpus
+    for fold in (0, 2):
+        plain, with_test = (
+            stack_fold(t, learners(features), fold)
+            for t in (training_clips, with_test_rows(training_clips))
+        )
+        assert plain.record == with_test.record and plain.weights == with_test.weights
+        pd.testing.assert_frame_equal(plain.predictions, with_test.predictions)
 
 
 def test_flipping_a_folds_labels_leaves_its_stacked_predictions_bit_identical(corpus):

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import with_test_rows
 from fvc_dagster.lib.evaluation.metrics import (
     NO_WEIGHTS,
     compare_models,
@@ -12,7 +13,13 @@ from fvc_dagster.lib.evaluation.metrics import (
 )
 from fvc_dagster.lib.models import CorrelationPruner, baseline_pipeline, kept_features, models_of
 from fvc_dagster.lib.models.baselines import SignificantFeatures, selected_features
-from fvc_dagster.lib.training.fold_data import assign_clips, clip_owners, fold_data, leak_report
+from fvc_dagster.lib.training.fold_data import (
+    assign_clips,
+    clip_owners,
+    fold_data,
+    leak_report,
+    rows_using_test_videos,
+)
 from fvc_dagster.lib.training.tabular import baseline_training_rows, train_fold
 
 FEATURES = ["signal", "copy_of_signal", "constant", "noise"]
@@ -42,6 +49,50 @@ def test_held_out_fold_validates_on_original_clips_only():
     assert set(folds.loc[folds["fold"] == 2, "video_id"]) == set(data.validation["video_id"])
     assert not set(data.train["video_id"]) & set(data.validation["video_id"])
     assert len(data.train) == 32 * 3  # every clip of the 32 training videos
+
+
+def test_test_videos_original_clips_are_test_rows_of_every_fold_and_train_none():
+    clips, folds = clip_table(n_videos=43)
+    test = folds[folds["video_id"].isin(["v40", "v41", "v42"])]
+    train = folds[~folds.index.isin(test.index)]
+    assignments = assign_clips(clips, train, 5, test)
+    rows = assignments[assignments["role"] == "test"]
+    assert set(rows["aug_index"]) == {-1}
+    assert sorted(rows[["fold", "video_id", "label"]].itertuples(index=False)) == [
+        (f, v, label)
+        for f in range(5)
+        for v, label in zip(test["video_id"], test["label"], strict=True)
+    ]
+    pd.testing.assert_frame_equal(
+        assignments[assignments["role"] != "test"].reset_index(drop=True),
+        assign_clips(clips, train, 5).reset_index(drop=True),
+    )
+
+
+def test_the_tabular_baselines_ignore_test_rows():
+    clips, folds = clip_table()
+    assignments = assign_clips(clips, folds, 5)
+    for fold in range(5):
+        plain, with_test = (
+            fold_data(a, clips, fold, FEATURES) for a in (assignments, with_test_rows(assignments))
+        )
+        pd.testing.assert_frame_equal(plain.train, with_test.train)
+        pd.testing.assert_frame_equal(plain.validation, with_test.validation)
+
+
+def test_rows_using_test_videos_are_folds_and_train_or_validation_roles():
+    clips, folds = clip_table(n_videos=10)
+    test = pd.DataFrame({"video_id": ["v3"], "reason": ["split column of FVC.csv says test"]})
+    assert rows_using_test_videos(folds, test)[["video_id", "fold", "reason"]].to_dict(
+        "records"
+    ) == [{"video_id": "v3", "fold": 3, "reason": "split column of FVC.csv says test"}]
+    assignments = assign_clips(clips, folds, 5)
+    used = rows_using_test_videos(assignments, test)
+    assert set(used["role"]) == {"train", "validation"} and set(used["video_id"]) == {"v3"}
+    proper = assign_clips(
+        clips, folds[folds["video_id"] != "v3"], 5, folds[folds["video_id"] == "v3"]
+    )
+    assert rows_using_test_videos(proper, test).empty
 
 
 def owners(clips: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from fvc_dagster.lib.training.folds import (
     assign_folds,
     folds_missing_a_class,
     groups_in_several_folds,
+    labelled_test_videos,
     videos_keeping_their_fold,
 )
 
@@ -71,3 +72,26 @@ def test_the_checks_detect_straddling_cascades_and_one_class_folds():
     )
     assert groups_in_several_folds(folds) == ["g"]
     assert folds_missing_a_class(folds, 3) == {0: ["fake"], 2: ["real", "fake"]}
+
+
+def test_test_videos_get_no_fold_and_leave_the_train_videos_folds_as_they_were():
+    train = corpus(30).assign(split="train")
+    test = corpus(12, seed=1).assign(video_id=lambda t: "test_" + t["video_id"], split="test")
+    with_test = pd.concat([train, test], ignore_index=True)
+    pd.testing.assert_frame_equal(assign_folds(with_test), assign_folds(train))
+    before = assign_folds(train)  # and when the test videos arrive later
+    pd.testing.assert_frame_equal(assign_folds(with_test, previous=before), before)
+
+
+def test_labelled_test_videos_are_the_real_and_fake_videos_of_the_test_split():
+    videos = pd.DataFrame(
+        {
+            "video_id": ["a", "b", "c", "d"],
+            "label": ["fake", None, "real", "real"],
+            "split": ["test", "test", "train", "test"],
+        }
+    )
+    assert labelled_test_videos(videos).to_dict("records") == [
+        {"video_id": "a", "label": "fake"},
+        {"video_id": "d", "label": "real"},
+    ]

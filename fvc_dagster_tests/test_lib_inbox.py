@@ -98,6 +98,25 @@ def test_a_label_flipping_back_is_a_new_relabelling_each_time(inbox):
     assert changes[0][1] == changes[2][1]  # the same metadata hash came back
 
 
+def test_a_video_moving_to_the_test_split_is_re_run(inbox):
+    _, state, registered = scan_and_register(inbox, ScanState(), [])
+    rows = [("c0", v, "fake") for v in IDS]
+    splits = ["test" if v == IDS[1] else "train" for v in IDS]
+    rewrite(inbox / "Metadata.zip", {"FVC.csv": fvc_metadata(rows, splits)}, 1)
+    plan = plan_scan(inbox, state, registered)
+    # a declared train is no change for a video that was train by default
+    assert plan.relabelled == [IDS[1]]
+
+
+def test_changed_test_archive_patterns_re_run_the_videos_of_archives_they_move(inbox):
+    _, state, registered = scan_and_register(inbox, ScanState(), [])
+    plan = plan_scan(inbox, state, registered, test_archives=["FVC2*.zip", "Nothing*.zip"])
+    assert plan.relabelled == IDS[3:5] and plan.read == []
+    state = ScanState.from_cursor(plan.state.to_cursor())
+    assert plan_scan(inbox, state, registered, test_archives=["FVC2.zip"]).relabelled == []
+    assert plan_scan(inbox, state, registered).relabelled == IDS[3:5]
+
+
 def test_a_registered_video_keeps_its_source_copies_pass_and_other_bytes_are_named(
     inbox, video_bytes
 ):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import with_test_rows
 from fvc_dagster.lib.clips.store import write_clip
 from fvc_dagster.lib.training.fold_data import assign_clips, selection_fold
 from fvc_dagster.lib.training.networks import checkpoint_dir, fold_clips, plan_network
@@ -54,6 +55,18 @@ def test_fold_k_trains_without_its_selection_fold_and_scores_only_its_own_videos
             chooser,
         }
         assert len(data.train) == len(data.train_rows) and len(data.held_out) == 2
+
+
+def test_test_rows_neither_train_nor_choose_the_epoch_nor_are_scored(stored, tmp_path):
+    training_clips, scaled, _ = stored
+    folds = range(N_FOLDS)
+    plain = fold_clips(training_clips, scaled, folds, plan(), tmp_path)
+    with_test = fold_clips(with_test_rows(training_clips), scaled, folds, plan(), tmp_path)
+    for fold in folds:
+        assert plain[fold].record == with_test[fold].record
+        assert checkpoint_dir(tmp_path, plan(), plain[fold]) == checkpoint_dir(
+            tmp_path, plan(), with_test[fold]
+        )
 
 
 def test_a_fixed_epoch_count_trains_on_every_other_fold_and_selects_nothing(stored, tmp_path):

@@ -18,6 +18,7 @@ from fvc_dagster.lib.ingest.archives import (
     InboxIndex,
     index_inbox,
 )
+from fvc_dagster.lib.ingest.splits import archive_patterns
 
 
 class FvcStorage(dg.ConfigurableResource):
@@ -63,7 +64,8 @@ INBOX_LIMIT_ENV = {
 
 
 class VideoInbox(dg.ConfigurableResource):
-    """Reads the archives of the inbox: password, zip-bomb limits and label mapping."""
+    """Reads the archives of the inbox: password, zip-bomb limits, label mapping and the
+    test-archive patterns."""
 
     storage: FvcStorage
     password: str | None = Field(
@@ -95,6 +97,11 @@ class VideoInbox(dg.ConfigurableResource):
         default_factory=lambda: dict(DEFAULT_LABEL_MAP),
         description="Metadata label -> training label (real/fake); unmapped labels do not train.",
     )
+    test_archives: str = Field(
+        default="",
+        description="Comma-separated fnmatch patterns of archive names whose videos are "
+        "test-only, e.g. 'Shifted*.zip,Test*.zip' (FVC_TEST_ARCHIVES).",
+    )
 
     @property
     def limits(self) -> ArchiveLimits:
@@ -106,6 +113,10 @@ class VideoInbox(dg.ConfigurableResource):
             max_metadata_bytes=self.max_metadata_mb * MIB,
             max_quarantine_bytes=self.max_quarantine_mb * MIB,
         )
+
+    @property
+    def test_archive_patterns(self) -> tuple[str, ...]:
+        return archive_patterns(self.test_archives)
 
     def index(self) -> InboxIndex:
         return index_inbox(self.storage.inbox, self.password, self.limits)

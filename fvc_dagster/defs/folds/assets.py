@@ -1,5 +1,5 @@
-"""The folds: `cv_folds` (which fold holds each labelled video) and `training_clips` (which
-clips train and validate each fold)."""
+"""The folds: `cv_folds` (which fold holds each labelled train video) and `training_clips`
+(which clips train and validate each fold, and which test clips each fold's model scores)."""
 
 import dagster as dg
 import pandas as pd
@@ -8,8 +8,13 @@ from dagster_duckdb import DuckDBResource
 from fvc_dagster.defs.automation import UPDATE_ON_NEW_DATA
 from fvc_dagster.defs.partitions import ALL_VIDEOS, DEFAULT_FOLDS, N_FOLDS
 from fvc_dagster.defs.warehouse import existing_table
+from fvc_dagster.lib.ingest.splits import TEST
 from fvc_dagster.lib.training.fold_data import assign_clips
-from fvc_dagster.lib.training.folds import assign_folds, videos_keeping_their_fold
+from fvc_dagster.lib.training.folds import (
+    assign_folds,
+    labelled_test_videos,
+    videos_keeping_their_fold,
+)
 
 FOLD_SEED = 0
 
@@ -22,8 +27,9 @@ FOLD_SEED = 0
 def cv_folds(
     context: dg.AssetExecutionContext, source_videos: pd.DataFrame, warehouse: DuckDBResource
 ) -> pd.DataFrame:
-    """One row per labelled video: its fold, stratified by label and grouped by cascade. A
-    video keeps its fold when new videos come; all are re-assigned when `FVC_FOLDS` changed."""
+    """One row per labelled train video: its fold, stratified by label and grouped by cascade
+    (test videos get none). A video keeps its fold when new videos come; all are re-assigned
+    when `FVC_FOLDS` changed."""
     previous = existing_table(warehouse, "cv_folds")
     before = _fold_count_before(context, previous)
     if before is not None and before != N_FOLDS:
@@ -33,12 +39,14 @@ def cv_folds(
         )
         previous = None
     folds = assign_folds(source_videos, N_FOLDS, FOLD_SEED, previous)
+    left_out = int((source_videos["split"] == TEST).sum())
     counts = folds.pivot_table(index="fold", columns="label", values="video_id", aggfunc="count")
     context.add_output_metadata(
         {
             "folds": dg.MetadataValue.int(N_FOLDS),
             "reassigned": dg.MetadataValue.bool(before is not None and before != N_FOLDS),
             "videos": dg.MetadataValue.int(len(folds)),
+            "test_videos_left_out": dg.MetadataValue.int(left_out),
             "cascades": dg.MetadataValue.int(folds["dup_group"].nunique()),
             "kept_from_previous": dg.MetadataValue.int(videos_keeping_their_fold(folds, previous)),
             "class_counts": dg.MetadataValue.md(counts.fillna(0).astype(int).to_markdown()),
@@ -64,15 +72,19 @@ def _fold_count_before(
 @dg.asset(
     group_name="folds",
     kinds={"duckdb"},
-    ins={"cv_folds": dg.AssetIn(), "augmented_clips": ALL_VIDEOS},
+    ins={"cv_folds": dg.AssetIn(), "augmented_clips": ALL_VIDEOS, "source_videos": ALL_VIDEOS},
     automation_condition=UPDATE_ON_NEW_DATA,
 )
 def training_clips(
-    context: dg.AssetExecutionContext, cv_folds: pd.DataFrame, augmented_clips: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    cv_folds: pd.DataFrame,
+    augmented_clips: pd.DataFrame,
+    source_videos: pd.DataFrame,
 ) -> pd.DataFrame:
     """One row per fold and clip: whether the clip trains that fold (every clip of the other
-    folds' videos) or validates it (original clips of its held-out videos only)."""
-    table = assign_clips(augmented_clips, cv_folds, N_FOLDS)
+    folds' videos), validates it (original clips of its held-out videos only) or is a test
+    clip for its model to score (original clips of the labelled test videos, in every fold)."""
+    table = assign_clips(augmented_clips, cv_folds, N_FOLDS, labelled_test_videos(source_videos))
     counts = table.pivot_table(index="fold", columns="role", values="clip_id", aggfunc="count")
     context.add_output_metadata({"clips_per_fold": dg.MetadataValue.md(counts.to_markdown())})
     return table

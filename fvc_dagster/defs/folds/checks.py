@@ -1,13 +1,22 @@
 """Blocking checks of the folds: no cascade straddles folds, every fold holds both classes, no
-clip of a held-out video (original, augmented or scaled, as its files say) trains its fold."""
+clip of a held-out video (original, augmented or scaled, as its files say) trains its fold, and
+no test video has a fold or trains or validates one."""
 
 import dagster as dg
 import pandas as pd
+from dagster_duckdb import DuckDBResource
 
 from fvc_dagster.defs.folds.assets import cv_folds, training_clips
 from fvc_dagster.defs.partitions import N_FOLDS
-from fvc_dagster.defs.resources import FvcStorage
-from fvc_dagster.lib.training.fold_data import TRAIN, clip_owners, leak_report
+from fvc_dagster.defs.resources import FvcStorage, VideoInbox
+from fvc_dagster.defs.warehouse import existing_table
+from fvc_dagster.lib.ingest.splits import videos_in_test_split
+from fvc_dagster.lib.training.fold_data import (
+    TRAIN,
+    clip_owners,
+    leak_report,
+    rows_using_test_videos,
+)
 from fvc_dagster.lib.training.folds import folds_missing_a_class, groups_in_several_folds
 
 
@@ -67,3 +76,39 @@ def no_held_out_clip_in_training(
             },
         },
     )
+
+
+def _test_videos_used(
+    rows: pd.DataFrame, warehouse: DuckDBResource, inbox: VideoInbox
+) -> dg.AssetCheckResult:
+    """Fails naming every test video that `rows` (cv_folds or training_clips) uses: which videos
+    are test is decided again from the stored `source_videos` (each video's archive and declared
+    split) and the configured test-archive patterns, not taken from the rows checked."""
+    stored = existing_table(warehouse, "source_videos")
+    test = videos_in_test_split(stored, inbox.test_archive_patterns)
+    used = rows_using_test_videos(rows, test)
+    return dg.AssetCheckResult(
+        passed=used.empty,
+        metadata={
+            "test_videos": dg.MetadataValue.int(len(test)),
+            "test_videos_used": dg.MetadataValue.json(sorted(used["video_id"].unique())),
+            "examples": dg.MetadataValue.json(used.head(20).to_dict("records")),
+        },
+    )
+
+
+@dg.asset_check(asset=cv_folds, blocking=True)
+def no_test_video_in_folds(
+    cv_folds: pd.DataFrame, warehouse: DuckDBResource, inbox: VideoInbox
+) -> dg.AssetCheckResult:
+    """No test video (metadata `split` test, or an archive matching `FVC_TEST_ARCHIVES`) has a
+    fold."""
+    return _test_videos_used(cv_folds, warehouse, inbox)
+
+
+@dg.asset_check(asset=training_clips, blocking=True)
+def no_test_video_in_training(
+    training_clips: pd.DataFrame, warehouse: DuckDBResource, inbox: VideoInbox
+) -> dg.AssetCheckResult:
+    """No clip of a test video trains or validates a fold: test videos have `test` rows only."""
+    return _test_videos_used(training_clips, warehouse, inbox)

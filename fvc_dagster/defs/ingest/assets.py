@@ -25,7 +25,8 @@ def _registered_sources(warehouse: DuckDBResource) -> dict[str, RegisteredSource
 def source_videos(
     context: dg.AssetExecutionContext, inbox: VideoInbox, warehouse: DuckDBResource
 ) -> pd.DataFrame:
-    """One row per video: its archive and member, sha256, label and cascade, and PyAV probe."""
+    """One row per video: its archive and member, sha256, label and cascade, split (train or
+    test, and the rule that decided it), and PyAV probe."""
     index = inbox.index()
     for line in index.merges:
         context.log.info(line)
@@ -44,11 +45,15 @@ def source_videos(
             inbox.limits,
             inbox.label_map,
             registered.get(video_id),
+            inbox.test_archive_patterns,
         ),
     )
     table = pd.DataFrame(rows, columns=list(SOURCE_VIDEO_COLUMNS))
-    probe = ["label", "width", "height", "fps", "frame_count", "codec"]
+    probe = ["label", "split", "width", "height", "fps", "frame_count", "codec"]
     own = table.set_index("video_id")[probe].to_dict("index")
-    labels = table["label"].fillna("none").value_counts().to_dict()
-    add_video_metadata(context, seconds, own, {"labels": dg.MetadataValue.json(labels)})
+    counts = {
+        "labels": dg.MetadataValue.json(table["label"].fillna("none").value_counts().to_dict()),
+        "splits": dg.MetadataValue.json(table["split"].value_counts().to_dict()),
+    }
+    add_video_metadata(context, seconds, own, counts)
     return table

@@ -43,7 +43,14 @@ def batch_run_requests(
 def archive_sensor(context: dg.SensorEvaluationContext, inbox: VideoInbox):
     registered = context.instance.get_dynamic_partitions(videos_partitions.name)
     state = ScanState.from_cursor(context.cursor)
-    plan = plan_scan(inbox.storage.inbox, state, registered, inbox.password, inbox.limits)
+    plan = plan_scan(
+        inbox.storage.inbox,
+        state,
+        registered,
+        inbox.password,
+        inbox.limits,
+        inbox.test_archive_patterns,
+    )
     for error in plan.errors + plan.refused + plan.conflicts:
         context.log.error(str(error))
     for archive, member in plan.skipped:
@@ -70,7 +77,7 @@ def archive_sensor(context: dg.SensorEvaluationContext, inbox: VideoInbox):
     )
     context.log.info(
         f"registering {len(plan.new_videos)} new videos from {plan.read}; "
-        f"re-running {len(plan.relabelled)} videos whose metadata changed"
+        f"re-running {len(plan.relabelled)} videos whose metadata or test-archive match changed"
     )
     return dg.SensorResult(
         run_requests=batch_run_requests(ordered, plan.new_videos, "new")

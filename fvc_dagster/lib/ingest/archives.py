@@ -27,6 +27,7 @@ import pyzipper
 from pyzipper.zipfile_aes import WZ_SALT_LENGTHS
 
 from fvc_dagster.lib.atomic import replacing
+from fvc_dagster.lib.ingest.splits import parse_split
 
 VIDEO_EXTENSIONS = frozenset(
     {
@@ -143,10 +144,12 @@ def parse_video_url(url: str) -> tuple[str, str]:
 
 
 def parse_metadata_csv(text: str, source: str) -> list[dict[str, str | None]]:
-    """Rows of `video_id, raw_label, platform, dup_group` from an FVC or a plain metadata CSV.
+    """Rows of `video_id, raw_label, platform, dup_group, split` from an FVC or a plain
+    metadata CSV.
 
     FVC layout: `cascade_id,video_url,label` (the cascade is the duplicate group). Plain layout:
-    `video_id,label[,dup_group][,platform]`.
+    `video_id,label[,dup_group][,platform]`. Either may add a `split` column, `train` or `test`
+    (`lib.ingest.splits`); another value refuses the CSV, naming its line.
     """
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     columns = {c.strip().lower() for c in reader.fieldnames or []}
@@ -162,12 +165,14 @@ def parse_metadata_csv(text: str, source: str) -> list[dict[str, str | None]]:
             except ValueError as exc:
                 raise ValueError(f"{source} line {number}: {exc}") from None
             cascade = row.get("cascade_id") or video_id
-            rows.append(_metadata_row(video_id, row["label"], platform, cascade, source))
+            split = parse_split(row.get("split"), f"{source} line {number}")
+            rows.append(_metadata_row(video_id, row["label"], platform, cascade, split, source))
     elif {"video_id", "label"} <= columns:
-        for _, row in lines:
+        for number, row in lines:
             video_id = row["video_id"]
             platform, group = row.get("platform") or None, row.get("dup_group") or video_id
-            rows.append(_metadata_row(video_id, row["label"], platform, group, source))
+            split = parse_split(row.get("split"), f"{source} line {number}")
+            rows.append(_metadata_row(video_id, row["label"], platform, group, split, source))
     else:
         raise ValueError(
             f"{source}: unknown metadata columns {sorted(columns)}; expected "
@@ -176,12 +181,15 @@ def parse_metadata_csv(text: str, source: str) -> list[dict[str, str | None]]:
     return rows
 
 
-def _metadata_row(video_id: str, label: str, platform: str | None, group: str, source: str):
+def _metadata_row(
+    video_id: str, label: str, platform: str | None, group: str, split: str | None, source: str
+):
     return {
         "video_id": safe_video_key(video_id),
         "raw_label": label.lower() or None,
         "platform": platform,
         "dup_group": group,
+        "split": split,
         "source": source,
     }
 
@@ -599,7 +607,8 @@ def archive_paths(inbox: Path) -> list[Path]:
 
 
 def _describe(row: Mapping[str, str | None]) -> str:
-    return f"label {row.get('raw_label')}, cascade {row.get('dup_group')}"
+    split = f", split {row['split']}" if row.get("split") else ""
+    return f"label {row.get('raw_label')}, cascade {row.get('dup_group')}{split}"
 
 
 def index_listings(listings: Iterable[ArchiveListing], digests: MemberDigests) -> InboxIndex:

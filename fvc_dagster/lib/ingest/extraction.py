@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from fvc_dagster.lib.ingest.archives import ArchiveLimits, InboxIndex, extract_member
+from fvc_dagster.lib.ingest.splits import video_split
 from fvc_dagster.lib.ingest.video import VideoError, packet_index_path, probe_video
 
 SOURCE_VIDEO_COLUMNS = (
     "video_id", "archive", "member", "path", "sha256", "label", "raw_label", "platform",
-    "dup_group", "duration", "fps", "frame_count", "width", "height", "codec", "bitrate", "gop",
-    "rotation", "has_audio",
+    "dup_group", "split", "declared_split", "split_reason", "duration", "fps", "frame_count",
+    "width", "height", "codec", "bitrate", "gop", "rotation", "has_audio",
 )  # fmt: skip
 
 
@@ -36,12 +37,14 @@ def ingest_video(
     limits: ArchiveLimits,
     label_map: Mapping[str, str],
     registered: RegisteredSource | None = None,
+    test_archives: Sequence[str] = (),
 ) -> dict:
     """Extract a video from its archive into the store and return its `source_videos` row.
 
     A video already ingested keeps its source (see `InboxIndex.source_of`), and its bytes must
     be the ones it had: different bytes under its id are an ArchiveError naming both archives.
-    Its packet index is kept beside it, so sampling does not demux it again.
+    Its packet index is kept beside it, so sampling does not demux it again. Its `split` is test
+    when its metadata says so or its archive matches a `test_archives` pattern (`video_split`).
     A video that does not probe is moved to the quarantine folder while that stays within
     `limits.max_quarantine_bytes` (`quarantine_file`; it is still in its archive either way) and
     a VideoError naming the video, archive and member, and where the file went, is raised.
@@ -64,6 +67,8 @@ def ingest_video(
         raise VideoError(f"{exc} [{where}; {kept}]") from None
     probe.index.save(packet_index_path(destination))
     meta = index.metadata.get(video_id, {})
+    declared_in = meta.get("source") or "metadata"
+    split = video_split(entry.archive, meta.get("split"), test_archives, declared_in)
     return {
         "video_id": video_id,
         "archive": entry.archive,
@@ -74,6 +79,9 @@ def ingest_video(
         "raw_label": meta.get("raw_label"),
         "platform": meta.get("platform"),
         "dup_group": meta.get("dup_group") or video_id,
+        "split": split.split,
+        "declared_split": meta.get("split") or "",  # empty: none declared
+        "split_reason": split.reason,
         **probe.as_row(),
     }
 

@@ -4,7 +4,9 @@ The state (the sensor's cursor) remembers each archive's stat and content finger
 unchanged archive is not reopened, a copy under another name adds nothing, and a grown archive
 adds only its new videos; where each registered video comes from, so a video keeps its source
 and a different file under its id is reported, never swapped in; and a hash of each registered
-video's metadata, so a fixed metadata archive re-labels exactly the videos whose metadata changed.
+video's metadata, so a fixed metadata archive re-labels exactly the videos whose metadata changed
+(a `split` moving a video between train and test included); and the test-archive patterns, so a
+changed pattern re-runs the videos whose archive it moves between train and test.
 Members under one id are compared by `same_content`: only ids found in more than one place are
 ever read, and only where sizes and CRC-32s cannot tell them apart.
 """
@@ -32,6 +34,7 @@ from fvc_dagster.lib.ingest.archives import (
     list_archive,
     same_content,
 )
+from fvc_dagster.lib.ingest.splits import TEST, matching_pattern
 
 NO_METADATA = "-"
 
@@ -39,13 +42,15 @@ NO_METADATA = "-"
 @dataclass
 class ScanState:
     """The sensor cursor: archive stats and fingerprints, where each registered video comes from,
-    per-video metadata hashes, and how many relabelling changes were seen."""
+    per-video metadata hashes, how many relabelling changes were seen, and the test-archive
+    patterns of the last scan."""
 
     archives: dict[str, list] = field(default_factory=dict)  # name -> [size, mtime_ns, fingerprint]
     metadata: dict[str, str] = field(default_factory=dict)  # video id -> metadata hash
     # id -> [archive, member, size, crc, seal]: `VideoEntry`'s fields (crc None where unknown)
     sources: dict[str, list] = field(default_factory=dict)
     relabels: int = 0
+    test_archives: list[str] = field(default_factory=list)
 
     @classmethod
     def from_cursor(cls, cursor: str | None) -> ScanState:
@@ -58,6 +63,7 @@ class ScanState:
                 "metadata": self.metadata,
                 "sources": self.sources,
                 "relabels": self.relabels,
+                "test_archives": self.test_archives,
             },
             sort_keys=True,
         )
@@ -70,7 +76,7 @@ class ScanState:
 @dataclass
 class ScanPlan:
     new_videos: list[str]  # in archive then member order
-    relabelled: list[str]  # registered videos whose metadata changed
+    relabelled: list[str]  # registered videos whose metadata or test-archive match changed
     read: list[str]  # archives whose listing was read
     copies: list[str]  # archives identical to one already read
     errors: list[ArchiveError]  # archives refused whole (retried on the next scan)
@@ -83,9 +89,13 @@ class ScanPlan:
 
 
 def _metadata_hash(row: dict | None) -> str:
+    """A digest of a row's label, cascade, platform and whether it declares the test split
+    (train and no split are one: rows without a test split keep the digest they had before
+    splits were read)."""
     if not row:
         return NO_METADATA
-    payload = json.dumps([row.get("raw_label"), row.get("dup_group"), row.get("platform")])
+    fields = [row.get("raw_label"), row.get("dup_group"), row.get("platform")]
+    payload = json.dumps(fields + ([TEST] if row.get("split") == TEST else []))
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -136,16 +146,23 @@ def plan_scan(
     registered: Iterable[str],
     password: str | None = None,
     limits: ArchiveLimits = ArchiveLimits(),
+    test_archives: Sequence[str] = (),
 ) -> ScanPlan:
     """Read the archives that changed since `state` and decide what to register and re-run.
 
     A registered video keeps its source: the same file under its id in another archive is a
     copy, a different file is a conflict naming both archives. A new id carried by different
     files is registered from none of them, and their archives are read again on the next scan.
+    A registered video is re-run when its metadata changed, or when the `test_archives`
+    patterns changed so that its archive matches them where it did not, or the reverse.
     """
     registered = set(registered)
     new_state = ScanState(
-        dict(state.archives), dict(state.metadata), dict(state.sources), state.relabels
+        dict(state.archives),
+        dict(state.metadata),
+        dict(state.sources),
+        state.relabels,
+        list(test_archives),
     )
     known_fingerprints = state.fingerprints
     digests = MemberDigests(inbox, password, limits)
@@ -194,6 +211,14 @@ def plan_scan(
         if video_id in state.metadata and digest != state.metadata[video_id]:
             relabelled.append(video_id)
         new_state.metadata[video_id] = digest  # without an earlier hash this is the baseline
+    relabelled += [
+        video_id
+        for video_id, (archive, *_) in state.sources.items()
+        if video_id in registered
+        and video_id not in relabelled
+        and bool(matching_pattern(archive, state.test_archives))
+        != bool(matching_pattern(archive, test_archives))
+    ]
     if relabelled:
         new_state.relabels += 1
     return ScanPlan(

@@ -2,7 +2,9 @@
 
 A fold validates on the original clips of its held-out videos only; it trains on every clip
 (original and augmented, with their scaled versions' features) of the other folds' videos, of
-which the tabular baselines fit the original clips (`baseline_training_rows` says why).
+which the tabular baselines fit the original clips (`baseline_training_rows` says why). The
+original clips of test videos (`lib.ingest.splits`) are `test` rows of every fold: to be scored
+by each fold's model, never fit on (every fitter selects its rows by role).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     pass
 
 POSITIVE = "fake"
-TRAIN, VALIDATION = "train", "validation"
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
 # A fit's record of the videos it used: those it was fit on, those that chose its epoch or its
 # stacking, and those it scored (`fit_record`).
 FIT_ROLES = ("train", "selection", "scored")
@@ -53,14 +55,24 @@ def fit_leaks(fold: int, record: dict[str, list[str]], folds: pd.DataFrame) -> p
     return rows[leaked | stray].reset_index(drop=True)
 
 
-def assign_clips(clips: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> pd.DataFrame:
+def assign_clips(
+    clips: pd.DataFrame,
+    folds: pd.DataFrame,
+    n_folds: int,
+    test_videos: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Rows `fold, role, clip_id, video_id, aug_index, label` for every fold.
 
     `clips` has `video_id, clip_id, aug_index`; `folds` has `video_id, fold, label`. Videos without
-    a fold (unlabelled) are in no fold's rows.
+    a fold (unlabelled, test) are in no fold's train or validation rows. `test_videos`
+    (`video_id, label`) add a `test` row to every fold for each of their original clips.
     """
-    labelled = clips[["video_id", "clip_id", "aug_index"]].merge(
+    columns = ["video_id", "clip_id", "aug_index"]
+    labelled = clips[columns].merge(
         folds[["video_id", "fold", "label"]].rename(columns={"fold": "video_fold"}), on="video_id"
+    )
+    tests = clips.loc[clips["aug_index"] == ORIGINAL, columns].merge(
+        pd.DataFrame(test_videos, columns=["video_id", "label"]), on="video_id"
     )
     parts = []
     for fold in range(n_folds):
@@ -68,6 +80,7 @@ def assign_clips(clips: pd.DataFrame, folds: pd.DataFrame, n_folds: int) -> pd.D
         parts.append(labelled[~held_out].assign(fold=fold, role=TRAIN))
         original = labelled["aug_index"] == ORIGINAL
         parts.append(labelled[held_out & original].assign(fold=fold, role=VALIDATION))
+        parts.append(tests.assign(fold=fold, role=TEST))
     columns = ["fold", "role", "clip_id", "video_id", "aug_index", "label"]
     return pd.concat(parts, ignore_index=True)[columns].sort_values(["fold", "role", "clip_id"])
 
@@ -155,6 +168,15 @@ def leak_report(
         unknown=unknown.sort_values(["fold", "clip_id"]).reset_index(drop=True),
         conflicting=conflicting,
     )
+
+
+def rows_using_test_videos(rows: pd.DataFrame, test_videos: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `cv_folds` or `training_clips` that give a test video (`test_videos`:
+    `video_id, reason`) a fold, or a role other than `test`, with the reason it is test."""
+    used = rows["video_id"].isin(test_videos["video_id"])
+    if "role" in rows:
+        used &= rows["role"] != TEST
+    return rows[used].merge(test_videos, on="video_id").reset_index(drop=True)
 
 
 @dataclass

@@ -7,6 +7,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from fvc_dagster.lib.ingest.splits import TEST, TRAIN
+
 TRAINABLE_LABELS = ("real", "fake")
 
 
@@ -20,14 +22,16 @@ def assign_folds(
     seed: int = 0,
     previous: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Assign every labelled video a fold; all videos of a duplicate group share one fold.
+    """Assign every labelled train video a fold; all videos of a duplicate group share one fold.
 
-    `videos` has `video_id, label, dup_group`. Groups already placed in `previous`
+    `videos` has `video_id, label, dup_group` and, from `source_videos`, `split`: test videos
+    get no fold and take no part in placing the others. Groups already placed in `previous`
     (`video_id, fold`) keep their fold, so new archives never move existing videos. New groups are
     placed greedily, largest first, in the fold whose class counts they balance best.
     Returns `video_id, fold, label, dup_group` for the real/fake videos, sorted by video id.
     """
-    labelled = videos[videos["label"].isin(TRAINABLE_LABELS)][["video_id", "label", "dup_group"]]
+    trainable = videos["label"].isin(TRAINABLE_LABELS) & (videos.get("split", TRAIN) != TEST)
+    labelled = videos[trainable][["video_id", "label", "dup_group"]]
     labelled = labelled.assign(dup_group=labelled["dup_group"].fillna(labelled["video_id"]))
     counts = np.zeros((n_folds, len(TRAINABLE_LABELS)))
     group_fold: dict[str, int] = {}
@@ -60,6 +64,12 @@ def assign_folds(
         .sort_values("video_id")
         .reset_index(drop=True)[["video_id", "fold", "label", "dup_group"]]
     )
+
+
+def labelled_test_videos(videos: pd.DataFrame) -> pd.DataFrame:
+    """`video_id, label` of the real/fake videos of the test split (`videos`: `source_videos`)."""
+    test = videos["label"].isin(TRAINABLE_LABELS) & (videos["split"] == TEST)
+    return videos.loc[test, ["video_id", "label"]].sort_values("video_id").reset_index(drop=True)
 
 
 def groups_in_several_folds(folds: pd.DataFrame) -> list[str]:
