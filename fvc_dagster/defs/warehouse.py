@@ -1,6 +1,6 @@
 """The DuckDB warehouse: its schema, its IO manager and resource opening the file only under the
-warehouse lock (short reads and writes; the compute of concurrent steps overlaps), and a
-table's current rows."""
+warehouse lock (short reads and writes; the compute of concurrent steps overlaps), tables that
+follow their asset's columns, and a table's current rows."""
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -10,7 +10,7 @@ import pandas as pd
 from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from fvc_dagster.lib.locking import exclusive
 
@@ -34,8 +34,49 @@ class LockedDuckDbClient(DuckDbClient):
                 yield connection
 
 
+class ColumnsByNameTypeHandler(DuckDBPandasTypeHandler):
+    """Writes a frame into its table by column name, whatever the stored table's column order,
+    and follows a change of the asset's columns: a whole table is replaced; a partition's rows
+    are written after the table gains the new columns (the other partitions' rows get NULL
+    there until they are re-materialized; columns the frame lacks get NULL in its rows).
+    Dagster's own handler inserts by position, so a stored table of other columns refuses the
+    write, or takes it with values under the wrong columns."""
+
+    def handle_output(self, context, table_slice, obj: pd.DataFrame, connection):
+        name = f"{table_slice.schema}.{table_slice.table}"
+        stored = _columns(connection, table_slice.schema, table_slice.table)
+        if not obj.empty and stored and stored != list(obj.columns):
+            if not table_slice.partition_dimensions:
+                connection.execute(f"drop table {name}")  # its rows were deleted: all replaced
+            else:
+                described = "select column_name, column_type from (describe select * from obj)"
+                types = dict(connection.execute(described).fetchall())
+                for column in [c for c in obj.columns if c not in stored]:
+                    connection.execute(f'alter table {name} add column "{column}" {types[column]}')
+                    context.log.info(f"{name}: column {column!r} added")
+                obj = obj.reindex(columns=_columns(connection, table_slice.schema,
+                                                   table_slice.table))  # fmt: skip
+        super().handle_output(context, table_slice, obj, connection)
+
+
+def _columns(connection, schema: str, table: str) -> list[str]:
+    """The stored table's columns in order ([] when there is none)."""
+    return [
+        row[0]
+        for row in connection.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [schema, table],
+        ).fetchall()
+    ]
+
+
 class WarehouseIOManager(DuckDBPandasIOManager):
-    """DuckDB tables of pandas frames, written and read under the warehouse lock."""
+    """DuckDB tables of pandas frames, written and read under the warehouse lock, by column name."""
+
+    @staticmethod
+    def type_handlers():
+        return [ColumnsByNameTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
         return DbIOManager(
