@@ -7,7 +7,8 @@ The instance side (Postgres storage, run queue, run monitoring, pools) is
 
 Environment (read when the code location loads, on every worker too):
 - `FVC_CELERY_BROKER`, `FVC_CELERY_BACKEND`: the Celery broker and result backend (Redis URLs);
-- `FVC_WAREHOUSE_URL`: the warehouse root every worker sees (default `<FVC_DATA_DIR>/warehouse`);
+- `FVC_WAREHOUSE_URL`: the warehouse folder every worker sees, on a shared volume (default
+  `<FVC_DATA_DIR>/warehouse`; an object store URL is refused);
 - `MLFLOW_TRACKING_URI`: the MLflow tracking server (`http://host:port`);
 - `FVC_K8S_GPU_STEP_CONFIG` (k8s): the `dagster-k8s/config` of the torch steps, as JSON
   (default `GPU_STEP_K8S_CONFIG`).
@@ -32,6 +33,7 @@ from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA
 from fvc_dagster.lib.parquet_warehouse import (
     ViewConnection,
+    check_root,
     create_views,
     read_table,
     table_glob,
@@ -55,8 +57,13 @@ def profile_from(value: str | None) -> str:
 
 
 def warehouse_root(data_root: Path) -> str:
-    """Where the Parquet warehouse lives: `FVC_WAREHOUSE_URL`, else `<data root>/warehouse`."""
-    return os.environ.get(WAREHOUSE_URL_ENV) or str(data_root / "warehouse")
+    """Where the Parquet warehouse lives: `FVC_WAREHOUSE_URL`, else `<data root>/warehouse`; a
+    folder (ValueError naming the variable for a URL)."""
+    root = os.environ.get(WAREHOUSE_URL_ENV) or str(data_root / "warehouse")
+    try:
+        return check_root(root)
+    except ValueError as error:
+        raise ValueError(f"{WAREHOUSE_URL_ENV}: {error}") from None
 
 
 class ParquetWarehouseIOManager(dg.ConfigurableIOManager):
@@ -65,7 +72,7 @@ class ParquetWarehouseIOManager(dg.ConfigurableIOManager):
     holding the partition key in their `partition_expr` metadata, as for the DuckDB IO
     manager; loading reads the requested partitions (those that have rows)."""
 
-    root: str = Field(description="Folder (or object store URL) every worker sees.")
+    root: str = Field(description="Folder every worker sees (a shared volume).")
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not isinstance(obj, pd.DataFrame):
