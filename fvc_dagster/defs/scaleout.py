@@ -123,14 +123,16 @@ class ParquetWarehouse(DuckDBResource):
 
 
 # Celery settings of the runs and the workers (deploy/scaleout/celery.yaml says the same): a
-# worker takes the next step only when it has finished one (acks late, one reserved message),
-# so ready steps go to idle workers instead of queueing behind a busy one; an unacknowledged
-# step is redelivered after the visibility timeout, so it is longer than any step.
+# worker takes a step only when it has a free process (no prefetch), so ready steps go to idle
+# workers instead of queueing behind a busy one, and acknowledges it as it starts it: Redis
+# hands an unacknowledged message out again after its visibility timeout, which would run a
+# step longer than that timeout twice. A step whose worker dies is not run again by Celery:
+# its run waits (cancel it and re-execute it from failure).
 CELERY_SETTINGS = {
-    "task_acks_late": True,
+    "task_acks_late": False,
     "worker_prefetch_multiplier": 1,
+    "worker_disable_prefetch": True,
     "broker_transport_options": {
-        "visibility_timeout": 43200,
         "max_retries": 3,
         "interval_start": 0,
         "interval_step": 0.2,

@@ -258,11 +258,13 @@ def migrated_instance(env: Mapping[str, str]):
                 os.environ[key] = value
 
 
-def celery_worker_args(name: str, cpu: int | None = None) -> list[str]:
-    """`dagster-celery worker start` for one worker running one step at a time, the code loaded
-    before it forks; pinned to core `cpu` if given."""
+def celery_worker_args(
+    name: str, cpu: int | None = None, config: Path = DEPLOY / "celery.yaml"
+) -> list[str]:
+    """`dagster-celery worker start` for one worker running one step at a time with the
+    settings of `config`, the code loaded before it forks; pinned to core `cpu` if given."""
     bin_dir = Path(sys.executable).parent
-    args = [str(bin_dir / "dagster-celery"), "worker", "start", "-y", str(DEPLOY / "celery.yaml"),
+    args = [str(bin_dir / "dagster-celery"), "worker", "start", "-y", str(config),
             "-A", "dagster_celery.app", "-n", name, "-i", "fvc_dagster.worker_preload",
             "--", "--concurrency", "1"]  # fmt: skip
     return args if cpu is None else ["taskset", "-c", str(cpu), *args]
@@ -302,11 +304,13 @@ def deployment(
     base: Path,
     worker_names: Sequence[str],
     worker_cpus: Sequence[int] | None = None,
+    worker_config: Path = DEPLOY / "celery.yaml",
     **extra_env: str,
 ) -> Iterator[Loopback]:
-    """Postgres, Redis and a Celery worker per name (pinned to `worker_cpus` if given) on
-    loopback, data under `base`, the MLflow server on demand (`start_mlflow`); `extra_env` is
-    added to everyone's environment. Everything is stopped at the end."""
+    """Postgres, Redis and a Celery worker per name (pinned to `worker_cpus` if given, with the
+    settings of `worker_config`) on loopback, data under `base`, the MLflow server on demand
+    (`start_mlflow`); `extra_env` is added to everyone's environment. Everything is stopped at
+    the end."""
     if reason := missing_requirements():
         raise RuntimeError(reason)
     began = time.monotonic()
@@ -343,7 +347,8 @@ def deployment(
         workers = []
         for i, name in enumerate(worker_names):
             cpu = None if worker_cpus is None else worker_cpus[i]
-            workers.append(started(celery_worker_args(name, cpu), env, logs / f"{name}.log"))
+            args = celery_worker_args(name, cpu, worker_config)
+            workers.append(started(args, env, logs / f"{name}.log"))
             processes.append(workers[-1])
         yield Loopback(
             env, instance, env["MLFLOW_TRACKING_URI"], artifacts, logs, workers,
