@@ -363,7 +363,9 @@ def test_a_step_longer_than_the_visibility_timeout_runs_once(tmp_path: Path):
         SLOW_JOB.format(counter=str(counter), seconds=SLOW_STEP_S,
                         settings=with_short_visibility(CELERY_SETTINGS))
     )  # fmt: skip
-    with deployment(tmp_path, ["fvcslow"], worker_config=worker_config) as running:
+    # The job is not the code location's: the worker needs no preload.
+    services = deployment(tmp_path, ["fvcslow"], worker_config=worker_config, worker_preload=False)
+    with services as running:
         log = running.logs / "driver.log"
         driver = started([sys.executable, "-c", SLOW_DRIVER, str(job_file)], running.env, log)
         try:

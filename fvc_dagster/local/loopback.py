@@ -278,13 +278,15 @@ def migrated_instance(env: Mapping[str, str]):
 
 
 def celery_worker_args(
-    name: str, cpu: int | None = None, config: Path = DEPLOY / "celery.yaml"
+    name: str, cpu: int | None = None, config: Path = DEPLOY / "celery.yaml", preload: bool = True
 ) -> list[str]:
     """`dagster-celery worker start` for one worker running one step at a time with the
-    settings of `config`, the code loaded before it forks; pinned to core `cpu` if given."""
+    settings of `config`, the code loaded before it forks (unless not `preload`: a job of
+    other code); pinned to core `cpu` if given."""
     bin_dir = Path(sys.executable).parent
     args = [str(bin_dir / "dagster-celery"), "worker", "start", "-y", str(config),
-            "-A", "dagster_celery.app", "-n", name, "-i", "fvc_dagster.worker_preload",
+            "-A", "dagster_celery.app", "-n", name,
+            *(["-i", "fvc_dagster.worker_preload"] if preload else []),
             "--", "--concurrency", "1"]  # fmt: skip
     return args if cpu is None else ["taskset", "-c", str(cpu), *args]
 
@@ -324,12 +326,13 @@ def deployment(
     worker_names: Sequence[str],
     worker_cpus: Sequence[int] | None = None,
     worker_config: Path = DEPLOY / "celery.yaml",
+    worker_preload: bool = True,
     **extra_env: str,
 ) -> Iterator[Loopback]:
     """Postgres, Redis and a Celery worker per name (pinned to `worker_cpus` if given, with the
-    settings of `worker_config`) on loopback, data under `base`, the MLflow server on demand
-    (`start_mlflow`); `extra_env` is added to everyone's environment. Everything is stopped at
-    the end."""
+    settings of `worker_config`, the preload unless not `worker_preload`) on loopback, data
+    under `base`, the MLflow server on demand (`start_mlflow`); `extra_env` is added to
+    everyone's environment. Everything is stopped at the end."""
     if reason := missing_requirements():
         raise RuntimeError(reason)
     began = time.monotonic()
@@ -366,7 +369,7 @@ def deployment(
         workers = []
         for i, name in enumerate(worker_names):
             cpu = None if worker_cpus is None else worker_cpus[i]
-            args = celery_worker_args(name, cpu, worker_config)
+            args = celery_worker_args(name, cpu, worker_config, worker_preload)
             workers.append(started(args, env, logs / f"{name}.log"))
             processes.append(workers[-1])
         yield Loopback(
