@@ -94,6 +94,18 @@ def test_build_defs_scaleout_swaps_executor_and_warehouse(tmp_path):
     assert type(embedded.resources["io_manager"]).__name__ == "WarehouseIOManager"
 
 
+def test_an_object_store_warehouse_is_refused_naming_the_variable(tmp_path, monkeypatch):
+    from fvc_dagster.definitions import build_defs
+
+    monkeypatch.setenv("FVC_WAREHOUSE_URL", "s3://fvc-warehouse/warehouse")
+    with pytest.raises(ValueError, match="FVC_WAREHOUSE_URL: .*'s3://fvc-warehouse/warehouse'"):
+        build_defs(tmp_path, profile=SCALEOUT)
+    monkeypatch.setenv("FVC_WAREHOUSE_URL", str(tmp_path / "shared"))
+    assert build_defs(tmp_path, profile=SCALEOUT).resources["warehouse"].root == str(
+        tmp_path / "shared"
+    )
+
+
 def test_the_workers_config_matches_the_runs_executor_config():
     config = yaml.safe_load((DEPLOY / "celery.yaml").read_text())["execution"]["config"]
     assert config["config_source"] == CELERY_SETTINGS

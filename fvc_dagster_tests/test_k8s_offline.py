@@ -117,7 +117,10 @@ def test_values_name_launcher_code_location_and_profile(values, code):
     assert deployment["volumes"] == launcher["volumes"]
     assert deployment["volumeMounts"] == launcher["volumeMounts"]
     assert "FVC_PROFILE=k8s" in launcher["envVars"]
-    assert any(var.startswith("FVC_WAREHOUSE_URL=s3://") for var in launcher["envVars"])
+    # The warehouse is a folder on the volume every pod mounts (object store URLs are refused).
+    env = dict(var.split("=", 1) for var in launcher["envVars"])
+    (mount,) = launcher["volumeMounts"]
+    assert Path(env["FVC_WAREHOUSE_URL"]).is_relative_to(mount["mountPath"])
     daemon = values["dagsterDaemon"]
     assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
     assert daemon["runMonitoring"]["enabled"]

@@ -52,7 +52,9 @@ def test_the_unpartitioned_file_cannot_be_a_partition_file():
 
 def test_paths(tmp_path):
     assert partition_path(str(tmp_path), "t", "v1") == str(tmp_path / "t" / "v1.parquet")
-    assert partition_path("s3://bucket/wh/", "t", None) == "s3://bucket/wh/t/_table.parquet"
+    for url in ("s3://bucket/wh", "gs://bucket/wh"):  # a folder only
+        with pytest.raises(ValueError, match=f"'{url}'.*object store URLs are not supported"):
+            partition_path(url, "t", None)
     with pytest.raises(ValueError):
         partition_path(str(tmp_path), "../etc", "x")
 

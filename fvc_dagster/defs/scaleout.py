@@ -7,7 +7,8 @@ The instance side (Postgres storage, run queue, run monitoring, pools) is
 
 Environment (read when the code location loads, on every worker too):
 - `FVC_CELERY_BROKER`, `FVC_CELERY_BACKEND`: the Celery broker and result backend (Redis URLs);
-- `FVC_WAREHOUSE_URL`: the warehouse root every worker sees (default `<FVC_DATA_DIR>/warehouse`);
+- `FVC_WAREHOUSE_URL`: the warehouse folder every worker sees, on a shared volume (default
+  `<FVC_DATA_DIR>/warehouse`; an object store URL is refused);
 - `MLFLOW_TRACKING_URI`: the MLflow tracking server (`http://host:port`);
 - `FVC_K8S_GPU_STEP_CONFIG` (k8s): the `dagster-k8s/config` of the torch steps, as JSON
   (default `GPU_STEP_K8S_CONFIG`).
@@ -32,6 +33,7 @@ from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.warehouse import WAREHOUSE_SCHEMA
 from fvc_dagster.lib.parquet_warehouse import (
     ViewConnection,
+    check_root,
     create_views,
     read_table,
     table_glob,
@@ -55,8 +57,13 @@ def profile_from(value: str | None) -> str:
 
 
 def warehouse_root(data_root: Path) -> str:
-    """Where the Parquet warehouse lives: `FVC_WAREHOUSE_URL`, else `<data root>/warehouse`."""
-    return os.environ.get(WAREHOUSE_URL_ENV) or str(data_root / "warehouse")
+    """Where the Parquet warehouse lives: `FVC_WAREHOUSE_URL`, else `<data root>/warehouse`; a
+    folder (ValueError naming the variable for a URL)."""
+    root = os.environ.get(WAREHOUSE_URL_ENV) or str(data_root / "warehouse")
+    try:
+        return check_root(root)
+    except ValueError as error:
+        raise ValueError(f"{WAREHOUSE_URL_ENV}: {error}") from None
 
 
 class ParquetWarehouseIOManager(dg.ConfigurableIOManager):
@@ -65,7 +72,7 @@ class ParquetWarehouseIOManager(dg.ConfigurableIOManager):
     holding the partition key in their `partition_expr` metadata, as for the DuckDB IO
     manager; loading reads the requested partitions (those that have rows)."""
 
-    root: str = Field(description="Folder (or object store URL) every worker sees.")
+    root: str = Field(description="Folder every worker sees (a shared volume).")
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not isinstance(obj, pd.DataFrame):
@@ -116,14 +123,16 @@ class ParquetWarehouse(DuckDBResource):
 
 
 # Celery settings of the runs and the workers (deploy/scaleout/celery.yaml says the same): a
-# worker takes the next step only when it has finished one (acks late, one reserved message),
-# so ready steps go to idle workers instead of queueing behind a busy one; an unacknowledged
-# step is redelivered after the visibility timeout, so it is longer than any step.
+# worker takes a step only when it has a free process (no prefetch), so ready steps go to idle
+# workers instead of queueing behind a busy one, and acknowledges it as it starts it: Redis
+# hands an unacknowledged message out again after its visibility timeout, which would run a
+# step longer than that timeout twice. A step whose worker dies is not run again by Celery:
+# its run waits (cancel it and re-execute it from failure).
 CELERY_SETTINGS = {
-    "task_acks_late": True,
+    "task_acks_late": False,
     "worker_prefetch_multiplier": 1,
+    "worker_disable_prefetch": True,
     "broker_transport_options": {
-        "visibility_timeout": 43200,
         "max_retries": 3,
         "interval_start": 0,
         "interval_step": 0.2,

@@ -2,7 +2,8 @@
 
 DuckDB lets one process write a database file at a time, so workers on several machines cannot
 share one `.duckdb` file. Here every (table, partition) is its own Parquet file under a root
-that every worker sees (a shared directory; an object store URL through DuckDB's `httpfs`):
+that every worker sees, a folder on a shared volume (an object store URL is refused: DuckDB's
+`httpfs` extension, which its reads and views would need, cannot be tested here):
 
     <root>/<table>/<quoted partition key>.parquet     a partitioned table, a file per partition
     <root>/<table>/_table.parquet                     an unpartitioned table
@@ -42,16 +43,18 @@ RETRY_ATTEMPTS, RETRY_WAIT = 6, 0.02  # seconds, doubling: 0.6 s in all
 T = TypeVar("T")
 
 
-def is_url(root: str) -> bool:
-    """Whether `root` is an object store URL (`s3://...`, `gs://...`) rather than a folder."""
-    return "://" in str(root)
+def check_root(root: str | os.PathLike) -> str:
+    """`root` as a folder path; ValueError naming it when it is a URL (`s3://...`)."""
+    if "://" in str(root):
+        raise ValueError(
+            f"warehouse root {root!r}: the Parquet warehouse is a folder every worker sees (a "
+            "shared volume); object store URLs are not supported"
+        )
+    return str(root)
 
 
 def _join(root: str, *parts: str) -> str:
-    root = str(root)
-    if is_url(root):
-        return "/".join([root.rstrip("/"), *parts])
-    return str(Path(root, *parts))
+    return str(Path(check_root(root), *parts))
 
 
 def file_stem(partition: str | None) -> str:
@@ -108,16 +111,12 @@ def write_rows(
     frame: pd.DataFrame, path: str, con: duckdb.DuckDBPyConnection | None = None
 ) -> None:
     """Write `frame` as one Parquet file at `path` (DuckDB `COPY`, on `con` or a new in-memory
-    connection), atomically: to a temporary name in the same folder, then renamed over `path`.
-    On an object store the file is written in place (one PUT: the object is replaced whole)."""
+    connection), atomically: to a temporary name in the same folder, then renamed over `path`."""
     if con is None:
         with _connect() as own:
             return write_rows(frame, path, own)
     con.register("fvc_rows", frame)
     try:
-        if is_url(path):
-            con.execute(f"COPY (select * from fvc_rows) TO {sql_string(path)} (FORMAT parquet)")
-            return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
@@ -132,10 +131,6 @@ def write_rows(
 
 def remove_rows(path: str) -> bool:
     """Delete a partition's file (its rows); False when there was none."""
-    if is_url(path):
-        raise NotImplementedError(
-            f"emptying a partition on an object store ({path}) needs the store's own client"
-        )
     try:
         os.remove(path)
     except FileNotFoundError:
@@ -145,30 +140,22 @@ def remove_rows(path: str) -> bool:
 
 def list_files(root: str, table: str) -> list[str]:
     """The files of `table` (sorted), none when it has never been written."""
-    if not is_url(root):
-        folder = Path(table_path(root, table))
-        if not folder.is_dir():
-            return []
-        return sorted(str(p) for p in folder.iterdir() if p.name.endswith(SUFFIX))
-    with _connect() as con:
-        rows = con.execute(f"select file from glob({sql_string(table_glob(root, table))})")
-        return sorted(r[0] for r in rows.fetchall())
+    folder = Path(table_path(root, table))
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if p.name.endswith(SUFFIX))
 
 
 def list_tables(root: str) -> list[str]:
     """The tables under `root` that have at least one file."""
-    if not is_url(root):
-        base = Path(root)
-        if not base.is_dir():
-            return []
-        return sorted(
-            d.name
-            for d in base.iterdir()
-            if d.is_dir() and not d.name.startswith(".") and any(d.glob("*" + SUFFIX))
-        )
-    with _connect() as con:
-        rows = con.execute(f"select file from glob({sql_string(_join(root, '*', '*' + SUFFIX))})")
-        return sorted({r[0].rstrip("/").split("/")[-2] for r in rows.fetchall()})
+    base = Path(check_root(root))
+    if not base.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in base.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and any(d.glob("*" + SUFFIX))
+    )
 
 
 def split_by_partition(
@@ -208,28 +195,16 @@ def write_table(
         return written
     if partition_column is None:
         raise ValueError(f"{table}: a partitioned write needs the partition column")
-    # On an object store a removal is attempted only for an object that exists.
-    existing = set(list_files(root, table)) if is_url(root) else None
-
-    def drop(path: str) -> None:
-        if existing is None or path in existing:
-            remove_rows(path)
-
     with _connect() as con:
         for key, rows in split_by_partition(frame, partition_column, partitions).items():
             path = partition_path(root, table, key)
             if len(rows):
                 write_rows(rows.reset_index(drop=True), path, con)
             else:
-                drop(path)
+                remove_rows(path)
             written[file_stem(key)] = len(rows)
-    drop(partition_path(root, table, None))  # the table was unpartitioned before
+    remove_rows(partition_path(root, table, None))  # the table was unpartitioned before
     return written
-
-
-def _read_parquet(paths: Iterable[str]) -> str:
-    listing = ", ".join(sql_string(p) for p in paths)
-    return f"read_parquet([{listing}], union_by_name = true)"
 
 
 def _read_file(path: str) -> pa.Table | None:
@@ -265,10 +240,6 @@ def read_table(root: str, table: str, partitions: Sequence[str] | None = None) -
     if partitions is not None:
         wanted = {file_stem(key) + SUFFIX for key in partitions}
         chosen = [f for f in files if Path(f).name in wanted]
-    if is_url(root):  # objects are replaced whole; a reader racing a re-write retries
-        with _connect() as con:
-            query = f"select * from {_read_parquet(chosen or files)}"
-            return retrying(con.execute)(query + ("" if chosen else " limit 0")).df()
     tables = [t for t in map(_read_file, chosen) if t is not None]
     if not tables:  # no rows, but the table's columns
         schemas = [t.schema for t in map(_read_file, files) if t is not None]
@@ -334,7 +305,7 @@ def write_view_database(root: str, database: str | os.PathLike, schema: str) -> 
     """A DuckDB file of views over the warehouse (for the DuckDB CLI, notebooks, BI tools),
     replaced atomically. Views read the files as they are at query time; a table created
     later needs the file to be written again. Returns the tables."""
-    root = str(root) if is_url(root) else str(Path(root).resolve())  # views outlive the cwd
+    root = str(Path(check_root(root)).resolve())  # views outlive the cwd
     target = Path(database).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")

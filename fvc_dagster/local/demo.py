@@ -18,11 +18,21 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
+from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteRepositoryOrigin
+from dagster._core.scheduler.instigation import (
+    InstigatorState,
+    InstigatorStatus,
+    InstigatorType,
+    SensorInstigatorData,
+)
+from dagster._core.workspace.load import location_origins_from_yaml_paths
 from dagster._utils.interrupts import setup_interrupt_handlers
 
 from fvc_dagster.defs.partitions import folds_partitions, partition_range_tags, videos_partitions
 from fvc_dagster.defs.recovery import fail_dead_runs, process_tags, slots_held
 
+WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"  # what `make dev` loads
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # The video network the demo trains, from scratch on CPU: naive_cnn on the native 112-px centre
 # window of one frame per clip, 100 epochs (about 60 s a fold on one core), the count fixed
@@ -115,16 +125,43 @@ def _latest_timestamp(instance: dg.DagsterInstance, key: str) -> float:
     return records[0].timestamp if records else 0.0
 
 
+def daemon_sensor_origin(sensor: dg.SensorDefinition) -> RemoteInstigatorOrigin:
+    """The origin under which the daemon of `make dev` (`dagster dev -w workspace.yaml`) keeps
+    `sensor`'s state: its cursor is stored by the code location's name, as workspace.yaml
+    names it."""
+    (location,) = location_origins_from_yaml_paths([str(WORKSPACE)])
+    return RemoteInstigatorOrigin(
+        RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), sensor.name
+    )
+
+
 def scan_inbox(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
-    """One tick of `archive_sensor`, as the daemon runs it: the videos it registers are added to
-    the instance; the batched runs it requests are returned."""
+    """One tick of `archive_sensor`, as the daemon runs it: from the cursor stored in the
+    instance for the daemon of `make dev`, which it then stores (so that daemon goes on from
+    this scan); the videos it registers are added to the instance; the batched runs it requests
+    are returned."""
     sensor = defs.resolve_sensor_def("archive_sensor")
+    origin = daemon_sensor_origin(sensor)
+    state = instance.get_instigator_state(origin.get_id(), origin.get_selector().get_id())
+    data = state.instigator_data if state else None
     with dg.build_sensor_context(
-        instance=instance, definitions=defs, resources=dict(defs.resources)
+        instance=instance,
+        definitions=defs,
+        resources=dict(defs.resources),
+        cursor=data.cursor if data else None,
     ) as context:
         result = sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    if state is None:  # as the daemon adds it on its first tick
+        data = SensorInstigatorData(
+            min_interval=sensor.minimum_interval_seconds, sensor_type=sensor.sensor_type
+        )
+        state = InstigatorState(
+            origin, InstigatorType.SENSOR, InstigatorStatus.DECLARED_IN_CODE, data
+        )
+        instance.add_instigator_state(state)
+    instance.update_instigator_state(state.with_data(data._replace(cursor=result.cursor)))
     return list(result.run_requests or [])
 
 

