@@ -29,13 +29,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         password=password,
         split=args.split,
+        prefix=args.prefix,
     )
+    start = time.perf_counter()
     try:
         spec = shifted(spec, args.shift or [])
+        videos = generate_corpus(out, spec, progress=True)
     except ValueError as exc:
         raise SystemExit(f"fvc generate: {exc}") from None
-    start = time.perf_counter()
-    videos = generate_corpus(out, spec, progress=True)
     shift = ", ".join(f"{axis}={value}" for axis, value in shift_of(spec).items())
     print(
         f"wrote {len(videos)} videos in {spec.n_archives} archives to {out} "
@@ -212,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         "--split",
         help="add a split column to the metadata CSVs, this value (train or test) for every video",
     )
+    generate.add_argument(
+        "--prefix",
+        default="",
+        help="before every archive name and cascade id (e.g. Test: TestFVC1.zip, "
+        "TestMetadata.zip), so a second corpus can join the first in one inbox",
+    )
     demo = commands.add_parser("demo", help="corpus -> sensor -> every asset -> model comparison")
     for sub in (generate, demo):
         sub.add_argument("--videos", type=int, default=60)
@@ -220,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--models",
         help="video networks to train after the baselines: NAME,..., all or none "
-        "(default: the two cheapest, naive_cnn and slowfast_attention)",
+        "(default: naive_cnn, the cheapest, from scratch)",
     )
     demo.add_argument(
         "--embedding-models",

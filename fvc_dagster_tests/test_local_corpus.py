@@ -59,8 +59,10 @@ def _read_csv(data: bytes) -> tuple[list[str], list[dict[str, str]]]:
     return list(reader.fieldnames or []), list(reader)
 
 
-def _metadata(directory: Path, password: str | None = None) -> dict[str, bytes]:
-    with pyzipper.AESZipFile(directory / "Metadata.zip") as zf:
+def _metadata(
+    directory: Path, password: str | None = None, archive: str = "Metadata.zip"
+) -> dict[str, bytes]:
+    with pyzipper.AESZipFile(directory / archive) as zf:
         if password:
             zf.setpassword(password.encode())
         return {name: zf.read(name) for name in zf.namelist()}
@@ -303,29 +305,28 @@ def test_resolution_sets_every_original_and_leaves_the_rest_of_the_plan():
 def test_fvc_generate_writes_a_shifted_test_corpus_and_says_so(tmp_path, capsys):
     argv = ["generate", "--out", str(tmp_path), "--videos", "3", "--archives", "1"]
     shifts = ["--shift", "resolution=160x96", "--shift", "codec=mpeg4", "--split", "test"]
-    assert cli.main([*argv, *shifts]) == 0
+    assert cli.main([*argv, *shifts, "--prefix", "Test"]) == 0
     assert "shifted: codec=mpeg4, resolution=160x96" in capsys.readouterr().out
-    with zipfile.ZipFile(tmp_path / "FVC1.zip") as zf:
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["TestFVC1.zip", "TestMetadata.zip"]
+    with zipfile.ZipFile(tmp_path / "TestFVC1.zip") as zf:
         decoded = [_decode(zf.read(name)) for name in zf.namelist()]
     assert {codec for (codec, _), _ in decoded} == {"mpeg4"}
     assert (96, 160) in {frames[0].shape for _, frames in decoded}
-    for name in ("FVC1.zip", "Metadata.zip"):
+    for name in ("TestFVC1.zip", "TestMetadata.zip"):
         assert corpus.archive_shift(tmp_path / name) == {
             "codec": "mpeg4",
             "resolution": "160x96",
         }
-    meta = _metadata(tmp_path)
+    meta = _metadata(tmp_path, archive="TestMetadata.zip")
     rows = []
     for name in ("FVC.csv", "FVC_dup.csv"):
         header, table = _read_csv(meta[name])
         assert header == [*corpus.CSV_HEADER, "split"]
         rows += table
+        parsed = parse_metadata_csv(meta[name].decode(), name)
+        assert {(r["split"], r["dup_group"][:5]) for r in parsed} <= {("test", "TestC")}
     assert len(rows) == 3 and {r["split"] for r in rows} == {"test"}
-    # Today's metadata reader takes such a CSV as it takes one without the column.
-    plain = b"\n".join(line.rpartition(b",")[0] for line in meta["FVC.csv"].splitlines())
-    assert parse_metadata_csv(meta["FVC.csv"].decode(), "FVC.csv") == parse_metadata_csv(
-        plain.decode(), "FVC.csv"
-    )
+    assert all(r["cascade_id"].startswith("TestC") for r in rows)  # no cascade shared with FVC's
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ __all__ = [
     "SHIFT_AXES",
     "SPLITS",
     "archive_names",
+    "metadata_archive",
     "archive_shift",
     "generate_corpus",
     "parse_resolution",
@@ -159,6 +160,9 @@ class CorpusSpec:
     strength: str = "default"
     content: str = "moving"
     split: str | None = None  # when set, the metadata CSVs' `split` column, for every video
+    # before every archive name and cascade id, so a second corpus can share an inbox with the
+    # first: `Test` gives TestFVC1.zip, TestMetadata.zip and cascades TestC0001 ...
+    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,12 @@ class GeneratedVideo:
 
 def archive_names(spec: CorpusSpec) -> list[str]:
     """Names of the video archives a spec produces (``FVC1.zip`` ..)."""
-    return [f"FVC{i}.zip" for i in range(1, spec.n_archives + 1)]
+    return [f"{spec.prefix}FVC{i}.zip" for i in range(1, spec.n_archives + 1)]
+
+
+def metadata_archive(spec: CorpusSpec) -> str:
+    """Name of the archive of a spec's metadata CSVs (``Metadata.zip``)."""
+    return f"{spec.prefix}{METADATA_ARCHIVE}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +243,8 @@ def _validate(spec: CorpusSpec) -> None:
     for axis in ("codec", "manipulation", "strength", "content"):
         if getattr(spec, axis) not in SHIFT_AXES[axis]:
             raise ValueError(f"{axis} {getattr(spec, axis)!r}: {_choices(axis)}")
+    if not spec.prefix.isalnum() and spec.prefix:
+        raise ValueError(f"prefix {spec.prefix!r}: letters and digits only")
     if spec.split is not None and spec.split not in SPLITS:
         raise ValueError(f"split {spec.split!r}: choose from {', '.join(SPLITS)}")
 
@@ -383,7 +394,7 @@ def _plan(spec: CorpusSpec) -> list[_Cascade]:
         w, h = spec.resolution or (w, h)
         casc = _Cascade(
             index=ci,
-            cascade_id=f"C{ci + 1:04d}",
+            cascade_id=f"{spec.prefix}C{ci + 1:04d}",
             label=label,
             manipulated=label in _MANIPULATED,
             fps=int(rng.choice(_FPS)),
@@ -890,9 +901,9 @@ def generate_corpus(
     Creates ``FVC1.zip`` .. ``FVC{n_archives}.zip`` (videos as ``<video_id>.mp4``, a few under
     ``videos/``) and ``Metadata.zip`` (``FVC.csv`` with each cascade's original and
     ``FVC_dup.csv`` with its near-duplicates, header ``cascade_id,video_url,label``, then
-    ``split`` when ``spec.split`` is set).  A shifted spec's archives record its `shift_of` in
-    their zip comment.  Existing archives of the same name are replaced atomically; output is
-    deterministic in ``spec``.
+    ``split`` when ``spec.split`` is set), each name after ``spec.prefix``.  A shifted spec's
+    archives record its `shift_of` in their zip comment.  Existing archives of the same name are
+    replaced atomically; output is deterministic in ``spec``.
     """
     _validate(spec)
     out_dir = Path(out_dir)
@@ -900,7 +911,7 @@ def generate_corpus(
     cascades = _plan(spec)
 
     writers = {name: _ArchiveWriter(out_dir, name, spec) for name in archive_names(spec)}
-    writers[METADATA_ARCHIVE] = _ArchiveWriter(out_dir, METADATA_ARCHIVE, spec)
+    writers[metadata_archive(spec)] = _ArchiveWriter(out_dir, metadata_archive(spec), spec)
     videos: list[GeneratedVideo] = []
     try:
         it = _iter_videos(cascades, spec)
@@ -924,7 +935,7 @@ def generate_corpus(
             )
         originals = [(c.cascade_id, c.members[0].url, c.label) for c in cascades]
         dups = [(c.cascade_id, m.url, c.label) for c in cascades for m in c.members[1:]]
-        meta = writers[METADATA_ARCHIVE]
+        meta = writers[metadata_archive(spec)]
         meta.add(ORIGINALS_CSV, _csv_bytes(originals, spec.split), compress=True)
         meta.add(DUPLICATES_CSV, _csv_bytes(dups, spec.split), compress=True)
     except BaseException:
