@@ -193,6 +193,21 @@ def query(root: Path, sql: str) -> pd.DataFrame:
         return con.execute(sql).df()
 
 
+def archive_sensor_tick(defs, instance, cursor: str | None) -> tuple[list, str]:
+    """One evaluation of `archive_sensor` from `cursor`, as the daemon runs it: the videos it
+    registers are added to the instance; its run requests and its new cursor."""
+    import dagster as dg
+
+    sensor = defs.resolve_sensor_def("archive_sensor")
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, resources=dict(defs.resources), cursor=cursor
+    ) as context:
+        result = sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return list(result.run_requests or []), result.cursor
+
+
 def tiny_vae():
     """A diffusers AutoencoderKL small enough for CPU tests: two blocks (downsamples by 2), no
     mid-block attention. Saved with `save_pretrained`, it loads exactly like real weights."""

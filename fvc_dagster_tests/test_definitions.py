@@ -58,15 +58,14 @@ def test_loading_the_code_location_imports_no_heavy_library():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_every_model_has_one_asset_named_as_it_with_its_kinds_group_and_blindness_check(
-    tmp_path,
-):
+def test_every_model_has_one_asset_named_as_it_with_its_kinds_group_and_checks(tmp_path):
     from fvc_dagster.defs.models.assets import KIND_ASSETS
 
     graph = definitions.build_defs(tmp_path).resolve_asset_graph()
-    blind = {k.asset_key.to_user_string() for k in graph.asset_check_keys
-             if k.name == "fit_blind_to_its_fold"}  # fmt: skip
-    assert blind == set(REGISTRY)
+    for check in ("fit_blind_to_its_fold", "predictions_match_the_folds"):
+        checked = {k.asset_key.to_user_string() for k in graph.asset_check_keys
+                   if k.name == check}  # fmt: skip
+        assert checked == set(REGISTRY), check
     for name, spec in REGISTRY.items():
         node = graph.get(dg.AssetKey(name))
         assert node.group_name == KIND_ASSETS[spec.kind].group

@@ -13,7 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import labelled_metadata, query, write_labelled_inbox, write_zip
+from conftest import (
+    archive_sensor_tick,
+    labelled_metadata,
+    query,
+    write_labelled_inbox,
+    write_zip,
+)
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.partitions import N_FOLDS
 from fvc_dagster.lib.models import models_of
@@ -151,22 +157,12 @@ def retrain_on_demand_models(root: Path, defs, instance) -> pd.DataFrame:
     return query(root, "select * from fvc.fold_predictions")
 
 
-def archive_sensor_tick(defs, instance, cursor: str | None) -> tuple[list[dg.RunRequest], str]:
-    """One evaluation of `archive_sensor` from `cursor`, as the daemon runs it: its run requests
-    and its new cursor."""
-    sensor = defs.resolve_sensor_def("archive_sensor")
-    with dg.build_sensor_context(
-        instance=instance, definitions=defs, resources=dict(defs.resources), cursor=cursor
-    ) as context:
-        result = sensor(context)
-    return list(result.run_requests or []), result.cursor
-
-
 @pytest.fixture(scope="module")
 def relabelled(platform):
     """Every model kind's held-out predictions; then every label of fold 2's videos flipped in
     the metadata archive, picked up by the archive sensor, and every model retrained; the
-    predictions and folds before and after."""
+    predictions and folds before and after, the flipped videos and the `training` run between
+    the relabel and the retraining of the on-request models."""
     from fvc_dagster.local.demo import _all_folds, execute_run_request, run_video_batches
 
     root, defs, instance, _, _ = platform
@@ -185,16 +181,17 @@ def relabelled(platform):
         requests, _ = archive_sensor_tick(defs, instance, cursor)
         assert requests and all(r.run_key.startswith("relabel:") for r in requests)
         run_video_batches(defs, requests, instance)
-        assert execute_run_request(defs, "training", _all_folds(), instance).success
+        training = execute_run_request(defs, "training", _all_folds(), instance)
+        assert training.success
         after = retrain_on_demand_models(root, defs, instance)
         folds_after = query(root, "select video_id, fold, label from fvc.cv_folds")
-    return before, after, folds, folds_after, flip
+    return before, after, folds, folds_after, flip, training
 
 
 def test_flipping_a_folds_labels_leaves_its_predictions_bit_identical_for_every_model_kind(
     relabelled,
 ):
-    before, after, folds, folds_after, flip = relabelled
+    before, after, folds, folds_after, flip, _ = relabelled
     assert folds_after[["video_id", "fold"]].equals(folds[["video_id", "fold"]])  # stable folds
     assert (folds_after.set_index("video_id").loc[sorted(flip), "label"]
             != folds.set_index("video_id").loc[sorted(flip), "label"]).all()  # fmt: skip
@@ -216,6 +213,21 @@ def test_flipping_a_folds_labels_leaves_its_predictions_bit_identical_for_every_
         for t in (before, after)
     ]
     assert not (others[0] == others[1]).all()
+
+
+def test_until_retrained_the_relabelled_models_are_stale_and_the_ensemble_keeps_its_learner(
+    relabelled,
+):
+    """The `training` run after the relabel left the network and the embedding model out of
+    the predictions as stale; the ensemble kept stacking the embedding model, refit on the
+    current labels: fold 2's labels decide nothing in fold 2."""
+    flip, training = relabelled[4], relabelled[5]
+    reason = f"{len(flip)} videos relabelled since scored ({', '.join(sorted(flip))})"
+    (predictions,) = training.asset_materializations_for_node("fold_predictions")
+    assert predictions.metadata["stale_models"].value == {NETWORK: reason, EMBEDDING: reason}
+    ensemble = training.asset_materializations_for_node("ensemble")[0]
+    assert ensemble.metadata["base_models"].value == [*TABULAR, EMBEDDING]
+    assert ensemble.metadata["stale_models_left_out"].value == {}
 
 
 def test_every_fit_of_every_model_kind_passes_its_blindness_check(relabelled, platform):
@@ -251,10 +263,12 @@ def test_a_network_that_chooses_its_epoch_on_the_held_out_fold_fails_the_blockin
     selection = [dg.AssetKey(k) for k in (NETWORK, *NETWORK_DOWNSTREAM)]
     ops = {NETWORK: {"config": BLIND_TRAINING}}
     run = execute_run_request(defs, "networks", _all_folds(), instance, selection, ops)
-    (evaluation,) = [e for e in run.get_asset_check_evaluations()
-                     if e.asset_key == dg.AssetKey(NETWORK)]  # fmt: skip
-    assert evaluation.check_name == "fit_blind_to_its_fold" and not evaluation.passed
+    evaluations = {e.check_name: e for e in run.get_asset_check_evaluations()
+                   if e.asset_key == dg.AssetKey(NETWORK)}  # fmt: skip
+    evaluation = evaluations["fit_blind_to_its_fold"]
+    assert not evaluation.passed
     assert evaluation.metadata["leaked_or_stray_videos"].value == len(VIDEOS)
+    assert evaluations["predictions_match_the_folds"].passed  # current, yet leaking
     assert not run.success
     materialized = {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()}
     assert NETWORK in materialized

@@ -42,9 +42,10 @@ FEATURES = [*HANDCRAFTED_FEATURES, *SCALED_FEATURES]
 
 
 def comparison(rows: list[tuple[str, float, float]], folds: int = 5) -> pd.DataFrame:
-    """Rows (model, mean ROC-AUC, low end of its interval), above chance and on every fold."""
+    """Rows (model, mean ROC-AUC, low end of its interval), above chance, on every fold and
+    current."""
     return pd.DataFrame(rows, columns=["model", "roc_auc_mean", "roc_auc_low"]).assign(
-        weights="-", f1_mean=0.5, folds=folds, above_chance=True
+        weights="-", f1_mean=0.5, folds=folds, above_chance=True, stale=False
     )
 
 
@@ -69,6 +70,14 @@ def test_a_model_inside_its_chance_band_or_short_of_folds_is_no_candidate():
     table.loc[table["model"] == "naive_cnn", "folds"] = 1  # a network trained on one fold
     assert pick_champion(table, 5)["model"] == "svm"
     with pytest.raises(ValueError, match="above its chance band"):
+        pick_champion(table[table["model"] != "svm"], 5)
+
+
+def test_a_stale_model_is_no_candidate_whatever_its_scores():
+    table = comparison([("svm", 0.80, 0.7), ("naive_cnn", 0.99, 0.9)])
+    table.loc[table["model"] == "naive_cnn", "stale"] = True  # scored on other folds
+    assert pick_champion(table, 5)["model"] == "svm"
+    with pytest.raises(ValueError, match="no candidate model is current"):
         pick_champion(table[table["model"] != "svm"], 5)
 
 

@@ -159,6 +159,28 @@ def test_compare_models_uses_sample_std_and_ranks_above_chance_models_first():
     assert one_fold["roc_auc_std"].isna().all() and "± n/a" in comparison_markdown(one_fold)
 
 
+def test_a_stale_model_is_listed_last_unscored_and_unranked_with_its_reason():
+    rng = np.random.default_rng(0)
+    labels = np.arange(12) % 2
+    predictions = predictions_of("good", [(labels, rng.normal(size=12) + 3 * labels)] * 3)
+    stale = pd.DataFrame(
+        {"model": ["naive_cnn"], "weights": ["random"], "stale_reason": ["2 videos of its "
+         "folds not scored (v10, v11)"]}
+    )  # fmt: skip
+    table = compare_models(fold_metrics_of(predictions), predictions, stale)
+    assert table[["model", "rank", "stale"]].astype(object).values.tolist() == [
+        ["good", 1, False],
+        ["naive_cnn", pd.NA, True],
+    ]
+    assert table["stale_reason"].tolist() == ["", stale["stale_reason"][0]]
+    assert pd.isna(table.loc[1, "roc_auc_mean"]) and not table.loc[1, "above_chance"]
+    lines = comparison_markdown(table).splitlines()
+    assert "stale, left out: 2 videos of its folds not scored (v10, v11)" in lines[3]
+    assert len({len(line) for line in lines}) == 1
+    summary = comparison_summary(table).splitlines()
+    assert summary[3].startswith("| -    | naive_cnn ") and "stale, left out" in summary[3]
+
+
 def test_the_roc_auc_figure_marks_models_inside_the_chance_band():
     rng = np.random.default_rng(1)
     labels = np.arange(12) % 2

@@ -18,44 +18,58 @@ from fvc_dagster.lib.evaluation.metrics import (
     fold_metrics_of,
 )
 from fvc_dagster.lib.models import models_of
+from fvc_dagster.lib.training.staleness import Staleness, prediction_staleness
 
 # Models whose assets update themselves and those trained on request, read from their tables.
 AUTOMATIC = (*models_of("tabular"), *models_of("ensemble"))
 ON_REQUEST = (*models_of("network"), *models_of("embedding"))
 
 
-def every_prediction(warehouse: DuckDBResource, automatic: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every model's held-out predictions (`PREDICTION_COLUMNS`, integer folds): the automatic
-    ones (tabular, ensemble) as loaded, the on-demand ones (networks, embedding models) from
-    their tables as they are (one never trained is absent; rows of folds that no longer exist
-    are stale and dropped)."""
-    on_demand = [existing_table(warehouse, m) for m in ON_REQUEST]
+def on_request_predictions(
+    warehouse: DuckDBResource, cv_folds: pd.DataFrame
+) -> dict[str, tuple[pd.DataFrame, Staleness]]:
+    """Each trained network's and embedding model's stored predictions of the current folds
+    (rows of folds that no longer exist dropped) and how they disagree with `cv_folds`; a
+    model never trained is absent."""
     folds = folds_partitions.get_partition_keys()
-    trained = [t[t["fold"].isin(folds)] for t in on_demand if t is not None]
-    table = pd.concat([*automatic.values(), *trained], ignore_index=True)
-    return table.assign(fold=table["fold"].astype(int))[PREDICTION_COLUMNS]
+    tables = {m: existing_table(warehouse, m) for m in ON_REQUEST}
+    return {
+        m: (t[t["fold"].isin(folds)], prediction_staleness(t, cv_folds))
+        for m, t in tables.items()
+        if t is not None
+    }
 
 
 @dg.asset(
     group_name="evaluation",
     kinds={"duckdb"},
-    ins={m: dg.AssetIn() for m in AUTOMATIC},
+    ins={**{m: dg.AssetIn() for m in AUTOMATIC}, "cv_folds": dg.AssetIn()},
     deps=[dg.AssetKey(m) for m in ON_REQUEST],
     automation_condition=UPDATE_ON_NEW_DATA,
 )
 def fold_predictions(
     context: dg.AssetExecutionContext,
     warehouse: DuckDBResource,
+    cv_folds: pd.DataFrame,
     **automatic: pd.DataFrame,
 ) -> pd.DataFrame:
     """One row per model, fold and validation clip: the model's held-out P(fake) for the clip
     (`probability`), its `label`, video and the weights it started from; the ensemble's too.
-    Networks come from their tables as they are: one never trained is absent."""
-    table = every_prediction(warehouse, automatic)
+    Networks and embedding models come from their tables as they are: one never trained is
+    absent, and a stale one (its predictions made on other folds or labels) is left out until
+    it is retrained."""
+    on_request = on_request_predictions(warehouse, cv_folds)
+    current = [t for t, staleness in on_request.values() if not staleness.stale]
+    table = pd.concat([*automatic.values(), *current], ignore_index=True)
+    table = table.assign(fold=table["fold"].astype(int))[PREDICTION_COLUMNS]
+    stale = {m: s.reason for m, (_, s) in on_request.items() if s.stale}
+    if stale:
+        context.log.warning(f"left out until retrained, stale: {stale}")
     context.add_output_metadata(
         {
             "rows": dg.MetadataValue.int(len(table)),
             "models": dg.MetadataValue.json(sorted(table["model"].unique())),
+            "stale_models": dg.MetadataValue.json(stale),
         }
     )
     return table.sort_values(["model", "weights", "fold", "clip_id"]).reset_index(drop=True)
@@ -84,22 +98,32 @@ def model_comparison(
     fold_metrics: pd.DataFrame,
     fold_predictions: pd.DataFrame,
     cv_folds: pd.DataFrame,
+    warehouse: DuckDBResource,
     mlflow: MlflowTracking,
 ) -> pd.DataFrame:
     """One row per model (and weights, for networks): held-out videos and cascades, mean and
     sample std of every metric over the folds, the pooled held-out ROC-AUC with its 95% cascade
     bootstrap interval and its chance band (`above_chance`: the interval clears it), ranked
-    above-chance models first; its figures (pooled ROC-AUC with interval and band, ROC curves,
-    confusion matrices) in the UI and in an MLflow run of `fvc-comparison`."""
+    above-chance models first; then each stale network or embedding model (`stale`, and why in
+    `stale_reason`), unscored and unranked until it is retrained; its figures (pooled ROC-AUC
+    with interval and band, ROC curves, confusion matrices) in the UI and in an MLflow run of
+    `fvc-comparison`."""
     from fvc_dagster.lib.evaluation.figures import confusion_matrices, metric_bars, rgb, roc_curves
     from fvc_dagster.lib.training.tracking import log_figure
 
+    stale = [
+        t[["model", "weights"]].drop_duplicates().assign(stale_reason=staleness.reason)
+        for t, staleness in on_request_predictions(warehouse, cv_folds).values()
+        if staleness.stale
+    ]
     cascades = cv_folds[["video_id", "dup_group"]]
     table = compare_models(
-        fold_metrics, fold_predictions.merge(cascades, on="video_id", how="left")
+        fold_metrics,
+        fold_predictions.merge(cascades, on="video_id", how="left"),
+        pd.concat(stale, ignore_index=True) if stale else None,
     )
     figures = {
-        "roc_auc_by_model": metric_bars(table),
+        "roc_auc_by_model": metric_bars(table[~table["stale"]]),
         "roc_curves": roc_curves(fold_predictions),
         "confusion_matrices": confusion_matrices(fold_predictions),
     }
@@ -118,6 +142,9 @@ def model_comparison(
             "best_model": dg.MetadataValue.text(str(table.iloc[0]["model"])),
             "best_roc_auc_mean": dg.MetadataValue.float(float(table.iloc[0]["roc_auc_mean"])),
             "models_above_chance": dg.MetadataValue.int(int(table["above_chance"].sum())),
+            "stale_models": dg.MetadataValue.json(
+                table[table["stale"]].set_index("model")["stale_reason"].to_dict()
+            ),
         }
     )
     return table

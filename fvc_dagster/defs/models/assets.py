@@ -83,12 +83,12 @@ KIND_ASSETS = {
     ),
     "ensemble": KindAssets(
         group="models",
-        ins=FEATURES_INS,
+        ins={**FEATURES_INS, "cv_folds": dg.AssetIn()},
         fitter=EnsembleFitter,
         experiment="experiment",
-        description="the stacked P(fake) of the tabular models and the trained embedding "
-        "models, every learner and the non-negative meta-learner fit inside the fold's "
-        "training folds",
+        description="the stacked P(fake) of the tabular models and the embedding models "
+        "trained on the current folds' videos, every learner and the non-negative "
+        "meta-learner fit inside the fold's training folds",
         automation=UPDATE_ON_NEW_DATA,
         deps_kinds=("tabular", "embedding"),
     ),

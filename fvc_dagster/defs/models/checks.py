@@ -1,5 +1,6 @@
-"""The blocking check on every model asset: each fold's fit was blind to the fold it scores,
-as the fit recorded the videos it used."""
+"""The checks on every model asset: each fold's fit was blind to the fold it scores, as the
+fit recorded the videos it used (blocking), and its predictions match the current folds (a
+warning: a stale model is left out downstream until it is retrained)."""
 
 import dagster as dg
 import pandas as pd
@@ -9,6 +10,7 @@ from fvc_dagster.defs.models.assets import MODEL_ASSETS
 from fvc_dagster.defs.resources import MlflowTracking
 from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.training.fold_data import fit_leaks
+from fvc_dagster.lib.training.staleness import prediction_staleness
 
 
 def fold_fits_blind(model_asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
@@ -49,4 +51,39 @@ def fold_fits_blind(model_asset: dg.AssetsDefinition) -> dg.AssetChecksDefinitio
     return _check
 
 
+def predictions_match_folds(model_asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """A warning check that `model_asset`'s stored predictions match the current `cv_folds`."""
+
+    @dg.asset_check(
+        asset=model_asset,
+        name="predictions_match_the_folds",
+        additional_ins={"cv_folds": dg.AssetIn()},
+    )
+    def _check(cv_folds: pd.DataFrame, warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        table = existing_table(warehouse, model_asset.key.path[-1])
+        staleness = None if table is None else prediction_staleness(table, cv_folds)
+        return dg.AssetCheckResult(
+            passed=staleness is not None and not staleness.stale,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "stale_reason": dg.MetadataValue.text(
+                    "no predictions stored" if staleness is None else staleness.reason
+                ),
+                **{
+                    f"{what}_videos": dg.MetadataValue.int(len(getattr(staleness, what, ())))
+                    for what in ("unscored", "dropped", "moved", "relabelled")
+                },
+            },
+        )
+
+    _check.__doc__ = (
+        "Its stored predictions cover the videos cv_folds places in the folds it scored, each "
+        "in that fold and with its current label; a stale model is left out of "
+        "fold_predictions, the comparison's ranking, the champion and the ensemble until it is "
+        "retrained."
+    )
+    return _check
+
+
 fit_blind_checks = [fold_fits_blind(asset) for asset in MODEL_ASSETS]
+staleness_checks = [predictions_match_folds(asset) for asset in MODEL_ASSETS]

@@ -193,13 +193,18 @@ class EmbeddingFitter(Fitter):
 
 
 class EnsembleFitter(Fitter):
-    """The stacked P(fake) of the tabular models and the trained embedding models, every
-    learner and the meta-learner fit inside the fold's training folds (`lib.training.ensemble`)."""
+    """The stacked P(fake) of the tabular models and the embedding models trained on the
+    current folds' videos, every learner and the meta-learner fit inside the fold's training
+    folds (`lib.training.ensemble`)."""
 
     def __init__(self, spec, context, inputs):
         super().__init__(spec, context, inputs)
         features = clip_features(inputs["handcrafted_features"], inputs["scaled_features"])
-        self.learners = ensemble_learners(context.resources.warehouse, features)
+        self.learners, self.left_out = ensemble_learners(
+            context.resources.warehouse, features, inputs["cv_folds"]
+        )
+        if self.left_out:
+            context.log.warning(f"left out until retrained, stale: {self.left_out}")
         self.weights: dict[str, dict[str, float]] = {}
 
     def fit(self, fold: int) -> FoldFit:
@@ -219,17 +224,33 @@ class EnsembleFitter(Fitter):
         weights = pd.DataFrame(self.weights).T.rename_axis("fold")
         return {
             "base_models": dg.MetadataValue.json([learner.name for learner in self.learners]),
+            "stale_models_left_out": dg.MetadataValue.json(self.left_out),
             "stacked_weights": dg.MetadataValue.md(weights.to_markdown()),
         }
 
 
-def ensemble_learners(warehouse, features: pd.DataFrame) -> list:
+def ensemble_learners(
+    warehouse, features: pd.DataFrame, cv_folds: pd.DataFrame
+) -> tuple[list, dict[str, str]]:
     """The base learners the ensemble refits inside each fold's training folds: every tabular
-    model, and each embedding model that has been trained, on its backbone's embeddings."""
+    model, and each embedding model trained on the current folds' videos, on its backbone's
+    embeddings; and the embedding models left out as stale, with why. A model stale only in
+    labels stays: the ensemble refits it on the current labels, and a held-out fold's labels
+    must not decide what stacks in that fold."""
     from fvc_dagster.lib.training.ensemble import embedding_learner, tabular_learner
+    from fvc_dagster.lib.training.staleness import prediction_staleness
 
     learners = [tabular_learner(m, features, CLIP_FEATURES) for m in models_of("tabular")]
-    trained = [m for m in models_of("embedding") if existing_table(warehouse, m) is not None]
+    trained, left_out = [], {}
+    for model in models_of("embedding"):
+        table = existing_table(warehouse, model)
+        if table is None:
+            continue
+        staleness = prediction_staleness(table, cv_folds)
+        if staleness.other_videos_or_folds:
+            left_out[model] = staleness.reason
+        else:
+            trained.append(model)
     if trained:
         from fvc_dagster.lib.training.embeddings import backbone_embeddings
 
@@ -237,4 +258,4 @@ def ensemble_learners(warehouse, features: pd.DataFrame) -> list:
         for model in trained:
             embeddings, _ = backbone_embeddings(stored, get_spec(model).backbone)
             learners.append(embedding_learner(model, embeddings))
-    return learners
+    return learners, left_out

@@ -111,14 +111,18 @@ def _uncertainty_rows(predictions: pd.DataFrame, keys: list[str]) -> pd.DataFram
     return pd.DataFrame(rows).set_index(keys)
 
 
-def compare_models(fold_metrics: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+def compare_models(
+    fold_metrics: pd.DataFrame, predictions: pd.DataFrame, stale: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per model and initial weights (random, pretrained, or `NO_WEIGHTS`): `folds`,
     the held-out videos and cascades, mean and sample std (ddof=1, NaN for one fold) of every
     metric over folds, and from `predictions` (`PREDICTION_COLUMNS` and `dup_group`) the
     pooled held-out ROC-AUC with its 95% cascade bootstrap interval, the 95th percentile of
     its cascade permutation chance band and `above_chance` (the interval's low end above the
     band). Ranked (`rank`, 1 = best): models above chance first, then by mean ROC-AUC, ties
-    by model name (then weights)."""
+    by model name (then weights). Then the `stale` models (`model, weights, stale_reason`:
+    predictions made on other folds or labels, left out of the metrics) by name, unscored and
+    unranked; `stale` and `stale_reason` ("" when current) say which."""
     keys = ["model", "weights"]
     grouped = fold_metrics.groupby(keys)[list(METRICS)]
     table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
@@ -137,14 +141,27 @@ def compare_models(fold_metrics: pd.DataFrame, predictions: pd.DataFrame) -> pd.
         .reset_index(drop=True)
         .round(4)
     )
-    return table.assign(rank=range(1, len(table) + 1))
+    table = table.assign(rank=range(1, len(table) + 1), stale=False, stale_reason="")
+    if stale is not None and len(stale):
+        left_out = stale[["model", "weights", "stale_reason"]].sort_values(["model", "weights"])
+        table = pd.concat(
+            [table, left_out.assign(stale=True, above_chance=False)], ignore_index=True
+        )
+    counts = ["folds", "held_out_videos", "held_out_cascades", "rank"]
+    return table.astype(dict.fromkeys(counts, "Int64"))
 
 
 def _number(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.3f}"
 
 
+def _count(value) -> str:
+    return "-" if pd.isna(value) else str(int(value))
+
+
 def _verdict(row) -> str:
+    if row.stale:
+        return f"stale, left out: {row.stale_reason}"
     if pd.isna(row.roc_auc_low) or pd.isna(row.chance_band):
         return "n/a"
     return "yes" if row.above_chance else "no: inside chance band"
@@ -154,11 +171,11 @@ def comparison_markdown(comparison: pd.DataFrame) -> str:
     """The comparison in its order as an aligned markdown table: per model its folds,
     held-out videos / cascades, every metric's mean ± std over folds, pooled ROC-AUC with its
     95% cascade bootstrap interval, chance band, whether the interval clears the band, and
-    its initial weights."""
+    its initial weights; a stale model's row says why it is left out."""
     header = ["model", "folds", "videos / cascades", *METRICS, "pooled roc_auc [95% CI]",
               "chance band", "above chance", "weights"]  # fmt: skip
     rows = [
-        [r.model, str(r.folds), f"{r.held_out_videos} / {r.held_out_cascades}",
+        [r.model, _count(r.folds), f"{_count(r.held_out_videos)} / {_count(r.held_out_cascades)}",
          *(f"{_number(getattr(r, m + '_mean'))} ± {_number(getattr(r, m + '_std'))}"
            for m in METRICS),
          f"{_number(r.roc_auc_pooled)} [{_number(r.roc_auc_low)}, {_number(r.roc_auc_high)}]",
@@ -171,11 +188,12 @@ def comparison_markdown(comparison: pd.DataFrame) -> str:
 def comparison_summary(comparison: pd.DataFrame) -> str:
     """The comparison's ROC-AUC columns as an aligned markdown table, for a transcript: per
     model its rank, mean ± std over folds, pooled ROC-AUC with its 95% cascade bootstrap
-    interval, chance band, whether the interval clears the band, and its initial weights."""
+    interval, chance band, whether the interval clears the band (or why a stale model is left
+    out), and its initial weights."""
     header = ["rank", "model", "roc_auc (mean ± std)", "pooled roc_auc [95% CI]",
               "chance band", "above chance", "weights"]  # fmt: skip
     rows = [
-        [str(r.rank), r.model, f"{_number(r.roc_auc_mean)} ± {_number(r.roc_auc_std)}",
+        [_count(r.rank), r.model, f"{_number(r.roc_auc_mean)} ± {_number(r.roc_auc_std)}",
          f"{_number(r.roc_auc_pooled)} [{_number(r.roc_auc_low)}, {_number(r.roc_auc_high)}]",
          _number(r.chance_band), _verdict(r), str(r.weights)]
         for r in comparison.itertuples()

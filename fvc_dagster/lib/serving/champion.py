@@ -38,26 +38,27 @@ def pick_champion(
     comparison: pd.DataFrame, n_folds: int, metric: str = "roc_auc", candidate=servable
 ) -> pd.Series:
     """The champion row of `model_comparison`. Candidates: a `candidate` model (servable from
-    a video file by default) scored on all `n_folds` folds whose ROC-AUC interval clears its
-    chance band (`above_chance`). Rule: the highest mean `metric` over folds; ties go to the
-    higher low end of the ROC-AUC interval, then to the model name, so the choice never
-    depends on row order. ValueError naming why when no model qualifies."""
+    a video file by default), not stale, scored on all `n_folds` folds whose ROC-AUC interval
+    clears its chance band (`above_chance`). Rule: the highest mean `metric` over folds; ties
+    go to the higher low end of the ROC-AUC interval, then to the model name, so the choice
+    never depends on row order. ValueError naming why when no model qualifies."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     mean = f"{metric}_mean"
-    eligible = comparison[
-        comparison["model"].map(candidate)
-        & (comparison["folds"] == n_folds)
-        & comparison["above_chance"].astype(bool)
+    current = comparison[~comparison["stale"].astype(bool)]
+    eligible = current[
+        current["model"].map(candidate)
+        & (current["folds"] == n_folds)
+        & current["above_chance"].astype(bool)
     ]
     ranked = eligible.dropna(subset=[mean]).sort_values(
         [mean, "roc_auc_low", "model"], ascending=[False, False, True], na_position="last"
     )
     if ranked.empty:
         raise ValueError(
-            f"no candidate model is scored on all {n_folds} folds with a mean {metric} and a "
-            "ROC-AUC interval above its chance band: train a model that learns (see "
-            "model_comparison's above_chance column)"
+            f"no candidate model is current, scored on all {n_folds} folds with a mean {metric} "
+            "and a ROC-AUC interval above its chance band: train a model that learns (see "
+            "model_comparison's above_chance and stale columns)"
         )
     return ranked.iloc[0]
 
