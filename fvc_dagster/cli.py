@@ -146,11 +146,21 @@ def cmd_score(args: argparse.Namespace) -> int:
         if row.error:
             print(f"fvc score: {row.error}", file=sys.stderr)
         elif not args.json:
+            caution = row.out_of_distribution and _novelty_warning(row.novelty, detector)
             print(
                 f"{row.path}: P(fake) = {row.probability_fake:.3f} -> {row.label} "
                 f"(threshold {detector.threshold}; fvc-detector v{row.version}, {row.model})"
+                f"{caution or ''}"
             )
     return 1 if scores["error"].notna().any() else 0
+
+
+def _novelty_warning(distance: float, detector) -> str:
+    """What `fvc score` adds to the line of a video beyond the champion's novelty threshold."""
+    return (
+        ", but this video is unlike the videos the model was trained on (distance "
+        f"{distance:.1f} > {detector.novelty.threshold:.1f}): treat the score with caution"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -25,6 +26,9 @@ from mlflow import MlflowClient
 from conftest import REPO, query, write_labelled_inbox
 from fvc_dagster.cli import main
 from fvc_dagster.definitions import build_defs
+from fvc_dagster.lib.clips.video_clips import ORIGINAL
+from fvc_dagster.lib.evaluation.novelty import FLAG_RATE, held_out_distances
+from fvc_dagster.lib.features.rows import CLIP_FEATURES, clip_features
 from fvc_dagster.lib.serving.champion import labelled_clips, servable, training_fingerprint
 from fvc_dagster.lib.serving.mlflow_registry import (
     ALIAS,
@@ -35,6 +39,7 @@ from fvc_dagster.lib.serving.mlflow_registry import (
     local_tracking_uri,
 )
 from fvc_dagster.lib.serving.requests import REFUSED, SERVING_ROOT
+from fvc_dagster.local.corpus import CorpusSpec, shifted, write_videos
 from fvc_dagster.local.demo import execute_run_request
 from fvc_dagster.local.loopback import free_port
 
@@ -105,8 +110,66 @@ def test_every_video_labelled_or_not_gets_the_champions_score(platform):
         model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@{ALIAS}")
     path = query(root, f"select path from fvc.source_videos where video_id = '{UNLABELLED[0]}'")
     predicted = model.predict(pd.DataFrame({"path": path["path"]}))
-    stored = scores.set_index("video_id").loc[UNLABELLED[0], "probability_fake"]
-    assert predicted["probability_fake"][0] == pytest.approx(stored, abs=1e-9)
+    stored = scores.set_index("video_id").loc[UNLABELLED[0]]
+    assert predicted["probability_fake"][0] == pytest.approx(stored["probability_fake"], abs=1e-9)
+    # and the same distance from the training videos: scoring measures what calibration did
+    assert predicted["novelty"][0] == pytest.approx(stored["novelty"], rel=1e-6)
+
+
+def test_the_champion_flags_about_five_percent_of_held_out_training_videos(platform):
+    root, _, _, instance = platform
+    features = clip_features(
+        query(root, "select * from fvc.handcrafted_features"),
+        query(root, "select * from fvc.scaled_features"),
+    )
+    folds = query(root, "select * from fvc.cv_folds")
+    rows = folds.merge(features[features["aug_index"] == ORIGINAL], on="video_id")
+    assert len(rows) == len(LABELLED)
+    held_out = held_out_distances(rows, rows["fold"], CLIP_FEATURES)
+    threshold = np.quantile(held_out, 1 - FLAG_RATE)
+    model, version = load_champion(local_tracking_uri(root))
+    novelty = model.unwrap_python_model().detector.novelty
+    assert novelty.threshold == pytest.approx(threshold)
+    assert version.tags["novelty_threshold"] == f"{threshold:.4f}"
+    rate = (held_out > threshold).mean()
+    assert version.tags["novelty_held_out_flag_rate"] == f"{rate:.4f}"
+    # every score row carries the distance and the flag, and the run's metadata counts flags
+    scores = query(root, "select * from fvc.video_scores").set_index("video_id")
+    on_rows = novelty.distances(rows.set_index("video_id").loc[LABELLED])
+    assert scores.loc[LABELLED, "novelty"].to_numpy() == pytest.approx(on_rows)
+    assert (scores["out_of_distribution"] == (scores["novelty"] > threshold)).all()
+    records = instance.fetch_materializations(dg.AssetKey("video_scores"), limit=100).records
+    latest = {r.partition_key: r for r in reversed(records)}  # newest first: keep the newest
+    assert set(latest) == set(scores.index)
+    for run_id in {r.run_id for r in latest.values()}:
+        batch = [r for r in latest.values() if r.run_id == run_id]
+        counted = batch[0].asset_materialization.metadata["out_of_distribution"].value
+        assert counted == scores.loc[[r.partition_key for r in batch], "out_of_distribution"].sum()
+
+
+def test_fvc_score_flags_videos_of_another_codec_and_content_in_words(platform, tmp_path, capsys):
+    root = platform[0]
+    spec = shifted(
+        CorpusSpec(n_videos=5, n_archives=1, min_frames=8, max_frames=10, seed=7),
+        ["codec=mpeg4", "content=static"],
+    )
+    paths = [str(path) for path, _ in write_videos(tmp_path, spec)]
+    assert main(["--data-dir", str(root), "score", "--json", *paths]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    flagged = [row["out_of_distribution"] for row in rows]
+    # Measured: 5 of 5 flagged (distances 7e4 to 2e5 against a threshold of 13.4; the two
+    # unlabelled videos like the training ones: 5.8 and 6.0), the training videos being tiny
+    # H.264 ones of moving noise.
+    assert np.mean(flagged) >= 0.8, [(row["path"], row["novelty"]) for row in rows]
+    assert main(["--data-dir", str(root), "score", *paths]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line, row in zip(lines, rows, strict=True):
+        caution = (
+            f"but this video is unlike the videos the model was trained on (distance "
+            f"{row['novelty']:.1f} > "
+        )
+        assert (caution in line) == row["out_of_distribution"], line
+        assert line.endswith("treat the score with caution") == row["out_of_distribution"]
 
 
 def test_fvc_score_scores_good_files_and_names_a_bad_one(platform, tmp_path, capsys):
@@ -168,9 +231,12 @@ def test_make_serve_scores_posted_video_bytes_and_refuses_paths_outside_its_root
     champion = MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, ALIAS)
     assert f"fvc-detector v{champion.version}" in log.read_text()
     model, _ = load_champion(local_tracking_uri(root))
-    expected = model.unwrap_python_model().detector.score_paths([video])["probability_fake"][0]
-    assert upload["path"] == "upload.mp4" and upload["probability_fake"] == pytest.approx(expected)
-    assert by_path["path"] == video and by_path["probability_fake"] == pytest.approx(expected)
+    (expected,) = model.unwrap_python_model().detector.score_paths([video]).to_dict("records")
+    assert upload["path"] == "upload.mp4"
+    for key in ("probability_fake", "novelty"):
+        assert upload[key] == pytest.approx(expected[key]) and by_path[key] == upload[key]
+    assert upload["out_of_distribution"] == expected["out_of_distribution"]
+    assert by_path["path"] == video
     # The same refusal whether or not the file exists: nothing learnt of the server's files.
     assert passwd["error"] == f"/etc/passwd: {REFUSED}"
     assert missing["error"] == f"/no/such/file.mp4: {REFUSED}"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,7 @@ from mlflow import MlflowClient
 from conftest import write_video
 from fvc_dagster.lib.clips.store import read_clip
 from fvc_dagster.lib.clips.video_clips import ORIGINAL, make_clips
+from fvc_dagster.lib.evaluation.novelty import calibrated_novelty, held_out_distances
 from fvc_dagster.lib.features.forensic import HANDCRAFTED_FEATURES, SCALED_FEATURES
 from fvc_dagster.lib.models import build_model
 from fvc_dagster.lib.serving.champion import (
@@ -26,9 +28,16 @@ from fvc_dagster.lib.serving.champion import (
     pick_champion,
     refit_baseline,
     training_fingerprint,
+    training_novelty,
     why_champion,
 )
-from fvc_dagster.lib.serving.detector import Detector, VideoInput, video_input
+from fvc_dagster.lib.serving.detector import (
+    NOVELTY_FILE,
+    SCORE_COLUMNS,
+    Detector,
+    VideoInput,
+    video_input,
+)
 from fvc_dagster.lib.serving.mlflow_registry import (
     ALIAS,
     REGISTERED_MODEL,
@@ -132,6 +141,17 @@ def test_refit_uses_the_original_clip_of_every_labelled_video_and_no_unlabelled_
     assert ((p >= 0.5) == (rows["label"] == "fake")).mean() > 0.9
 
 
+def test_training_novelty_is_fit_on_the_labelled_originals_and_calibrated_on_their_folds():
+    clips, folds = clips_and_folds()
+    model, rate = training_novelty(clips, folds)
+    rows = clips[clips["aug_index"] == ORIGINAL].merge(folds, on="video_id")
+    assert len(rows) == 12  # no augmented clip, no unlabelled video
+    assert np.allclose(model.median, rows[FEATURES].median().to_numpy())
+    held_out = held_out_distances(rows, rows["fold"], FEATURES)
+    assert model.threshold == pytest.approx(np.quantile(held_out, 0.95))
+    assert rate == pytest.approx((held_out > model.threshold).mean())
+
+
 def test_fingerprint_covers_checksums_and_labels_in_any_order():
     clips = pd.DataFrame({"sha256": ["a", "b", "c"], "label": ["fake", "real", "fake"]})
     same = training_fingerprint(clips.iloc[::-1])
@@ -151,7 +171,9 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def baseline_detector(videos) -> Detector:
+def baseline_detector(videos, novelty: bool = False) -> Detector:
+    """A logistic regression on the three good videos' features (and the same plus 0.5), with
+    the novelty model of those rows (three folds) when `novelty`."""
     inputs = [video_input(videos[v], 4) for v in ("v0", "v1", "mkv")]
     rows = pd.DataFrame([i.features for i in inputs] * 4)
     labels = np.array([0, 1, 0] * 4)
@@ -161,7 +183,36 @@ def baseline_detector(videos) -> Detector:
     pipeline = baseline_pipeline("logistic_regression").fit(
         rows[FEATURES].to_numpy(float), np.concatenate([labels, 1 - labels])
     )
-    return Detector("logistic_regression", "features", pipeline, 4, "letterbox", FEATURES)
+    model = calibrated_novelty(rows, np.arange(len(rows)) % 3, FEATURES) if novelty else None
+    return Detector(
+        "logistic_regression", "features", pipeline, 4, "letterbox", FEATURES, novelty=model
+    )
+
+
+def test_a_saved_detector_keeps_its_novelty_model_and_scores_each_video_against_it(
+    videos, tmp_path
+):
+    fitted = baseline_detector(videos, novelty=True)
+    folder = fitted.save(tmp_path / "detector")
+    assert json.loads((folder / NOVELTY_FILE).read_text())["threshold"] > 0
+    detector = Detector.load(folder)
+    assert detector.novelty == fitted.novelty
+    table = detector.score_paths([videos["v0"], videos["bad"]])
+    assert table.columns.tolist() == SCORE_COLUMNS
+    expected = fitted.novelty.distances(pd.DataFrame([video_input(videos["v0"], 4).features]))
+    good, bad = table.to_dict("records")
+    assert good["novelty"] == pytest.approx(expected[0])
+    assert good["out_of_distribution"] == (expected[0] > fitted.novelty.threshold)
+    assert np.isnan(bad["novelty"]) and bad["out_of_distribution"] is None
+    # the flag is the distance against the calibrated threshold
+    for threshold, flagged in ((0.0, True), (np.inf, False)):
+        detector.novelty = replace(fitted.novelty, threshold=threshold)
+        assert detector.score_file(videos["v0"])["out_of_distribution"] is flagged
+    # a detector saved without a novelty model (an older version) scores without one
+    plain = Detector.load(baseline_detector(videos).save(tmp_path / "plain"))
+    assert not (tmp_path / "plain" / NOVELTY_FILE).exists() and plain.novelty is None
+    row = plain.score_file(videos["v0"])
+    assert np.isnan(row["novelty"]) and row["out_of_distribution"] is None
 
 
 def test_a_detector_scores_video_files_and_names_a_file_it_cannot_read(videos, tmp_path):
@@ -259,7 +310,7 @@ def test_the_registered_pyfunc_scores_paths_in_a_fresh_process(videos, tmp_path)
     mlflow.set_tracking_uri(uri)
     mlflow.create_experiment("champion-test", artifact_location=(tmp_path / "art").as_uri())
     mlflow.set_experiment("champion-test")
-    detector = baseline_detector(videos)
+    detector = baseline_detector(videos, novelty=True)
     tags = {"model": "logistic_regression", "training_data": "abc"}
     with mlflow.start_run():
         version = register_detector(detector, tags)
@@ -281,6 +332,8 @@ def test_the_registered_pyfunc_scores_paths_in_a_fresh_process(videos, tmp_path)
     good, bad = result["rows"]
     assert good["probability_fake"] == pytest.approx(expected.loc[0, "probability_fake"])
     assert good["label"] == expected.loc[0, "label"] and bad["error"].startswith(str(videos["bad"]))
+    assert good["novelty"] == pytest.approx(expected.loc[0, "novelty"])
+    assert good["out_of_distribution"] == expected.loc[0, "out_of_distribution"]
     assert REGISTERED_MODEL == "fvc-detector"
 
 

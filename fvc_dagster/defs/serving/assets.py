@@ -2,6 +2,7 @@
 (`video_scores`)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +36,7 @@ from fvc_dagster.lib.serving.mlflow_registry import (
 # The tags that identify what a version was built from: equal tags, nothing new to register.
 LINEAGE_KEYS = (
     "model", "weights", "settings", "training_data", "package_version", "source_sha256",
-    "frames_per_clip", "scaling",
+    "frames_per_clip", "scaling", "novelty_threshold",
 )  # fmt: skip
 
 
@@ -86,7 +87,8 @@ def champion_model(
     training clips and
     registered as a new version of `fvc-detector` with the alias `champion` and its lineage
     (code version and commit, training-data fingerprint, CV metrics, Dagster run id). Nothing
-    is registered when the champion's lineage has not changed."""
+    is registered when the champion's lineage has not changed. The detector carries the
+    novelty model of the folds' videos, its threshold flagging about 5% of held-out videos."""
     from fvc_dagster.lib.serving.champion import (
         code_lineage,
         labelled_clips,
@@ -95,6 +97,7 @@ def champion_model(
         refit_baseline,
         refit_network,
         training_fingerprint,
+        training_novelty,
     )
 
     try:
@@ -117,6 +120,8 @@ def champion_model(
         runs = [client.get_run(run_id).data for run_id in rows["mlflow_run_id"]]
         best_epochs = [int(run.metrics["best_epoch"]) for run in runs]
         settings = network_settings(runs[0].params, best_epochs)
+    features = clip_features(handcrafted_features, scaled_features)
+    novelty, held_out_flag_rate = training_novelty(features, cv_folds)
     tags = {
         "model": model,
         "weights": str(best["weights"]),
@@ -131,6 +136,8 @@ def champion_model(
         "cv_folds": str(int(best["folds"])),
         "cv_roc_auc_interval": f"[{best['roc_auc_low']:.4f}, {best['roc_auc_high']:.4f}]",
         "cv_chance_band": f"{best['chance_band']:.4f}",
+        "novelty_threshold": f"{novelty.threshold:.4f}",
+        "novelty_held_out_flag_rate": f"{held_out_flag_rate:.4f}",
         "dagster_run_id": context.run_id,
     }
     current = champion_version(client)
@@ -146,7 +153,6 @@ def champion_model(
             experiment=mlflow.champion_experiment,
         ) as run:
             if tabular:
-                features = clip_features(handcrafted_features, scaled_features)
                 detector = refit_baseline(
                     model, clips, features, CLIP_FEATURES, sampling.frames_per_clip,
                     scaling.method,
@@ -157,7 +163,7 @@ def champion_model(
                     model, clips, clip_files, settings, storage.root,
                     sampling.frames_per_clip, scaling.method,
                 )  # fmt: skip
-            version = register_detector(detector, tags)
+            version = register_detector(replace(detector, novelty=novelty), tags)
             run_id = run.info.run_id
         registered = True
         context.log.info(f"{model} registered as {REGISTERED_MODEL} version {version}")
@@ -197,8 +203,9 @@ def video_scores(
     mlflow: MlflowTracking,
 ) -> pd.DataFrame:
     """The champion's P(fake) and label for every video, labelled or not, with the version
-    that scored it; from the video's original clip as the pipeline stored it (the registered
-    model computes the same from the video file)."""
+    that scored it, and whether the video lies outside what the champion was trained on
+    (`novelty`, `out_of_distribution`); from the video's original clip as the pipeline stored
+    it (the registered model computes the same from the video file)."""
     model, version = mlflow.load_champion()
     detector = model.unwrap_python_model().detector
     features = clip_features(handcrafted_features, scaled_features)
@@ -223,14 +230,16 @@ def video_scores(
             clip = VideoInput({}, read_clip(Path(scaled["path"])), box)
             p = float(detector.probabilities([clip])[0])
         label = source_of(video_id)["label"].iloc[0]
+        (novelty,) = detector.novelty_columns(features_of(video_id))
         return {
             "video_id": video_id, "probability_fake": p, "predicted": detector.labels([p])[0],
-            "label": label, "model": detector.model_name, "model_version": str(version.version),
+            "label": label, **novelty, "model": detector.model_name,
+            "model_version": str(version.version),
         }  # fmt: skip
 
     rows, seconds = for_each_video(context, context.partition_keys, score)
     table = pd.DataFrame(rows)
-    scored = ["probability_fake", "predicted", "label"]
+    scored = ["probability_fake", "predicted", "label", "novelty", "out_of_distribution"]
     add_video_metadata(
         context,
         seconds,
@@ -238,7 +247,10 @@ def video_scores(
         {
             "model": dg.MetadataValue.text(
                 f"{REGISTERED_MODEL} v{version.version} ({detector.model_name})"
-            )
+            ),
+            "out_of_distribution": dg.MetadataValue.int(
+                int(table["out_of_distribution"].eq(True).sum())
+            ),
         },
     )
     return table

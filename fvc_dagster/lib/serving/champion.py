@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fvc_dagster.lib.clips.video_clips import ORIGINAL
 from fvc_dagster.lib.evaluation.metrics import METRICS
+from fvc_dagster.lib.evaluation.novelty import NoveltyModel, calibrated_novelty, held_out_distances
+from fvc_dagster.lib.features.rows import CLIP_FEATURES
 from fvc_dagster.lib.models import REGISTRY, baseline_pipeline
 from fvc_dagster.lib.serving.detector import Detector
 from fvc_dagster.lib.training.clip_data import INPUT_KEYS
@@ -97,6 +100,18 @@ def labelled_clips(clips: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     with a fold), with their `label`: what a refit trains on. Unlabelled videos are left out."""
     labels = folds[["video_id", "label"]]
     return clips.merge(labels, on="video_id", how="inner", validate="many_to_one")
+
+
+def training_novelty(features: pd.DataFrame, folds: pd.DataFrame) -> tuple[NoveltyModel, float]:
+    """The novelty model of the videos of `folds` (`cv_folds`: the labelled training videos)
+    from their original clips' `CLIP_FEATURES` (`clip_features` rows, as a detector computes
+    them from a video file), its threshold calibrated on the folds' held-out videos; and the
+    share of those held-out videos it flags."""
+    originals = features[features["aug_index"] == ORIGINAL].drop(columns="aug_index")
+    rows = folds[["video_id", "fold"]].merge(originals, on="video_id", validate="one_to_one")
+    model = calibrated_novelty(rows, rows["fold"], CLIP_FEATURES)
+    held_out = held_out_distances(rows, rows["fold"], CLIP_FEATURES)
+    return model, float((held_out > model.threshold).mean())
 
 
 def training_fingerprint(clips: pd.DataFrame) -> str:

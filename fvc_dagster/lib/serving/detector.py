@@ -7,8 +7,10 @@ handcrafted features with the source's codec cues, the clip scaled into the 256-
 (letterbox, or the VAE when the model was trained on VAE-scaled clips), and the 8 scaled-clip
 features. A `Detector` scores those inputs, or the same
 rows read back from the warehouse (`video_scores` does), with a tabular baseline or a video
-network. `Detector.save` writes a folder (a JSON description and the model's files, never a
-pickle) that `Detector.load` reads back in a process that has only this package's library.
+network, and says how far the video's features lie from the training videos' (its novelty
+model, `lib.evaluation.novelty`). `Detector.save` writes a folder (a JSON description, the
+novelty model as JSON and the model's files, never a pickle) that `Detector.load` reads back in
+a process that has only this package's library.
 """
 
 from __future__ import annotations
@@ -24,15 +26,19 @@ import pandas as pd
 
 from fvc_dagster.lib.atomic import replacing
 from fvc_dagster.lib.clips.scaling import ScaledClip, letterbox
+from fvc_dagster.lib.evaluation.novelty import NoveltyModel
 from fvc_dagster.lib.features.forensic import handcrafted_features, scaled_features
 from fvc_dagster.lib.features.rows import codec_cues
 from fvc_dagster.lib.ingest.video import probe_video, sample_frames
 
 DESCRIPTION = "detector.json"
 SKOPS_FILE = "model.skops"
+NOVELTY_FILE = "novelty.json"
 THRESHOLD = 0.5  # P(fake) at or above which a video is labelled fake, as in the CV metrics
-# A scored video: its path (or name), P(fake), label, and the one-line reason it was not scored.
-SCORE_COLUMNS = ["path", "probability_fake", "label", "error"]
+# A scored video: its path (or name), P(fake), label, its features' distance from the training
+# videos' (`novelty`) and whether that lies beyond the calibrated threshold, and the one-line
+# reason it was not scored.
+SCORE_COLUMNS = ["path", "probability_fake", "label", "novelty", "out_of_distribution", "error"]
 
 
 @dataclass
@@ -88,7 +94,8 @@ class Detector:
     pipeline over `feature_names`) or "clip" (a network over `frames` x `pixels` clips of
     registry `input` "clip" or "clip+box", reading the `source` it was trained on: "native"
     windows of the original clip or the "scaled" clip); `frames_per_clip` and `scaling` are
-    the pipeline settings the model was trained with."""
+    the pipeline settings the model was trained with; `novelty` the training videos' feature
+    distribution with its calibrated threshold (None for a detector saved without one)."""
 
     model_name: str
     kind: str
@@ -100,6 +107,7 @@ class Detector:
     pixels: int | None = None
     source: str = "scaled"
     threshold: float = THRESHOLD
+    novelty: NoveltyModel | None = field(default=None, repr=False)
 
     def probabilities(self, inputs: Sequence[VideoInput]) -> np.ndarray:
         """P(fake) of each input."""
@@ -143,16 +151,27 @@ class Detector:
     def labels(self, probabilities: np.ndarray) -> list[str]:
         return ["fake" if p >= self.threshold else "real" for p in probabilities]
 
+    def novelty_columns(self, rows: pd.DataFrame) -> list[dict[str, Any]]:
+        """`novelty` (the distance from the training videos) and `out_of_distribution` (beyond
+        the calibrated threshold) of each feature row; NaN and None without a novelty model."""
+        if self.novelty is None:
+            return [{"novelty": np.nan, "out_of_distribution": None}] * len(rows)
+        distances = self.novelty.distances(rows)
+        return [{"novelty": float(d), "out_of_distribution": bool(d > self.novelty.threshold)}
+                for d in distances]  # fmt: skip
+
     def score_file(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
         """The row (`SCORE_COLUMNS`) of one video file, named `name` (default: its path); a
         file that cannot be scored gets its error, naming it, and no probability."""
         name = str(path) if name is None else name
         try:
-            p = float(self.probabilities([video_input(path, self.frames_per_clip,
-                                                      self.scaling)])[0])  # fmt: skip
+            given = video_input(path, self.frames_per_clip, self.scaling)
+            p = float(self.probabilities([given])[0])
+            (novelty,) = self.novelty_columns(pd.DataFrame([given.features]))
         except Exception as exc:  # one bad file is that file's result, not the batch's
             return failed_row(name, f"{type(exc).__name__}: {exc}")
-        return {"path": name, "probability_fake": p, "label": self.labels([p])[0], "error": None}
+        return {"path": name, "probability_fake": p, "label": self.labels([p])[0], **novelty,
+                "error": None}  # fmt: skip
 
     def score_paths(self, paths: Iterable[str | Path]) -> pd.DataFrame:
         """One `score_file` row per path: a bad file does not stop the others."""
@@ -161,11 +180,13 @@ class Detector:
     def description(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("estimator")
+        out.pop("novelty")  # its own file
         return out
 
     def save(self, folder: str | Path) -> Path:
-        """Write the detector into `folder` (created): `detector.json` and the model's files
-        (a tabular pipeline as skops, a network as `lib.models.network_files`)."""
+        """Write the detector into `folder` (created): `detector.json`, `novelty.json` when it
+        has a novelty model, and the model's files (a tabular pipeline as skops, a network as
+        `lib.models.network_files`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.kind == "features":
@@ -180,6 +201,9 @@ class Detector:
 
             options = model_options(get_spec(self.model_name).input, self.pixels)
             save_network(self.estimator, self.model_name, options, folder)
+        if self.novelty is not None:
+            with replacing(folder / NOVELTY_FILE) as file:
+                file.write_text(self.novelty.to_json())
         with replacing(folder / DESCRIPTION) as file:
             file.write_text(json.dumps(self.description(), indent=2))
         return folder
@@ -203,12 +227,15 @@ class Detector:
             from fvc_dagster.lib.models.network_files import load_network
 
             estimator = load_network(folder)
-        return cls(estimator=estimator, **description)
+        novelty = folder / NOVELTY_FILE  # absent from versions registered before novelty
+        novelty = NoveltyModel.from_json(novelty.read_text()) if novelty.exists() else None
+        return cls(estimator=estimator, novelty=novelty, **description)
 
 
 def failed_row(name: str, reason: str) -> dict[str, Any]:
     """The `SCORE_COLUMNS` row of a video `name` that was not scored, and why."""
-    return {"path": name, "probability_fake": np.nan, "label": None, "error": f"{name}: {reason}"}
+    return {"path": name, "probability_fake": np.nan, "label": None, "novelty": np.nan,
+            "out_of_distribution": None, "error": f"{name}: {reason}"}  # fmt: skip
 
 
 def _box_columns(box: tuple[int, int, int, int]) -> dict[str, int]:

@@ -2,13 +2,14 @@
 
 Its input is a DataFrame, one video a row: its bytes in base64 (`video`, with an optional
 `name`) or a `path` under `$FVC_SERVING_ROOT` (`lib/serving/requests.py`); its output one row
-per video with `path` (or name), `probability_fake`, `label` and `error` (the one-line reason
-it could not be scored). It carries this package's code (`code_paths`), so
-`mlflow.pyfunc.load_model` and `mlflow models predict/serve --env-manager local` run the
-pipeline's library in any process that has the requirements installed; nothing there imports
-Dagster. The pyfunc class
-(`DetectorModel`) is in `lib/serving/pyfunc_model.py`, the file logged as the model; MLflow
-is imported where used here, so loading the code location does not import it.
+per video with `path` (or name), `probability_fake`, `label`, `novelty` (the distance of its
+features from the training videos'), `out_of_distribution` (beyond the calibrated threshold) and
+`error` (the one-line reason it could not be scored). It carries this package's code
+(`code_paths`), so `mlflow.pyfunc.load_model` and `mlflow models predict/serve --env-manager
+local` run the pipeline's library in any process that has the requirements installed; nothing
+there imports Dagster. The pyfunc class (`DetectorModel`) is in `lib/serving/pyfunc_model.py`,
+the file logged as the model; MLflow is imported where used here, so loading the code location
+does not import it.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def register_detector(
     inputs = Schema([ColSpec("string", column, required=False)
                      for column in ("video", "name", "path")])  # fmt: skip
     outputs = Schema([ColSpec("string", "path"), ColSpec("double", "probability_fake"),
-                      ColSpec("string", "label"), ColSpec("string", "error")])  # fmt: skip
+                      ColSpec("string", "label"), ColSpec("double", "novelty"),
+                      ColSpec("boolean", "out_of_distribution"),
+                      ColSpec("string", "error")])  # fmt: skip
     example = pd.DataFrame({"path": ["video.mp4"]})
     with tempfile.TemporaryDirectory() as tmp:
         folder = detector.save(Path(tmp) / "detector")
