@@ -275,8 +275,9 @@ def _print_scores(data_dir: Path, seed: int) -> None:
     scores = model.predict(pd.DataFrame({"video": videos, "name": paths}))
     print(f"fvc-detector@champion (v{version.version}) on three videos:")
     for row, known in zip(scores.itertuples(), truth, strict=True):
+        unlike = ", unlike its training videos" if row.out_of_distribution else ""
         print(f"  {Path(row.path).name}: P(fake) = {row.probability_fake:.3f} -> {row.label} "
-              f"(truth: {known})")  # fmt: skip
+              f"(truth: {known}; novelty {row.novelty:.1f}{unlike})")  # fmt: skip
 
 
 WIDTH = 100
