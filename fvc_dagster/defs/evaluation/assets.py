@@ -13,9 +13,11 @@ from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.clips.store import png_markdown
 from fvc_dagster.lib.evaluation.metrics import (
     PREDICTION_COLUMNS,
+    VALIDATION,
     compare_models,
     comparison_markdown,
     fold_metrics_of,
+    rows_of_role,
 )
 from fvc_dagster.lib.models import models_of
 
@@ -24,15 +26,18 @@ AUTOMATIC = (*models_of("tabular"), *models_of("ensemble"))
 ON_REQUEST = (*models_of("network"), *models_of("embedding"))
 
 
-def every_prediction(warehouse: DuckDBResource, automatic: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every model's held-out predictions (`PREDICTION_COLUMNS`, integer folds): the automatic
+def every_prediction(
+    warehouse: DuckDBResource, automatic: dict[str, pd.DataFrame], role: str = VALIDATION
+) -> pd.DataFrame:
+    """Every model's predictions of `role` (`PREDICTION_COLUMNS`, integer folds; validation:
+    the held-out ones, test: those of the test videos): the automatic
     ones (tabular, ensemble) as loaded, the on-demand ones (networks, embedding models) from
     their tables as they are (one never trained is absent; rows of folds that no longer exist
     are stale and dropped)."""
     on_demand = [existing_table(warehouse, m) for m in ON_REQUEST]
     folds = folds_partitions.get_partition_keys()
     trained = [t[t["fold"].isin(folds)] for t in on_demand if t is not None]
-    table = pd.concat([*automatic.values(), *trained], ignore_index=True)
+    table = pd.concat([*automatic.values(), *trained], ignore_index=True).pipe(rows_of_role, role)
     return table.assign(fold=table["fold"].astype(int))[PREDICTION_COLUMNS]
 
 
