@@ -62,6 +62,11 @@ def test_archives(tmp_path_factory, video_bytes_factory):
         predictions_before = query(root, "select * from fvc.fold_predictions")
         registry = MlflowClient(local_tracking_uri(root))
         tags_before = registry.get_model_version_by_alias(REGISTERED_MODEL, ALIAS).tags
+        automated = dg.AssetSelection.assets(
+            *MODELS, "fold_predictions", "fold_metrics", "model_comparison", "generalisation",
+            "champion_model",
+        )  # fmt: skip
+        settled = dg.evaluate_automation_conditions(defs, instance, asset_selection=automated)
 
         tests = [*SHIFTED, DECLARED]
         members = {
@@ -74,11 +79,19 @@ def test_archives(tmp_path_factory, video_bytes_factory):
         splits = [""] * len(TRAIN) + ["", "train", "test"]  # the pattern beats a declared train
         write_zip(inbox / "Metadata.zip", {"FVC.csv": fvc_metadata(rows, splits)})
         after = ingest_and_fold(defs, instance)
+        requested = dg.evaluate_automation_conditions(
+            defs, instance, asset_selection=automated, cursor=settled.cursor
+        )
+        automation = {
+            key for key in ["generalisation", "champion_model"]
+            if requested.get_num_requested(dg.AssetKey(key))
+        }  # fmt: skip
         evaluated = execute_run_request(defs, "training", EVERY_FOLD, instance)
         assert evaluated.success
         champion = execute_run_request(defs, "champion", dg.RunRequest(), instance)
         trained = SimpleNamespace(predictions_before=predictions_before, tags_before=tags_before,
-                                  evaluated=evaluated, champion=champion)  # fmt: skip
+                                  automation=automation, evaluated=evaluated,
+                                  champion=champion)  # fmt: skip
         yield root, defs, instance, before, after, trained
 
 
@@ -221,6 +234,11 @@ def test_no_prediction_reads_a_test_videos_label(test_archives):
         stacked = stack_fold(flipped, learners, fold).test_predictions.set_index("clip_id")
         theirs = ensemble[ensemble["fold"] == str(fold)].set_index("clip_id")["probability"]
         assert np.allclose(stacked["probability"].sort_index(), theirs.sort_index())
+
+
+def test_new_test_videos_update_generalisation_and_the_champion_by_automation(test_archives):
+    # once the test archives' videos are folded, the automation asks for both again
+    assert test_archives[-1].automation == {"generalisation", "champion_model"}
 
 
 def test_the_champion_carries_its_test_score(test_archives):
