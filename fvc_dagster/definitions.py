@@ -8,6 +8,7 @@ import dagster as dg
 
 from fvc_dagster.defs.clips import assets as clip_assets
 from fvc_dagster.defs.evaluation import assets as evaluation_assets
+from fvc_dagster.defs.evaluation import generalisation as generalisation_assets
 from fvc_dagster.defs.features import assets as feature_assets
 from fvc_dagster.defs.folds import assets as fold_assets
 from fvc_dagster.defs.folds import checks as fold_checks
@@ -65,6 +66,7 @@ DOMAINS = [
     embedding_assets,
     model_assets,
     evaluation_assets,
+    generalisation_assets,
     serving_assets,
 ]
 

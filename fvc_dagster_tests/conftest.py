@@ -177,10 +177,12 @@ def write_labelled_inbox(
 
 def with_test_rows(training_clips: pd.DataFrame) -> pd.DataFrame:
     """`training_clips` with `test` rows in every fold: fold 0's validation clips again, as a
-    test video's original clips would be (their features, embeddings and files exist)."""
+    test video's original clips would be (their features, embeddings and files exist), under
+    video ids of their own (`test-<video_id>`), as no test video trains a fold."""
     import pandas as pd
 
     first = training_clips[(training_clips["fold"] == 0) & (training_clips["role"] == "validation")]
+    first = first.assign(video_id="test-" + first["video_id"])
     tests = [first.assign(fold=fold, role="test") for fold in training_clips["fold"].unique()]
     return pd.concat([training_clips, *tests], ignore_index=True)
 

@@ -22,6 +22,7 @@ def test_definitions_load_from_the_environment(tmp_path, monkeypatch):
         "cv_folds",
         "fold_metrics",
         "model_comparison",
+        "generalisation",
     } <= keys
     assert set(REGISTRY) <= keys  # every registry model is an asset named as the model
     assert defs.resolve_sensor_def("archive_sensor") and defs.resolve_sensor_def(

@@ -90,19 +90,28 @@ def test_every_fold_run_is_a_finished_mlflow_run_with_its_dagster_run_id(demo_ro
 FIGURES = ("roc_auc_by_model", "roc_curves", "confusion_matrices")
 
 
-def test_the_comparison_shows_its_figures_in_the_ui_and_in_mlflow(demo_root, monkeypatch):
+def test_the_comparison_and_generalisation_show_their_figures_in_the_ui_and_in_mlflow(
+    demo_root, monkeypatch
+):
     monkeypatch.setenv("DAGSTER_HOME", str(demo_root / "dagster_home"))
     instance = dg.DagsterInstance.get()
     (record,) = instance.fetch_materializations(dg.AssetKey("model_comparison"), limit=1).records
     metadata = record.asset_materialization.metadata
     for name in FIGURES:
         assert metadata[name].value.startswith(f"![{name}](data:image/png;base64,"), name
+    (record,) = instance.fetch_materializations(dg.AssetKey("generalisation"), limit=1).records
+    shown = record.asset_materialization.metadata
+    assert shown["cv_vs_test_roc_auc"].value.startswith("![cv_vs_test_roc_auc](data:image/png")
+    assert "no test videos" in shown["generalisation"].value  # the demo corpus has none
     mlflow.set_tracking_uri(f"sqlite:///{demo_root / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["fvc-comparison"])  # one per materialization
-    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
-    for run_id in runs["run_id"]:
+    assert set(runs["status"]) == {"FINISHED"}
+    figures_of = {"model-comparison": {f"{name}.png" for name in FIGURES},
+                  "generalisation": {"generalisation.png"}}  # fmt: skip
+    assert runs["tags.mlflow.runName"].value_counts().to_dict() == dict.fromkeys(figures_of, 2)
+    for run_id, name in zip(runs["run_id"], runs["tags.mlflow.runName"], strict=True):
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-        assert artifacts == {f"{name}.png" for name in FIGURES}
+        assert artifacts == figures_of[name]
 
 
 def test_a_second_demo_run_reuses_everything(demo_root, monkeypatch, capsys):

@@ -148,6 +148,11 @@ def test_test_rows_are_neither_fit_nor_scored_by_the_embedding_models():
         with_test = embedding_fold(with_test_rows(training), embeddings, fold)
         pd.testing.assert_frame_equal(plain.train, with_test.train)
         pd.testing.assert_frame_equal(plain.validation, with_test.validation)
+        assert plain.test.empty and len(with_test.test)
+        fit = fit_embedding_model(embedding_model("i3d"), with_test)
+        assert len(fit.test_probabilities) == len(with_test.test)
+        if fold == 0:  # its test rows are its validation clips again, scored alike
+            np.testing.assert_array_equal(fit.test_probabilities, fit.probabilities)
 
 
 def test_a_fold_of_one_class_or_without_embeddings_is_refused():

@@ -70,6 +70,13 @@ def test_test_rows_take_no_part_in_stacking(corpus):
         )
         assert plain.record == with_test.record and plain.weights == with_test.weights
         pd.testing.assert_frame_equal(plain.predictions, with_test.predictions)
+        # the test clips are scored by the same fits: fold 0's are its held-out clips again
+        assert plain.test_predictions.empty
+        tested = with_test.test_predictions.set_index("clip_id")["probability"]
+        assert not tested.empty
+        if fold == 0:
+            held_out = plain.predictions.set_index("clip_id")["probability"]
+            pd.testing.assert_series_equal(tested.sort_index(), held_out.sort_index())
 
 
 def test_flipping_a_folds_labels_leaves_its_stacked_predictions_bit_identical(corpus):

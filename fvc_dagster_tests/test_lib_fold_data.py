@@ -78,6 +78,7 @@ def test_the_tabular_baselines_ignore_test_rows():
         )
         pd.testing.assert_frame_equal(plain.train, with_test.train)
         pd.testing.assert_frame_equal(plain.validation, with_test.validation)
+        assert plain.test.empty and set(with_test.test["role"]) == {"test"}
 
 
 def test_rows_using_test_videos_are_folds_and_train_or_validation_roles():

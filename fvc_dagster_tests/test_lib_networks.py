@@ -69,6 +69,20 @@ def test_test_rows_neither_train_nor_choose_the_epoch_nor_are_scored(stored, tmp
         )
 
 
+def test_test_clips_are_scored_as_the_held_out_clips_are(stored, tmp_path):
+    from fvc_dagster.lib.training.networks import score_clips, train_network
+
+    training_clips, scaled, _ = stored
+    fixed = plan(epoch_choice="fixed", epochs=1, source="scaled")
+    # fold 0's test rows are its own held-out clips again
+    data = fold_clips(with_test_rows(training_clips), scaled, [0], fixed, tmp_path)[0]
+    _, network, held_out = train_network(fixed, data, tmp_path / "checkpoint")
+    tested = pd.Series(score_clips(fixed, network, data.test), index=data.test_rows["clip_id"])
+    scored = pd.Series(held_out, index=data.held_out_rows["clip_id"])
+    assert len(tested) == len(scored) > 0
+    np.testing.assert_allclose(tested.sort_index(), scored.sort_index(), rtol=1e-5)
+
+
 def test_a_fixed_epoch_count_trains_on_every_other_fold_and_selects_nothing(stored, tmp_path):
     training_clips, scaled, videos = stored
     data = fold_clips(training_clips, scaled, [1], plan(epoch_choice="fixed", epochs=3), tmp_path)[

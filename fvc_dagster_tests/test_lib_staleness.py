@@ -67,3 +67,10 @@ def test_a_model_trained_on_some_folds_is_compared_on_those():
     grown = assign_folds(pd.concat([labelled(10), labelled(10, first=10)]), 5, previous=folds)
     new_in_fold_0 = grown[(grown["fold"] == 0) & ~grown["video_id"].isin(folds["video_id"])]
     assert prediction_staleness(table, grown).unscored == tuple(new_in_fold_0["video_id"])
+
+
+def test_test_rows_are_not_compared_with_the_folds():
+    folds = pd.DataFrame({"video_id": ["a", "b"], "fold": [0, 1], "label": ["real", "fake"]})
+    validation = folds.assign(role="validation")
+    test = pd.DataFrame({"video_id": ["t"] * 2, "fold": [0, 1], "label": "fake", "role": "test"})
+    assert not prediction_staleness(pd.concat([validation, test]), folds).stale

@@ -6,12 +6,14 @@ import dagster as dg
 from fvc_dagster.lib.models import models_of
 
 PER_VIDEO_GROUPS = ("ingest", "clips", "features")
-# What a newly trained network changes: the stacking, the predictions, metrics and comparison.
+# What a newly trained network changes: the stacking, the predictions, metrics, comparison
+# and generalisation table.
 NETWORK_DOWNSTREAM = (
     *models_of("ensemble"),
     "fold_predictions",
     "fold_metrics",
     "model_comparison",
+    "generalisation",
 )
 
 video_pipeline_job = dg.define_asset_job(

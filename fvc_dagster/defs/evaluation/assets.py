@@ -13,9 +13,11 @@ from fvc_dagster.defs.warehouse import existing_table
 from fvc_dagster.lib.clips.store import png_markdown
 from fvc_dagster.lib.evaluation.metrics import (
     PREDICTION_COLUMNS,
+    VALIDATION,
     compare_models,
     comparison_markdown,
     fold_metrics_of,
+    rows_of_role,
 )
 from fvc_dagster.lib.models import models_of
 from fvc_dagster.lib.training.staleness import Staleness, prediction_staleness
@@ -29,8 +31,8 @@ def on_request_predictions(
     warehouse: DuckDBResource, cv_folds: pd.DataFrame
 ) -> dict[str, tuple[pd.DataFrame, Staleness]]:
     """Each trained network's and embedding model's stored predictions of the current folds
-    (rows of folds that no longer exist dropped) and how they disagree with `cv_folds`; a
-    model never trained is absent."""
+    (validation and test rows; rows of folds that no longer exist dropped) and how its
+    validation rows disagree with `cv_folds`; a model never trained is absent."""
     folds = folds_partitions.get_partition_keys()
     tables = {m: existing_table(warehouse, m) for m in ON_REQUEST}
     return {
@@ -38,6 +40,19 @@ def on_request_predictions(
         for m, t in tables.items()
         if t is not None
     }
+
+
+def current_predictions(
+    automatic: dict[str, pd.DataFrame],
+    on_request: dict[str, tuple[pd.DataFrame, Staleness]],
+    role: str = VALIDATION,
+) -> pd.DataFrame:
+    """The predictions of `role` (`PREDICTION_COLUMNS`, integer folds; validation: the held-out
+    ones, test: those of the test videos) of the automatic models (tabular, ensemble) and of
+    the on-request ones that are not stale (`on_request_predictions`)."""
+    current = [t for t, staleness in on_request.values() if not staleness.stale]
+    table = pd.concat([*automatic.values(), *current], ignore_index=True).pipe(rows_of_role, role)
+    return table.assign(fold=table["fold"].astype(int))[PREDICTION_COLUMNS]
 
 
 @dg.asset(
@@ -59,9 +74,7 @@ def fold_predictions(
     absent, and a stale one (its predictions made on other folds or labels) is left out until
     it is retrained."""
     on_request = on_request_predictions(warehouse, cv_folds)
-    current = [t for t, staleness in on_request.values() if not staleness.stale]
-    table = pd.concat([*automatic.values(), *current], ignore_index=True)
-    table = table.assign(fold=table["fold"].astype(int))[PREDICTION_COLUMNS]
+    table = current_predictions(automatic, on_request)
     stale = {m: s.reason for m, (_, s) in on_request.items() if s.stale}
     if stale:
         context.log.warning(f"left out until retrained, stale: {stale}")

@@ -22,7 +22,7 @@ from fvc_dagster.defs.models.fits import (
     TabularFitter,
 )
 from fvc_dagster.defs.partitions import ALL_VIDEOS
-from fvc_dagster.lib.evaluation.metrics import prediction_rows, scores_markdown
+from fvc_dagster.lib.evaluation.metrics import TEST, VALIDATION, prediction_rows, scores_markdown
 from fvc_dagster.lib.models import REGISTRY, ModelSpec, models_of
 
 FEATURES_INS = {
@@ -97,7 +97,8 @@ KIND_ASSETS = {
 
 def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     """The asset of the registry row `spec`: one row per held-out clip of each fold, the
-    model's P(fake) for it, fit on the other folds."""
+    model's P(fake) for it, fit on the other folds, and one per test clip by the same model
+    (`role`)."""
     kind = KIND_ASSETS[spec.kind]
 
     @per_fold_asset(
@@ -110,7 +111,8 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         config_schema=kind.config.to_config_schema() if kind.config else None,
         required_resource_keys={"mlflow", "storage", "warehouse"},
         description=f"One row per validation clip of each fold: the held-out P(fake) of "
-        f"{kind.description.format(model=spec.name)}.",
+        f"{kind.description.format(model=spec.name)}; and one per test clip of each fold "
+        "(role test), by the fold's model.",
     )
     def _model(context: dg.AssetExecutionContext, **inputs: pd.DataFrame) -> pd.DataFrame:
         from fvc_dagster.lib.training.tracking import log_fold_figure
@@ -125,11 +127,16 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 experiment=getattr(mlflow, kind.experiment),
             ) as run:
                 fit = fitter.fit(int(fold))
-                rows.append(
-                    prediction_rows(spec.name, fold, fit.scored, fit.probabilities, fit.n_train,
-                                    run.info.run_id, fit.weights)
+                held_out, test = (
+                    prediction_rows(spec.name, fold, scored, probabilities, fit.n_train,
+                                    run.info.run_id, fit.weights, role)
+                    for scored, probabilities, role in (
+                        (fit.scored, fit.probabilities, VALIDATION),
+                        (fit.test_scored, fit.test_probabilities, TEST),
+                    )
                 )  # fmt: skip
-                log_fold_figure(rows[-1])
+                log_fold_figure(held_out)
+            rows.extend(part for part in (held_out, test) if len(part))
             context.log.info(f"{spec.name} fold {fold}: {fit.summary}")
         table = pd.concat(rows, ignore_index=True)
         context.add_output_metadata(

@@ -68,11 +68,14 @@ class NetworkTraining(dg.Config):
 
 @dataclass
 class FoldFit:
-    """One fold's held-out predictions: the scored rows (video_id, clip_id, label) and their
-    P(fake), how many clips trained it, the weights a network started from, what to log."""
+    """One fold's predictions: the held-out rows (video_id, clip_id, label) and their P(fake),
+    the test rows and theirs by the same model, how many clips trained it, the weights a
+    network started from, what to log."""
 
     scored: pd.DataFrame
     probabilities: np.ndarray
+    test_scored: pd.DataFrame
+    test_probabilities: np.ndarray
     n_train: int
     summary: str
     weights: str = NO_WEIGHTS
@@ -109,7 +112,8 @@ class TabularFitter(Fitter):
         result = train_fold(self.spec.name, data)
         log_fold_run(result, self.spec.name, str(fold), data)
         return FoldFit(
-            data.validation, result.val_probabilities, result.n_train,
+            data.validation, result.val_probabilities, data.test, result.test_probabilities,
+            result.n_train,
             f"roc_auc={result.scores['roc_auc']:.3f}",
         )  # fmt: skip
 
@@ -132,7 +136,7 @@ class NetworkFitter(Fitter):
         self.resumed: dict[str, int | None] = {}
 
     def fit(self, fold: int) -> FoldFit:
-        from fvc_dagster.lib.training.networks import checkpoint_dir, train_network
+        from fvc_dagster.lib.training.networks import checkpoint_dir, score_clips, train_network
         from fvc_dagster.lib.training.tracking import (
             log_epoch,
             log_network_params,
@@ -155,8 +159,8 @@ class NetworkFitter(Fitter):
         log_network_result(result, network, plan, scores)
         self.resumed[str(fold)] = result.resumed_from_epoch
         return FoldFit(
-            data.held_out_rows, held_out, len(data.train), f"roc_auc={scores['roc_auc']:.3f}",
-            plan.weights,
+            data.held_out_rows, held_out, data.test_rows, score_clips(plan, network, data.test),
+            len(data.train), f"roc_auc={scores['roc_auc']:.3f}", plan.weights,
         )  # fmt: skip
 
     def metadata(self):
@@ -183,7 +187,7 @@ class EmbeddingFitter(Fitter):
         params = {"model": self.spec.name, "fold": str(fold), "backbone": self.spec.backbone}
         log_embedding_fold(fit, data, {**params, **self.setting})
         return FoldFit(
-            data.validation, fit.probabilities, len(data.train),
+            data.validation, fit.probabilities, data.test, fit.test_probabilities, len(data.train),
             f"roc_auc={fit.scores['roc_auc']:.3f}", self.setting["weights"],
         )  # fmt: skip
 
@@ -214,9 +218,10 @@ class EnsembleFitter(Fitter):
         stacked = stack_fold(self.inputs["training_clips"], self.learners, fold)
         log_stacking_run(stacked)
         self.weights[str(fold)] = {m: round(w, 3) for m, w in stacked.weights.items()}
-        scored = stacked.predictions
+        scored, test = stacked.predictions, stacked.test_predictions
         return FoldFit(
-            scored, scored["probability"].to_numpy(), len(stacked.record["train"]),
+            scored, scored["probability"].to_numpy(), test, test["probability"].to_numpy(),
+            len(stacked.record["train"]),
             f"stacked {self.weights[str(fold)]}",
         )  # fmt: skip
 

@@ -55,6 +55,7 @@ class ChampionSelection(dg.Config):
     kinds={"mlflow", "duckdb"},
     ins={
         "model_comparison": dg.AssetIn(),
+        "generalisation": dg.AssetIn(),
         "fold_metrics": dg.AssetIn(),
         "cv_folds": dg.AssetIn(),
         "augmented_clips": ALL_VIDEOS,
@@ -62,15 +63,17 @@ class ChampionSelection(dg.Config):
         "scaled_features": ALL_VIDEOS,
         "scaled_clips": ALL_VIDEOS,
     },
-    # A new champion when the comparison changed (not on each upstream video, not before any).
+    # A new champion when the comparison or its test scores changed (not on each upstream
+    # video, not before any).
     automation_condition=dg.AutomationCondition.eager().allow(
-        dg.AssetSelection.assets("model_comparison")
+        dg.AssetSelection.assets("model_comparison", "generalisation")
     ),
 )
 def champion_model(
     context: dg.AssetExecutionContext,
     config: ChampionSelection,
     model_comparison: pd.DataFrame,
+    generalisation: pd.DataFrame,
     fold_metrics: pd.DataFrame,
     cv_folds: pd.DataFrame,
     augmented_clips: pd.DataFrame,
@@ -86,10 +89,13 @@ def champion_model(
     and the embedding models are ranked, not candidates), refit on every labelled video's
     training clips and
     registered as a new version of `fvc-detector` with the alias `champion` and its lineage
-    (code version and commit, training-data fingerprint, CV metrics, Dagster run id). Nothing
-    is registered when the champion's lineage has not changed. The detector carries the
-    novelty model of the folds' videos, its threshold flagging about 5% of held-out videos."""
+    (code version and commit, training-data fingerprint, CV metrics, Dagster run id) and its
+    score on the test videos (`generalisation`). Nothing is registered when the champion's
+    lineage has not changed: the current version's test-score tags are updated. The detector
+    carries the novelty model of the folds' videos, its threshold flagging about 5% of held-out
+    videos."""
     from fvc_dagster.lib.serving.champion import (
+        champion_test_tags,
         code_lineage,
         labelled_clips,
         network_settings,
@@ -138,6 +144,7 @@ def champion_model(
         "cv_chance_band": f"{best['chance_band']:.4f}",
         "novelty_threshold": f"{novelty.threshold:.4f}",
         "novelty_held_out_flag_rate": f"{held_out_flag_rate:.4f}",
+        **champion_test_tags(generalisation, model, str(best["weights"])),
         "dagster_run_id": context.run_id,
     }
     current = champion_version(client)
@@ -145,6 +152,8 @@ def champion_model(
         context.log.info(f"{model} is champion as version {current.version}; nothing changed")
         version, registered = str(current.version), False
         run_id = current.run_id
+        for key in ("test_roc_auc", "test_roc_auc_interval", "test_videos"):
+            client.set_model_version_tag(REGISTERED_MODEL, version, key, tags[key])
     else:
         context.log.info(f"refitting {model} on {cv_folds['video_id'].nunique()} videos")
         with mlflow.start_run(
@@ -180,6 +189,7 @@ def champion_model(
             "version": dg.MetadataValue.text(version),
             "newly_registered": dg.MetadataValue.bool(registered),
             f"cv_{metric}_mean": dg.MetadataValue.float(float(best[f"{metric}_mean"])),
+            "test_roc_auc": dg.MetadataValue.text(tags["test_roc_auc"]),
         }
     )
     return table

@@ -1,7 +1,7 @@
 """The comparison as figures (matplotlib, no display): every model's pooled ROC-AUC with its
 cascade bootstrap interval and chance band, ROC curves and confusion matrices from the
-held-out predictions, and one figure per model fold. Each is a `Figure` for MLflow's
-`log_figure` and an RGB array for the UI."""
+held-out predictions, one figure per model fold, and cross-validated vs test ROC-AUC. Each is
+a `Figure` for MLflow's `log_figure` and an RGB array for the UI."""
 
 from __future__ import annotations
 
@@ -60,6 +60,33 @@ def metric_bars(comparison: pd.DataFrame) -> Figure:
         ],
         fontsize=7, loc="lower right",
     )  # fmt: skip
+    return fig
+
+
+def generalisation_bars(generalisation: pd.DataFrame) -> Figure:
+    """Per model (the comparison's order, best on top) two bars: its cross-validated pooled
+    ROC-AUC with its 95% interval and chance band (black tick), and its test ROC-AUC with its
+    95% cascade bootstrap interval (none drawn for a model without one)."""
+    table = generalisation.iloc[::-1].reset_index(drop=True)
+    rows = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(table) + 1.6), layout="constrained")
+    for offset, prefix, colour, label in (
+        (0.2, "roc_auc_pooled", "#4c72b0", "cross-validated (pooled held-out)"),
+        (-0.2, "test_roc_auc", "#dd8452", "test videos (mean of the fold models)"),
+    ):
+        stem = prefix.removesuffix("_pooled")
+        score = table[prefix].to_numpy(float)
+        errors = np.nan_to_num([score - table[f"{stem}_low"].to_numpy(float),
+                                table[f"{stem}_high"].to_numpy(float) - score])  # fmt: skip
+        ax.barh(rows + offset, np.nan_to_num(score), height=0.4, xerr=errors, capsize=3,
+                color=colour, label=label)  # fmt: skip
+    ax.vlines(table["chance_band"], rows + 0.02, rows + 0.38, color="black", lw=2,
+              label="chance band (95th pct.)")  # fmt: skip
+    ax.set_yticks(rows, _labelled(table))
+    ax.set_xlim(0, 1.05)
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("ROC-AUC, 95% cascade bootstrap interval")
+    ax.legend(fontsize=7, loc="lower right")
     return fig
 
 

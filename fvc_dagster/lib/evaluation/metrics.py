@@ -19,6 +19,9 @@ UNCERTAINTY_COLUMNS = [
 ]
 # The `weights` of a model that has no pretrained or random initial weights (the baselines).
 NO_WEIGHTS = "-"
+# A prediction's role, as in `training_clips`: a held-out clip of the fold's own videos, or an
+# original clip of a test video, which no fold trains on.
+VALIDATION, TEST = "validation", "test"
 
 
 def fold_scores(
@@ -45,10 +48,10 @@ def fold_scores(
     }
 
 
-# A model's held-out prediction for one validation clip of one fold: what `fold_predictions`
-# holds and every fold metric is computed from.
+# A model's prediction for one clip of one fold, by the fold's model: a validation clip (what
+# `fold_predictions` holds and every fold metric is computed from) or a test clip (`role`).
 PREDICTION_COLUMNS = [
-    "model", "weights", "fold", "video_id", "clip_id", "label", "probability", "n_train",
+    "model", "weights", "fold", "role", "video_id", "clip_id", "label", "probability", "n_train",
     "mlflow_run_id",
 ]  # fmt: skip
 
@@ -61,8 +64,9 @@ def prediction_rows(
     n_train: int,
     mlflow_run_id: str,
     weights: str = NO_WEIGHTS,
+    role: str = VALIDATION,
 ) -> pd.DataFrame:
-    """A model's P(fake) for each validation clip of a fold (`clips`: `video_id, clip_id,
+    """A model's P(fake) for each clip of a fold in `role` (`clips`: `video_id, clip_id,
     label` in the order of `probabilities`), with what the fold was trained on."""
     if len(clips) != len(probabilities):
         raise ValueError(f"{model} fold {fold}: {len(probabilities)} scores for {len(clips)} clips")
@@ -71,6 +75,7 @@ def prediction_rows(
         model=model,
         weights=weights,
         fold=fold,
+        role=role,
         probability=np.asarray(probabilities, dtype=float),
         n_train=int(n_train),
         mlflow_run_id=mlflow_run_id,
@@ -91,9 +96,18 @@ def fold_metrics_of(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rows_of_role(predictions: pd.DataFrame, role: str = VALIDATION) -> pd.DataFrame:
+    """The prediction rows of `role` (validation: the cross-validated ones); a table written
+    before test rows existed has no `role`, and every row of it is a validation row."""
+    roles = predictions["role"].fillna(VALIDATION) if "role" in predictions else VALIDATION
+    return predictions.assign(role=roles).query("role == @role")
+
+
 def scores_markdown(predictions: pd.DataFrame) -> str:
-    """A model asset's per-fold metrics as markdown (MLflow run ids left out)."""
-    return fold_metrics_of(predictions).drop(columns="mlflow_run_id").to_markdown(index=False)
+    """A model asset's per-fold metrics of its validation rows as markdown (MLflow run ids
+    left out)."""
+    scores = fold_metrics_of(rows_of_role(predictions))
+    return scores.drop(columns="mlflow_run_id").to_markdown(index=False)
 
 
 def _uncertainty_rows(predictions: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -151,12 +165,17 @@ def compare_models(
     return table.astype(dict.fromkeys(counts, "Int64"))
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.3f}"
 
 
 def _count(value) -> str:
     return "-" if pd.isna(value) else str(int(value))
+
+
+def interval_text(score: float, low: float, high: float) -> str:
+    """`score [low, high]` to 3 decimals, "n/a" for a missing number."""
+    return f"{number_text(score)} [{number_text(low)}, {number_text(high)}]"
 
 
 def _verdict(row) -> str:
@@ -176,13 +195,13 @@ def comparison_markdown(comparison: pd.DataFrame) -> str:
               "chance band", "above chance", "weights"]  # fmt: skip
     rows = [
         [r.model, _count(r.folds), f"{_count(r.held_out_videos)} / {_count(r.held_out_cascades)}",
-         *(f"{_number(getattr(r, m + '_mean'))} ± {_number(getattr(r, m + '_std'))}"
+         *(f"{number_text(getattr(r, m + '_mean'))} ± {number_text(getattr(r, m + '_std'))}"
            for m in METRICS),
-         f"{_number(r.roc_auc_pooled)} [{_number(r.roc_auc_low)}, {_number(r.roc_auc_high)}]",
-         _number(r.chance_band), _verdict(r), str(r.weights)]
+         interval_text(r.roc_auc_pooled, r.roc_auc_low, r.roc_auc_high),
+         number_text(r.chance_band), _verdict(r), str(r.weights)]
         for r in comparison.itertuples()
     ]  # fmt: skip
-    return _aligned(header, rows)
+    return aligned_markdown(header, rows)
 
 
 def comparison_summary(comparison: pd.DataFrame) -> str:
@@ -193,15 +212,15 @@ def comparison_summary(comparison: pd.DataFrame) -> str:
     header = ["rank", "model", "roc_auc (mean ± std)", "pooled roc_auc [95% CI]",
               "chance band", "above chance", "weights"]  # fmt: skip
     rows = [
-        [_count(r.rank), r.model, f"{_number(r.roc_auc_mean)} ± {_number(r.roc_auc_std)}",
-         f"{_number(r.roc_auc_pooled)} [{_number(r.roc_auc_low)}, {_number(r.roc_auc_high)}]",
-         _number(r.chance_band), _verdict(r), str(r.weights)]
+        [_count(r.rank), r.model, f"{number_text(r.roc_auc_mean)} ± {number_text(r.roc_auc_std)}",
+         interval_text(r.roc_auc_pooled, r.roc_auc_low, r.roc_auc_high),
+         number_text(r.chance_band), _verdict(r), str(r.weights)]
         for r in comparison.itertuples()
     ]  # fmt: skip
-    return _aligned(header, rows)
+    return aligned_markdown(header, rows)
 
 
-def _aligned(header: list[str], rows: list[list[str]]) -> str:
+def aligned_markdown(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [header, ["-" * w for w in widths], *rows]
     return "\n".join(

@@ -95,6 +95,26 @@ def why_champion(
     return reason + (f"; ranked above it: {', '.join(passed_over)}" if passed_over else "")
 
 
+def champion_test_tags(generalisation: pd.DataFrame, model: str, weights: str) -> dict[str, str]:
+    """The champion's score on the test videos as version tags, from its `generalisation`
+    row: `test_roc_auc` (the mean of its fold models' P(fake) per test video), its 95%
+    cascade bootstrap `test_roc_auc_interval` and `test_videos`; where there is no score, both
+    say why (say, "no test videos")."""
+    rows = generalisation[
+        (generalisation["model"] == model) & (generalisation["weights"] == weights)
+    ]
+    if rows.empty:
+        return {"test_roc_auc": "no test videos", "test_roc_auc_interval": "no test videos",
+                "test_videos": "0"}  # fmt: skip
+    row = rows.iloc[0]
+    why = str(row["test_note"]) or "n/a"
+    score = f"{row['test_roc_auc']:.4f}" if pd.notna(row["test_roc_auc"]) else why
+    interval = (f"[{row['test_roc_auc_low']:.4f}, {row['test_roc_auc_high']:.4f}]"
+                if pd.notna(row["test_roc_auc_low"]) else why)  # fmt: skip
+    return {"test_roc_auc": score, "test_roc_auc_interval": interval,
+            "test_videos": str(int(row["test_videos"]))}  # fmt: skip
+
+
 def labelled_clips(clips: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     """The clips (`video_id, clip_id, aug_index, sha256`, ...) of every labelled video (those
     with a fold), with their `label`: what a refit trains on. Unlabelled videos are left out."""

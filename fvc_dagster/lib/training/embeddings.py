@@ -15,7 +15,7 @@ r3d_18 at 16 x 112 px 0.29 s a clip in fp32, 0.43 s in bf16; ViT-B/16 at 16 x 22
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +27,7 @@ from fvc_dagster.lib.evaluation.metrics import fold_scores
 from fvc_dagster.lib.models import embedding_backbones, estimator, get_spec, models_of
 from fvc_dagster.lib.models.registry import build_frozen
 from fvc_dagster.lib.training.clip_data import ClipDataset, make_loader, normaliser
-from fvc_dagster.lib.training.fold_data import POSITIVE, TRAIN, VALIDATION, fit_record
+from fvc_dagster.lib.training.fold_data import POSITIVE, TEST, TRAIN, VALIDATION, fit_record
 
 BACKBONES = embedding_backbones()
 RANDOM_SEED = 0  # random weights are drawn from this seed, so they are the same every time
@@ -153,6 +153,7 @@ class EmbeddingFold:
 
     train: pd.DataFrame
     validation: pd.DataFrame
+    test: pd.DataFrame = field(default_factory=pd.DataFrame)  # the test videos' clips
 
     @staticmethod
     def xy(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -174,28 +175,32 @@ def embedding_fold(
         )
     train = rows[rows["role"] == TRAIN].reset_index(drop=True)
     validation = rows[rows["role"] == VALIDATION].reset_index(drop=True)
+    test = rows[rows["role"] == TEST].reset_index(drop=True)
     overlap = set(train["video_id"]) & set(validation["video_id"])
     if overlap:
         raise ValueError(f"held-out videos in the training set: {sorted(overlap)[:5]}")
-    return EmbeddingFold(train, validation)
+    return EmbeddingFold(train, validation, test)
 
 
 @dataclass
 class EmbeddingFit:
     classifier: Any  # the fitted estimator of the embedding row
     probabilities: np.ndarray  # P(fake) of each validation clip, in row order
+    test_probabilities: np.ndarray  # P(fake) of each test clip, in row order
     scores: dict[str, float]
     record: dict[str, list[str]]  # the videos it was fit on and scored (`fit_record`)
 
 
 def fit_embedding_model(model: str, fold: EmbeddingFold, seed: int = 0) -> EmbeddingFit:
     """The embedding row `model`'s estimator fit on the embeddings of the fold's training clips
-    only, scored on its validation clips."""
+    only, scored on its validation clips and its test clips (their labels unread)."""
     x_train, y_train = fold.xy(fold.train)
     if len(np.unique(y_train)) < 2:
         raise ValueError("the training folds hold a single class")
     x_val, y_val = fold.xy(fold.validation)
     classifier = estimator(model, seed).fit(x_train, y_train)
     probabilities = classifier.predict_proba(x_val)[:, 1]
+    test = classifier.predict_proba(fold.xy(fold.test)[0])[:, 1] if len(fold.test) else np.empty(0)
     record = fit_record(train=fold.train["video_id"], scored=fold.validation["video_id"])
-    return EmbeddingFit(classifier, probabilities, fold_scores(y_val, probabilities), record)
+    scores = fold_scores(y_val, probabilities)
+    return EmbeddingFit(classifier, probabilities, test, scores, record)

@@ -7,7 +7,8 @@ made by models that never saw fold k. The base learners whose pooled out-of-fold
 above 0.5 are stacked (chosen there, never on fold k), and a logistic regression with
 non-negative weights on their logits is fit on those predictions, so it cannot turn a model
 that anti-learns into a strong one by flipping its sign. Then each stacked learner is fit on
-every fold but k, predicts fold k, and the meta-learner combines them. Every fit records the
+every fold but k, predicts fold k, and the meta-learner combines them. The same fits score the
+fold's test clips (`test` rows of `training_clips`, their labels unread). Every fit records the
 videos it was handed (`fit_record`), which the blindness check reads.
 
 Base learners are what can be refit inside the training folds from stored inputs: the tabular
@@ -29,6 +30,7 @@ from fvc_dagster.lib.evaluation.uncertainty import pooled_roc_auc
 from fvc_dagster.lib.models.registry import estimator
 from fvc_dagster.lib.training.fold_data import (
     POSITIVE,
+    TEST,
     TRAIN,
     VALIDATION,
     FoldData,
@@ -94,6 +96,7 @@ def _logits(probabilities: pd.DataFrame) -> np.ndarray:
 class StackedFold:
     fold: int
     predictions: pd.DataFrame  # CLIP_KEYS of the fold's held-out clips + probability
+    test_predictions: pd.DataFrame  # CLIP_KEYS of the fold's test clips + probability
     inner_roc_auc: dict[str, float]  # each base learner's pooled out-of-fold ROC-AUC
     weights: dict[str, float]  # each stacked learner's weight (standardised logit)
     record: dict[str, list[str]]  # the videos its fits used (`fit_record`)
@@ -104,6 +107,7 @@ def stack_fold(training_clips: pd.DataFrame, learners: list[BaseLearner], fold: 
     rows = training_clips[training_clips["fold"] == fold]
     train = rows[rows["role"] == TRAIN]
     held_out = rows[rows["role"] == VALIDATION].reset_index(drop=True)
+    scored_outer = rows[rows["role"].isin([VALIDATION, TEST])].reset_index(drop=True)
     train_fold_of = train["video_id"].map(own_folds(training_clips))
     inner_folds = sorted(train_fold_of.unique())
     if len(inner_folds) < 2:
@@ -124,12 +128,16 @@ def stack_fold(training_clips: pd.DataFrame, learners: list[BaseLearner], fold: 
     stacked = [b for b in learners if inner_auc[b.name] > 0.5] or list(learners)
     names = [b.name for b in stacked]
     meta = estimator("ensemble").fit(_logits(meta_rows[names]), y)
-    outer = held_out[CLIP_KEYS].assign(**{b.name: b.fit_predict(train, held_out) for b in stacked})
-    scored = held_out[CLIP_KEYS].assign(probability=meta.predict_proba(_logits(outer[names]))[:, 1])
+    outer = scored_outer.assign(**{b.name: b.fit_predict(train, scored_outer) for b in stacked})
+    probability = meta.predict_proba(_logits(outer[names]))[:, 1]
+    scored = outer[CLIP_KEYS].assign(probability=probability)
+    is_test = (outer["role"] == TEST).to_numpy()
     record = fit_record(
         train=pd.concat(fitted_on),
         selection=meta_rows["video_id"],
         scored=held_out["video_id"],
     )
-    return StackedFold(fold, scored, inner_auc, dict(zip(names, meta.coef_.tolist(), strict=True)),
+    weights = dict(zip(names, meta.coef_.tolist(), strict=True))
+    return StackedFold(fold, scored[~is_test].reset_index(drop=True),
+                       scored[is_test].reset_index(drop=True), inner_auc, weights,
                        record)  # fmt: skip

@@ -9,7 +9,7 @@ by each fold's model, never fit on (every fitter selects its rows by role).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,12 +18,13 @@ import pandas as pd
 
 from fvc_dagster.lib.clips.store import CLIP_SUFFIX
 from fvc_dagster.lib.clips.video_clips import ORIGINAL
+from fvc_dagster.lib.evaluation.metrics import TEST, VALIDATION
 
 if TYPE_CHECKING:
     pass
 
 POSITIVE = "fake"
-TRAIN, VALIDATION, TEST = "train", "validation", "test"
+TRAIN = "train"
 # A fit's record of the videos it used: those it was fit on, those that chose its epoch or its
 # stacking, and those it scored (`fit_record`).
 FIT_ROLES = ("train", "selection", "scored")
@@ -184,6 +185,7 @@ class FoldData:
     train: pd.DataFrame  # feature rows of the training clips, with `label`
     validation: pd.DataFrame  # feature rows of the held-out original clips
     feature_names: list[str]
+    test: pd.DataFrame = field(default_factory=pd.DataFrame)  # of the test videos' clips
 
     def xy(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         return rows[self.feature_names].to_numpy(float), (rows["label"] == POSITIVE).to_numpy(int)
@@ -192,7 +194,8 @@ class FoldData:
 def fold_data(
     assignments: pd.DataFrame, features: pd.DataFrame, fold: int, feature_names
 ) -> FoldData:
-    """The training and validation feature rows of one fold (features joined per clip)."""
+    """The training, validation and test feature rows of one fold (features joined per
+    clip)."""
     rows = assignments[assignments["fold"] == fold].merge(
         features.drop(columns=["video_id", "aug_index"], errors="ignore"), on="clip_id"
     )
@@ -200,4 +203,5 @@ def fold_data(
         train=rows[rows["role"] == TRAIN].reset_index(drop=True),
         validation=rows[rows["role"] == VALIDATION].reset_index(drop=True),
         feature_names=list(feature_names),
+        test=rows[rows["role"] == TEST].reset_index(drop=True),
     )

@@ -45,6 +45,7 @@ from fvc_dagster.lib.training.clip_data import (
     normaliser,
 )
 from fvc_dagster.lib.training.fold_data import (
+    TEST,
     TRAIN,
     VALIDATION,
     fit_record,
@@ -168,6 +169,8 @@ class FoldClips:
     train: ClipSubset
     selection: ClipSubset | None
     held_out: ClipSubset
+    test_rows: pd.DataFrame  # the test videos' original clips, scored like the held-out ones
+    test: ClipSubset
 
     @property
     def record(self) -> dict[str, list[str]]:
@@ -222,19 +225,21 @@ def fold_clips(
     for fold in folds:
         train = rows[(rows["fold"] == fold) & (rows["role"] == TRAIN)]
         held_out = rows[(rows["fold"] == fold) & (rows["role"] == VALIDATION)]
+        test = rows[(rows["fold"] == fold) & (rows["role"] == TEST)]
         selects = pd.Series(False, index=train.index)
         if plan.epoch_choice == "inner_fold":
             selects = train["video_id"].map(own_fold) == selection_fold(fold, all_folds)
         train_rows, train_set = subset(train[~selects & train["aug_index"].isin(trains_on)],
                                        training)  # fmt: skip
         held_out_rows, held_out_set = subset(held_out, scoring)
+        test_rows, test_set = subset(test, scoring)
         selection_rows, selection_set = subset(
             train[selects & (train["aug_index"] == ORIGINAL)], scoring
         )
         if plan.epoch_choice == "fixed":
             selection_set = None
         out[fold] = FoldClips(fold, train_rows, selection_rows, held_out_rows, train_set,
-                              selection_set, held_out_set)  # fmt: skip
+                              selection_set, held_out_set, test_rows, test_set)  # fmt: skip
     return out
 
 
@@ -282,6 +287,13 @@ def train_network(
         prepare=prepare,
         on_epoch_end=on_epoch_end,
     )
-    if not len(clips.held_out):
-        return result, model, np.empty(0)
-    return result, model, predict(model, clips.held_out, plan.train, prepare=prepare)
+    return result, model, score_clips(plan, model, clips.held_out)
+
+
+def score_clips(plan: NetworkPlan, model: nn.Module, clips: ClipSubset) -> np.ndarray:
+    """P(fake) of each clip of `clips` (in order) by `plan`'s trained network `model`: how
+    held-out clips and test clips are scored."""
+    if not len(clips):
+        return np.empty(0)
+    prepare = normaliser(get_spec(plan.model).normalisation)
+    return predict(model, clips, plan.train, prepare=prepare)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from fvc_dagster.lib.evaluation.metrics import rows_of_role
+
 # How many video ids a reason names before it says "…".
 NAMED = 3
 
@@ -55,9 +57,10 @@ def prediction_staleness(predictions: pd.DataFrame, cv_folds: pd.DataFrame) -> S
     """How `predictions` (a model's table: `video_id, fold, label` per held-out clip, folds as
     strings or integers) disagree with `cv_folds` (`video_id, fold, label`), on the folds it
     scored: a model trained on some folds only is compared on those. Rows of folds that
-    `cv_folds` no longer has were left behind by a larger fold count and are not compared."""
+    `cv_folds` no longer has were left behind by a larger fold count and are not compared; its
+    test rows (test videos are in no fold) are not compared either."""
     folds = cv_folds[["video_id", "fold", "label"]].astype({"fold": int})
-    scored = predictions[["video_id", "fold", "label"]].astype({"fold": int})
+    scored = rows_of_role(predictions)[["video_id", "fold", "label"]].astype({"fold": int})
     scored = scored[scored["fold"].isin(folds["fold"])].drop_duplicates()
     folds = folds[folds["fold"].isin(scored["fold"]) | folds["video_id"].isin(scored["video_id"])]
     both = scored.merge(folds, on="video_id", how="outer", suffixes=("", "_now"), indicator=True)

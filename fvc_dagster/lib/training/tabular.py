@@ -25,6 +25,7 @@ class FoldResult:
     n_train: int  # clips it was fitted on: the original clips of the training videos
     n_validation: int
     val_probabilities: np.ndarray  # P(fake) of each validation clip, in `validation` row order
+    test_probabilities: np.ndarray  # P(fake) of each test clip, in `test` row order
     record: dict[str, list[str]]  # the videos it was fit on and scored (`fit_record`)
 
 
@@ -46,7 +47,7 @@ def baseline_training_rows(train: pd.DataFrame) -> pd.DataFrame:
 
 def train_fold(model: str, data: FoldData, seed: int = 0) -> FoldResult:
     """Fit a baseline on the original clips of the training videos (`baseline_training_rows`)
-    and score the held-out original clips."""
+    and score the held-out original clips and the test clips (their labels unread)."""
     from fvc_dagster.lib.models.baselines import baseline_pipeline, selected_features
 
     overlap = set(data.train["video_id"]) & set(data.validation["video_id"])
@@ -59,6 +60,7 @@ def train_fold(model: str, data: FoldData, seed: int = 0) -> FoldResult:
         raise ValueError("the training folds hold a single class")
     pipeline = baseline_pipeline(model, seed).fit(x_train, y_train)
     probabilities = pipeline.predict_proba(x_val)[:, 1]
+    test = pipeline.predict_proba(data.xy(data.test)[0])[:, 1] if len(data.test) else np.empty(0)
     return FoldResult(
         pipeline,
         fold_scores(y_val, probabilities),
@@ -66,5 +68,6 @@ def train_fold(model: str, data: FoldData, seed: int = 0) -> FoldResult:
         len(x_train),
         len(x_val),
         probabilities,
+        test,
         fit_record(train=train["video_id"], scored=data.validation["video_id"]),
     )
