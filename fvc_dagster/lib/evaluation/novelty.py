@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
-from sklearn.covariance import LedoitWolf
 
 FLAG_RATE = 0.05  # share of in-distribution videos a calibrated threshold flags
 _IQR_PER_SD = 1.349  # interquartile range of a normal distribution, in standard deviations
@@ -91,6 +90,8 @@ def fit_novelty(rows: pd.DataFrame, feature_names: Sequence[str]) -> NoveltyMode
     A feature's scale is its interquartile range over 1.349 (a standard deviation for normal
     data), its standard deviation where that is 0, and 1 where the feature is constant; a
     feature no training row has a value of is taken as 0, like the baselines' imputer."""
+    from sklearn.covariance import LedoitWolf  # scikit-learn loads only where a model is fit
+
     x = _matrix(rows, feature_names)
     if len(x) < 2:
         raise ValueError(f"novelty needs 2 or more training videos, got {len(x)}")
