@@ -52,6 +52,7 @@ bench: $(BIN)/fvc
 	$(BIN)/python -m bench.training_input
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.network_input --section "Recommended settings"
+	$(BIN)/python -m bench.generalisation --shift codec=mpeg4
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -79,7 +79,20 @@ def _embedding_models(value: str) -> tuple[str, ...]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fvc_dagster.local.demo import DEMO_EMBEDDING_MODELS, DEMO_NETWORKS, run_demo
+    from fvc_dagster.local.corpus import CorpusSpec, shifted
+    from fvc_dagster.local.demo import (
+        DEMO_EMBEDDING_MODELS,
+        DEMO_NETWORKS,
+        DEMO_TEST_SHIFT,
+        DEMO_TEST_VIDEOS,
+        run_demo,
+    )
+
+    test_shift = DEMO_TEST_SHIFT if args.test_shift is None else args.test_shift
+    try:
+        shifted(CorpusSpec(), test_shift)
+    except ValueError as exc:
+        raise SystemExit(f"fvc demo: {exc}") from None
 
     return run_demo(
         _data_dir(args.data_dir),
@@ -92,6 +105,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if args.embedding_models
             else DEMO_EMBEDDING_MODELS
         ),
+        test_videos=DEMO_TEST_VIDEOS if args.test_videos is None else args.test_videos,
+        test_shift=test_shift,
     )
 
 
@@ -243,6 +258,19 @@ def main(argv: list[str] | None = None) -> int:
         "--embedding-models",
         help="XGBoost-on-embeddings models to train (their clips embedded first): NAME,..., all "
         "or none (default: xgboost_pretrained_inception, at 4x32 px with random weights)",
+    )
+    demo.add_argument(
+        "--test-videos",
+        type=int,
+        help="videos of the held-out test archive (TestFVC1.zip, another seed; default 16; 0: "
+        "none), which every model scores and none trains on: the generalisation table",
+    )
+    demo.add_argument(
+        "--test-shift",
+        action="append",
+        metavar="AXIS=VALUE",
+        help="how the test archive is shifted from the training corpus, as for `fvc generate "
+        "--shift` (repeatable; default codec=mpeg4; `codec=h264` for an unshifted one)",
     )
     models = commands.add_parser("models", help="the model portfolio and where its weights are")
     models.add_argument("--json", action="store_true", help="print JSON rows")

@@ -43,7 +43,7 @@ def platform(tmp_path_factory, video_bytes_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
         with contextlib.redirect_stdout(io.StringIO()):
-            assert run_demo(root, networks=(), embedding_models=()) == 0
+            assert run_demo(root, networks=(), embedding_models=(), test_videos=0) == 0
         metrics_before = query(root, "select * from fvc.fold_metrics")
         defs = build_defs(root)
         instance = dg.DagsterInstance.get()

@@ -23,6 +23,7 @@ from fvc_dagster.lib.training.folds import groups_in_several_folds
 from fvc_dagster.local.demo import DEMO_EMBEDDING_MODELS, execute_run_request, run_demo
 
 TABULAR = models_of("tabular")
+TEST = 10  # videos of the demo's held-out test archive (MPEG-4 Part 2, another seed)
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +31,17 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-        assert run_demo(root, n_videos=40, n_archives=2, seed=1, networks=()) == 0
+        assert run_demo(root, n_videos=40, n_archives=2, seed=1, networks=(), test_videos=TEST) == 0
     return root
 
 
 def test_demo_leaves_every_table_and_leak_free_folds(demo_root):
-    assert len(query(demo_root, "select * from fvc.source_videos")) == 40
+    videos = query(demo_root, "select * from fvc.source_videos")
+    assert videos["split"].value_counts().to_dict() == {"train": 40, "test": TEST}
     for table in ("augmented_clips", "handcrafted_features", "scaled_clips", "scaled_features"):
-        assert len(query(demo_root, f"select * from fvc.{table}")) == 40 * 11, table
+        assert len(query(demo_root, f"select * from fvc.{table}")) == (40 + TEST) * 11, table
     folds = query(demo_root, "select * from fvc.cv_folds")
+    assert not set(folds["video_id"]) & set(videos.loc[videos["split"] == "test", "video_id"])
     assert groups_in_several_folds(folds) == [] and sorted(folds["fold"].unique()) == [
         0,
         1,
@@ -53,7 +56,8 @@ def test_demo_leaves_every_table_and_leak_free_folds(demo_root):
     assert len(comparison) == len(models) and comparison["roc_auc_mean"].notna().all()
     # The demo embeds every clip with the cheapest backbone (r3d_18 of pretrained_inception).
     embeddings = query(demo_root, "select * from fvc.clip_embeddings")
-    assert set(embeddings["backbone"]) == {"pretrained_inception"} and len(embeddings) == 40 * 11
+    assert set(embeddings["backbone"]) == {"pretrained_inception"}
+    assert len(embeddings) == (40 + TEST) * 11
     assert embeddings["embedding"].map(len).eq(512).all()
     # Every model's held-out probability for every validation clip.
     validation = query(demo_root, "select * from fvc.training_clips where role = 'validation'")
@@ -102,7 +106,11 @@ def test_the_comparison_and_generalisation_show_their_figures_in_the_ui_and_in_m
     (record,) = instance.fetch_materializations(dg.AssetKey("generalisation"), limit=1).records
     shown = record.asset_materialization.metadata
     assert shown["cv_vs_test_roc_auc"].value.startswith("![cv_vs_test_roc_auc](data:image/png")
-    assert "no test videos" in shown["generalisation"].value  # the demo corpus has none
+    # Every model scored the held-out test archive: a test ROC-AUC with its interval each.
+    table = query(demo_root, "select * from fvc.generalisation")
+    assert set(table["model"]) == {*TABULAR, *DEMO_EMBEDDING_MODELS, "ensemble"}
+    assert (table["test_videos"] == TEST).all() and table["test_roc_auc"].notna().all(), table
+    assert (table["test_roc_auc_low"] <= table["test_roc_auc"]).all()
     mlflow.set_tracking_uri(f"sqlite:///{demo_root / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["fvc-comparison"])  # one per materialization
     assert set(runs["status"]) == {"FINISHED"}
@@ -117,7 +125,9 @@ def test_the_comparison_and_generalisation_show_their_figures_in_the_ui_and_in_m
 def test_a_second_demo_run_reuses_everything(demo_root, monkeypatch, capsys):
     monkeypatch.setenv("DAGSTER_HOME", str(demo_root / "dagster_home"))
     instance_runs = len(dg.DagsterInstance.get().get_run_records())
-    assert run_demo(demo_root, n_videos=40, n_archives=2, seed=1, networks=()) == 0
+    assert (
+        run_demo(demo_root, n_videos=40, n_archives=2, seed=1, networks=(), test_videos=TEST) == 0
+    )
     assert len(dg.DagsterInstance.get().get_run_records()) == instance_runs
     out = capsys.readouterr().out
     assert "| model " in out and "above chance" in out
@@ -152,7 +162,7 @@ def tiny_demo(tmp_path_factory, video_bytes_factory) -> tuple[Path, int, str]:
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-        exit_code = run_demo(root, networks=(), embedding_models=())
+        exit_code = run_demo(root, networks=(), embedding_models=(), test_videos=0)
     return root, exit_code, printed.getvalue()
 
 

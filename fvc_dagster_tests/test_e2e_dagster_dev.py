@@ -42,7 +42,7 @@ def dagster_dev(tmp_path: Path, video_bytes):
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()):
         patch.setenv("DAGSTER_HOME", str(home))
-        assert run_demo(tmp_path, networks=(), embedding_models=()) == 0
+        assert run_demo(tmp_path, networks=(), embedding_models=(), test_videos=0) == 0
     env = {"FVC_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(home)}
 
     def drop_archive():

@@ -40,7 +40,7 @@ def demo_process(root: Path, **popen) -> subprocess.Popen:
     env = {**os.environ, "FVC_DATA_DIR": str(root), "DAGSTER_HOME": str(root / "dagster_home")}
     command = [sys.executable, "-m", "fvc_dagster.cli", "demo"]
     return subprocess.Popen(
-        [*command, "--models", "none", "--embedding-models", "none"],
+        [*command, "--models", "none", "--embedding-models", "none", "--test-videos", "0"],
         env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
     )  # fmt: skip
 
@@ -96,7 +96,7 @@ def test_a_demo_killed_mid_batch_is_recovered_by_the_next_one_with_identical_res
 
     monkeypatch.setenv("DAGSTER_HOME", str(clean / "dagster_home"))
     with contextlib.redirect_stdout(io.StringIO()):
-        assert run_demo(clean, networks=(), embedding_models=()) == 0
+        assert run_demo(clean, networks=(), embedding_models=(), test_videos=0) == 0
 
     assert checksums(killed) == checksums(clean) and len(checksums(clean)) > len(VIDEOS)
     expected, got = tables(clean), tables(killed)

@@ -1,7 +1,7 @@
-"""The demo: a generated corpus through the archive sensor, batched runs (a failed batch split
-by the run-failure sensor), baselines, an embedding model and a video network trained,
-comparison, the champion registered in MLflow and scoring every video and a fresh one; it exits
-non-zero naming videos that failed.
+"""The demo: a generated corpus and a small shifted test archive through the archive sensor,
+batched runs (a failed batch split by the run-failure sensor), baselines, an embedding model and
+a video network trained, comparison, generalisation to the test archive, the champion registered
+in MLflow and scoring every video and a fresh one; it exits non-zero naming videos that failed.
 
 It drives the same Definitions, sensor and jobs as `dagster dev`, on the persistent instance in
 `$DAGSTER_HOME`, so its runs, partitions and materializations are in the UI afterwards.
@@ -33,6 +33,12 @@ from fvc_dagster.defs.partitions import folds_partitions, partition_range_tags, 
 from fvc_dagster.defs.recovery import fail_dead_runs, process_tags, slots_held
 
 WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"  # what `make dev` loads
+# The test archive the demo holds out: videos of another seed, encoded with another codec,
+# declared test-only by their metadata's split column; no model trains on them, every model
+# scores them (`generalisation`).
+TEST_PREFIX = "Test"
+DEMO_TEST_VIDEOS = 16
+DEMO_TEST_SHIFT = ("codec=mpeg4",)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # The video network the demo trains, from scratch on CPU: naive_cnn on the native 112-px centre
 # window of one frame per clip, 100 epochs (about 60 s a fold on one core), the count fixed
@@ -261,7 +267,7 @@ def _print_scores(data_dir: Path, seed: int) -> None:
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
         held_in = con.execute(
             "select path, label from fvc.source_videos where label in ('real', 'fake') "
-            "order by label, video_id"
+            "and coalesce(split, 'train') = 'train' order by label, video_id"
         ).df()
     picks = held_in.groupby("label").head(1)
     fresh_path, fresh_label = write_videos(
@@ -297,6 +303,19 @@ def _print_comparison(warehouse: Path) -> None:
     print(textwrap.fill(about, WIDTH), comparison_summary(table), sep="\n\n")
 
 
+def _print_generalisation(warehouse: Path) -> None:
+    from fvc_dagster.lib.evaluation.generalisation import generalisation_markdown
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        table = con.execute("select * from fvc.generalisation").df()
+    about = (
+        "Generalisation: the same models on the test videos, which no fold trained on (a test "
+        "video's P(fake) is the mean of the model's fold models'; ROC-AUC with its 95% cascade-"
+        f"bootstrap interval; table fvc.generalisation in {warehouse}):"
+    )
+    print("", textwrap.fill(about, WIDTH), "", generalisation_markdown(table), sep="\n")
+
+
 def _print_champion(warehouse: Path) -> None:
     """The registered champion, and why `champion_model` chose it."""
     from fvc_dagster.lib.serving.champion import why_champion
@@ -328,10 +347,11 @@ def _print_next_steps(data_dir: Path) -> None:
 
 
 def _print_summary(data_dir: Path, seed: int, start: float, served: bool) -> None:
-    """The demo's last block, between rules: the comparison, the champion and why, the
-    champion on three videos, where to look next."""
+    """The demo's last block, between rules: the comparison, the generalisation table, the
+    champion and why, the champion on three videos, where to look next."""
     print(f"\n{RULE}\nSummary\n{RULE}")
     _print_comparison(data_dir / "warehouse.duckdb")
+    _print_generalisation(data_dir / "warehouse.duckdb")
     if served:
         _print_champion(data_dir / "warehouse.duckdb")
         print()
@@ -347,10 +367,12 @@ def run_demo(
     seed: int = 0,
     networks: Sequence[str] = DEMO_NETWORKS,
     embedding_models: Sequence[str] = DEMO_EMBEDDING_MODELS,
+    test_videos: int = DEMO_TEST_VIDEOS,
+    test_shift: Sequence[str] = DEMO_TEST_SHIFT,
 ) -> int:
     from fvc_dagster.definitions import build_defs
     from fvc_dagster.lib.ingest.archives import archive_paths
-    from fvc_dagster.local.corpus import CorpusSpec, generate_corpus
+    from fvc_dagster.local.corpus import CorpusSpec, generate_corpus, shift_of, shifted
 
     start = time.perf_counter()
     setup_interrupt_handlers()  # SIGTERM interrupts a run as Ctrl-C does: it ends, marked failed
@@ -365,6 +387,15 @@ def run_demo(
         generate_corpus(
             inbox, CorpusSpec(n_videos=n_videos, n_archives=n_archives, seed=seed), True
         )
+        if test_videos:
+            test = shifted(
+                CorpusSpec(n_videos=test_videos, n_archives=1, seed=seed + 1, split="test",
+                           prefix=TEST_PREFIX),
+                test_shift,
+            )  # fmt: skip
+            shift = ", ".join(f"{a}={v}" for a, v in shift_of(test).items()) or "not shifted"
+            print(f"generating {test_videos} test videos ({shift}) into {inbox}")
+            generate_corpus(inbox, test, True)
 
     password_env = "FVC_ZIP_PASSWORD" if os.environ.get("FVC_ZIP_PASSWORD") else None
     defs = build_defs(data_dir, password_env)
