@@ -31,13 +31,13 @@ SERVE_PORT ?= 5001
 serve: $(BIN)/fvc
 	$(BIN)/fvc serve --port $(SERVE_PORT)
 
-# Four pytest workers on two cores, one compute thread each (OpenMP/BLAS threads of workers
+# Three pytest workers on two cores, one compute thread each (OpenMP/BLAS threads of workers
 # sharing cores spin against each other: a quarter more CPU time, a minute more wall time). The
-# end-to-end tests mostly wait on servers, daemons and subprocesses: the workers beyond the cores
-# fill that time (measured in docs/testing.md).
+# end-to-end tests mostly wait on servers and subprocesses: a third worker fills that time
+# (measured in docs/testing.md).
 test: $(BIN)/fvc lint
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
-	  $(BIN)/python -m pytest -q -n 4 --dist loadfile --no-loadscope-reorder --timeout=900
+	  $(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --timeout=900
 
 lint: $(BIN)/fvc
 	$(BIN)/ruff check .

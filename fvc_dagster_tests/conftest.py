@@ -353,11 +353,33 @@ def set_declared_size(archive: Path, member: str, size: int) -> None:
     archive.write_bytes(bytes(raw))
 
 
+# The order in which `make test`'s workers take files (`--dist loadfile`, kept by
+# `--no-loadscope-reorder`): the longest first, one each (minutes, measured in docs/testing.md),
+# so that no worker ends alone on a long file. pytest-xdist hands a worker its next file while it
+# still has two tests to run: a long file of one or two tests is followed by a quick file of many
+# tests, which its worker takes at once instead of a long one.
+SLOWEST_FIRST = (
+    "test_e2e_dagster_dev.py",  # 6 min, one test
+    "test_defs_networks.py",
+    "test_defs_training.py",
+    "test_lib_archives.py",
+    "test_defs_staleness.py",  # two tests
+    "test_lib_augment.py",
+    "test_defs_champion.py",
+    "test_scaleout_loopback.py",  # two tests
+    "test_lib_features.py",
+    "test_local_demo_recovery.py",  # one test
+    "test_lib_video.py",
+    "test_defs_test_archives.py",
+    "test_e2e_killed_runs.py",  # two tests
+    "test_lib_inbox.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `long` (end to end through servers and subprocesses, minutes of mostly
-    waiting) run first, so that the other worker's short tests fill the time they wait
-    (`make test` keeps this order: `--no-loadscope-reorder`)."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+    """Files in `SLOWEST_FIRST` order, then the others as collected."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def corrupt_encrypted_zip(path, members: dict[str, bytes], password: str):

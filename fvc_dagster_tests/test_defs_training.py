@@ -23,7 +23,7 @@ from fvc_dagster.lib.training.folds import groups_in_several_folds
 from fvc_dagster.local.demo import DEMO_EMBEDDING_MODELS, execute_run_request, run_demo
 
 TABULAR = models_of("tabular")
-TEST = 10  # videos of the demo's held-out test archive (MPEG-4 Part 2, another seed)
+TEST = 6  # videos of the demo's held-out test archive (MPEG-4 Part 2, another seed)
 
 
 @pytest.fixture(scope="module")
