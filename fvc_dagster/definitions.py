@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from fvc_dagster.defs.automation import SENSOR_INTERVAL_S
 from fvc_dagster.defs.clips import assets as clip_assets
 from fvc_dagster.defs.evaluation import assets as evaluation_assets
 from fvc_dagster.defs.evaluation import generalisation as generalisation_assets
@@ -53,6 +54,7 @@ from fvc_dagster.lib.serving.mlflow_registry import local_tracking_uri
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "default_automation_condition_sensor",
     target=dg.AssetSelection.all(),
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Materializes the assets whose automation condition asks for it (training, "
     "comparison, champion, scores) when their upstream data changes.",

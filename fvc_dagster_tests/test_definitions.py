@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from fvc_dagster import definitions
 from fvc_dagster.lib.models import REGISTRY
@@ -94,3 +95,12 @@ def test_a_registry_row_is_all_a_new_model_needs(monkeypatch):
     asset = model_asset(row)
     assert asset.key == dg.AssetKey("mc3") and asset.group_names_by_key[asset.key] == "networks"
     assert "epochs" in asset.op.config_schema.as_field().config_type.fields
+
+
+def test_the_sensor_interval_comes_from_the_environment_and_is_checked():
+    from fvc_dagster.defs.automation import sensor_interval
+
+    assert (sensor_interval(None), sensor_interval(""), sensor_interval("5")) == (30, 30, 5)
+    for wrong in ("0", "-3", "2.5", "soon"):
+        with pytest.raises(ValueError, match="FVC_SENSOR_INTERVAL_S must be a whole number"):
+            sensor_interval(wrong)

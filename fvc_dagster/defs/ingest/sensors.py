@@ -9,6 +9,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from fvc_dagster.defs.automation import SENSOR_INTERVAL_S
 from fvc_dagster.defs.batching import FAILED_VIDEOS_KEY
 from fvc_dagster.defs.jobs import video_pipeline_job
 from fvc_dagster.defs.partitions import (
@@ -36,7 +37,7 @@ def batch_run_requests(
 
 @dg.sensor(
     job=video_pipeline_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers the videos of new or grown inbox archives and runs them in batches.",
 )
