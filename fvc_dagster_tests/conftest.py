@@ -324,6 +324,12 @@ def running_dagster_dev(workspace: Path, env: dict[str, str], log: Path) -> Iter
                 process.wait()
 
 
+def check_named(result, name: str):
+    """The one evaluation of the asset check `name` in a run's result."""
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation
+
+
 def member_data_offset(archive: Path, member: str) -> int:
     """Where a member's (compressed) data starts in an archive: after its local header."""
     with zipfile.ZipFile(archive) as zf:

@@ -13,7 +13,14 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from conftest import fvc_metadata, labelled_video, query, write_labelled_inbox, write_zip
+from conftest import (
+    check_named,
+    fvc_metadata,
+    labelled_video,
+    query,
+    write_labelled_inbox,
+    write_zip,
+)
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.folds.checks import no_test_video_in_training
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags, videos_partitions
@@ -148,11 +155,7 @@ def test_a_planted_test_video_fails_the_blocking_check_and_no_model_runs(test_ar
         result = execute_run_request(defs, "training", every_fold, instance)
 
         assert not result.success
-        (check,) = [
-            e
-            for e in result.get_asset_check_evaluations()
-            if e.check_name == "no_test_video_in_folds"
-        ]
+        check = check_named(result, "no_test_video_in_folds")
         assert not check.passed
         assert check.metadata["test_videos_used"].value == [DECLARED]
         assert check.metadata["examples"].value[0]["reason"] == "split column of metadata says test"

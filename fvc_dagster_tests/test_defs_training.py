@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
-from conftest import query, write_labelled_inbox
+from conftest import check_named, query, write_labelled_inbox
 from fvc_dagster.definitions import build_defs
 from fvc_dagster.defs.folds.checks import every_fold_has_both_classes, no_cascade_in_two_folds
 from fvc_dagster.defs.partitions import N_FOLDS, partition_range_tags, videos_partitions
@@ -234,11 +234,7 @@ def test_a_planted_leak_fails_the_blocking_check_and_no_baseline_runs(tiny_demo,
         result = execute_run_request(defs, "training", every_fold, instance)
 
         assert not result.success
-        (leak_check,) = [
-            e
-            for e in result.get_asset_check_evaluations()
-            if e.check_name == "no_held_out_clip_in_training"
-        ]
+        leak_check = check_named(result, "no_held_out_clip_in_training")
         assert not leak_check.passed
         assert leak_check.metadata["leaked_examples"].value == [
             {"fold": fold_of[held_out], "clip_id": planted, "video_id": other, "owner": held_out}

@@ -290,30 +290,35 @@ WIDTH = 100
 RULE = "=" * WIDTH
 
 
+def _print_table(warehouse: Path, query: str, about: str, render) -> None:
+    """A warehouse table rendered by `render`, after `about` wrapped and a blank line."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        table = con.execute(query).df()
+    print(textwrap.fill(about, WIDTH), render(table), sep="\n\n")
+
+
 def _print_comparison(warehouse: Path) -> None:
     from fvc_dagster.lib.evaluation.metrics import comparison_summary
 
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        table = con.execute("select * from fvc.model_comparison order by rank").df()
     about = (
         "Model comparison, best first (ROC-AUC mean ± sample std over folds; pooled held-out "
         "ROC-AUC with its 95% cascade-bootstrap interval, and the chance band it must clear; "
         f"every metric: table fvc.model_comparison in {warehouse}):"
     )
-    print(textwrap.fill(about, WIDTH), comparison_summary(table), sep="\n\n")
+    query = "select * from fvc.model_comparison order by rank"
+    _print_table(warehouse, query, about, comparison_summary)
 
 
 def _print_generalisation(warehouse: Path) -> None:
     from fvc_dagster.lib.evaluation.generalisation import generalisation_markdown
 
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        table = con.execute("select * from fvc.generalisation").df()
     about = (
         "Generalisation: the same models on the test videos, which no fold trained on (a test "
         "video's P(fake) is the mean of the model's fold models'; ROC-AUC with its 95% cascade-"
         f"bootstrap interval; table fvc.generalisation in {warehouse}):"
     )
-    print("", textwrap.fill(about, WIDTH), "", generalisation_markdown(table), sep="\n")
+    print()
+    _print_table(warehouse, "select * from fvc.generalisation", about, generalisation_markdown)
 
 
 def _print_champion(warehouse: Path) -> None:
