@@ -139,8 +139,19 @@ def calibrated_novelty(
 ) -> NoveltyModel:
     """The training distribution of every row of `rows`, with the threshold that flags
     `flag_rate` of the rows' pooled held-out distances (`held_out_distances`)."""
+    distances = held_out_distances(rows, folds, feature_names)
+    return novelty_flagging(rows, distances, feature_names, flag_rate)
+
+
+def novelty_flagging(
+    rows: pd.DataFrame,
+    held_out: np.ndarray,
+    feature_names: Sequence[str],
+    flag_rate: float = FLAG_RATE,
+) -> NoveltyModel:
+    """The training distribution of every row of `rows`, with the threshold that flags
+    `flag_rate` of `held_out`, the rows' held-out distances (`held_out_distances`)."""
     if not 0 < flag_rate < 1:
         raise ValueError(f"flag_rate {flag_rate}: need 0 < flag_rate < 1")
-    distances = held_out_distances(rows, folds, feature_names)
-    threshold = float(np.quantile(distances, 1 - flag_rate))
+    threshold = float(np.quantile(held_out, 1 - flag_rate))
     return replace(fit_novelty(rows, feature_names), threshold=threshold)

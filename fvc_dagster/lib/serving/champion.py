@@ -13,7 +13,7 @@ import pandas as pd
 
 from fvc_dagster.lib.clips.video_clips import ORIGINAL
 from fvc_dagster.lib.evaluation.metrics import METRICS
-from fvc_dagster.lib.evaluation.novelty import NoveltyModel, calibrated_novelty, held_out_distances
+from fvc_dagster.lib.evaluation.novelty import NoveltyModel, held_out_distances, novelty_flagging
 from fvc_dagster.lib.features.rows import CLIP_FEATURES
 from fvc_dagster.lib.models import REGISTRY, baseline_pipeline
 from fvc_dagster.lib.serving.detector import Detector
@@ -129,8 +129,8 @@ def training_novelty(features: pd.DataFrame, folds: pd.DataFrame) -> tuple[Novel
     share of those held-out videos it flags."""
     originals = features[features["aug_index"] == ORIGINAL].drop(columns="aug_index")
     rows = folds[["video_id", "fold"]].merge(originals, on="video_id", validate="one_to_one")
-    model = calibrated_novelty(rows, rows["fold"], CLIP_FEATURES)
     held_out = held_out_distances(rows, rows["fold"], CLIP_FEATURES)
+    model = novelty_flagging(rows, held_out, CLIP_FEATURES)
     return model, float((held_out > model.threshold).mean())
 
 
